@@ -1,0 +1,88 @@
+"""The exceptions pbtkit raises.
+
+Every error is a :class:`PBTError`; most also derive from the builtin that fits, so
+``except ValueError`` in user code keeps working::
+
+    PBTError
+    ├── ConfigError(PBTError, ValueError)          a space, policy or run setting is wrong
+    │   └── OutOfSpace(ConfigError)                a hyperparameter value is outside its domain
+    ├── MetricError(PBTError, ValueError)          a report is malformed or the objective is missing
+    ├── StorageError(PBTError, RuntimeError)       the storage URL cannot be opened or used
+    │   └── SchemaMismatch(StorageError)           the database was written by another schema version
+    ├── ExperimentConflict(PBTError, ValueError)   an experiment of that name exists with other settings
+    ├── NotFound(PBTError, KeyError)               an experiment, member or trial does not exist
+    ├── LeaseLost(PBTError, RuntimeError)          a worker reports on a trial it no longer holds
+    ├── CheckpointError(PBTError, OSError)         a checkpoint is missing, corrupt, or outside its root
+    └── TrialFailed(PBTError, RuntimeError)        the user's training function raised (wraps the cause)
+
+``retryable`` says whether trying the same call again can help.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "ExperimentConflict",
+    "LeaseLost",
+    "MetricError",
+    "NotFound",
+    "OutOfSpace",
+    "PBTError",
+    "SchemaMismatch",
+    "StorageError",
+    "TrialFailed",
+]
+
+
+class PBTError(Exception):
+    """Base class of every error pbtkit raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigError(PBTError, ValueError):
+    """A search space, policy or run setting is invalid; the message says which and how to fix it."""
+
+
+class OutOfSpace(ConfigError):
+    """A hyperparameter value lies outside its domain (or a name is missing or unknown)."""
+
+
+class MetricError(PBTError, ValueError):
+    """A reported metric is malformed, or the objective metric was never reported."""
+
+
+class StorageError(PBTError, RuntimeError):
+    """The storage cannot be opened or used."""
+
+    retryable = True
+
+
+class SchemaMismatch(StorageError):
+    """The database holds a schema version this pbtkit cannot use."""
+
+    retryable = False
+
+
+class ExperimentConflict(PBTError, ValueError):
+    """An experiment of this name already exists with different settings."""
+
+
+class NotFound(PBTError, KeyError):
+    """An experiment, member or trial that does not exist was asked for."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the sentence as written.
+        return str(self.args[0]) if self.args else ""
+
+
+class LeaseLost(PBTError, RuntimeError):
+    """The trial is no longer leased to this worker (its lease expired or it was finished)."""
+
+
+class CheckpointError(PBTError, OSError):
+    """A checkpoint is missing, fails its manifest check, or a path lies outside the root."""
+
+
+class TrialFailed(PBTError, RuntimeError):
+    """The user's training function raised; ``__cause__`` holds the original exception."""
