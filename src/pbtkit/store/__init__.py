@@ -1,0 +1,88 @@
+"""Where experiments live. :func:`open_store` picks the backend from a URL, in one place.
+
+=================================  ===============================================
+URL                                backend
+=================================  ===============================================
+``sqlite:///path/pbt.db``          :class:`SQLStore` on a SQLite file (the default)
+``path/pbt.db`` (a plain path)     the same
+``memory://``                      :class:`MemoryStore`, this process only (tests)
+=================================  ===============================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pbtkit._exceptions import ConfigError
+from pbtkit.store._base import (
+    EventRecord,
+    ExperimentRecord,
+    MemberRecord,
+    ReportRecord,
+    Store,
+    Transaction,
+    TrialRecord,
+)
+from pbtkit.store._memory import MemoryStore
+from pbtkit.store._sql import SCHEMA_VERSION, SQLStore
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EventRecord",
+    "ExperimentRecord",
+    "MemberRecord",
+    "MemoryStore",
+    "ReportRecord",
+    "SQLStore",
+    "Store",
+    "Transaction",
+    "TrialRecord",
+    "normalize_url",
+    "open_store",
+]
+
+
+def normalize_url(url: str) -> str:
+    """The canonical form of a storage URL: plain paths become absolute ``sqlite:///`` URLs.
+
+    Relative SQLite paths are made absolute so that worker processes started in another
+    directory open the same file.
+    """
+    if url in ("memory", "memory:", "memory://"):
+        return "memory://"
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        path = url[len("sqlite:///") :]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            return f"sqlite:///{Path(path).expanduser().resolve()}"
+    return url
+
+
+def open_store(url: str) -> Store:
+    """Open (and if needed create) the store at ``url``.
+
+    Args:
+        url: ``sqlite:///path.db``, a plain file path, or ``memory://``.
+
+    Returns:
+        The store.
+
+    Raises:
+        ConfigError: The URL's scheme is not one pbtkit knows.
+        StorageError: The database cannot be opened.
+    """
+    url = normalize_url(url)
+    if url == "memory://":
+        return MemoryStore(url)
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme == "sqlite":
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            raise ConfigError(
+                "an in-memory SQLite database is private to one connection; "
+                "use memory:// for a throwaway store or sqlite:///path.db for a file"
+            )
+        return SQLStore(url)
+    raise ConfigError(
+        f"unknown storage URL {url!r}: use sqlite:///path/to/pbt.db (default) or memory://"
+    )

@@ -1,0 +1,513 @@
+"""The relational store (SQLAlchemy Core): SQLite by default, any SQLAlchemy URL in principle.
+
+SQLite is opened in WAL mode so that readers (the progress display, ``pbtkit status``)
+never block the workers, and every write transaction starts with ``BEGIN IMMEDIATE`` so
+that writers queue for the lock instead of failing half-way with "database is locked".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DatabaseError, IntegrityError, SQLAlchemyError
+
+from pbtkit._exceptions import ExperimentConflict, NotFound, SchemaMismatch, StorageError
+from pbtkit.store._base import (
+    EventRecord,
+    ExperimentRecord,
+    MemberRecord,
+    ReportRecord,
+    Store,
+    Transaction,
+    TrialRecord,
+    decode_metrics,
+    encode_metrics,
+    iter_chunks,
+)
+
+__all__ = ["SCHEMA_VERSION", "SQLStore"]
+
+#: Bumped whenever a table changes; a database of another version is refused on open.
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "pbt_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+experiments = sa.Table(
+    "pbt_experiments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(256), nullable=False, unique=True),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+members = sa.Table(
+    "pbt_members",
+    metadata,
+    sa.Column("experiment_id", sa.ForeignKey("pbt_experiments.id"), primary_key=True),
+    sa.Column("member", sa.Integer, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("latest_trial_id", sa.Integer, nullable=True),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("hparams", sa.JSON, nullable=False),
+    sa.Column("checkpoint", sa.String(1024), nullable=True),
+)
+
+trials = sa.Table(
+    "pbt_trials",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.ForeignKey("pbt_experiments.id"), nullable=False),
+    sa.Column("member", sa.Integer, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("hparams", sa.JSON, nullable=False),
+    sa.Column("parent_id", sa.Integer, nullable=True),
+    sa.Column("start_step", sa.Integer, nullable=False),
+    sa.Column("end_step", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.String(256), nullable=True),
+    sa.Column("lease_expires", sa.Float, nullable=True),
+    sa.Column("checkpoint", sa.String(1024), nullable=True),
+    sa.Column("checkpoint_released", sa.Boolean, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Index("ix_pbt_trials_queue", "experiment_id", "status", "generation", "id"),
+    sa.Index("ix_pbt_trials_parent", "parent_id", "status"),
+)
+
+reports = sa.Table(
+    "pbt_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.Integer, nullable=False),
+    sa.Column("trial_id", sa.Integer, nullable=False),
+    sa.Column("member", sa.Integer, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Index("ix_pbt_reports_trial", "trial_id"),
+    sa.Index("ix_pbt_reports_member", "experiment_id", "member"),
+)
+
+events = sa.Table(
+    "pbt_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.Integer, nullable=False),
+    sa.Column("member", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("trial_id", sa.Integer, nullable=True),
+    sa.Column("donor_member", sa.Integer, nullable=True),
+    sa.Column("donor_trial", sa.Integer, nullable=True),
+    sa.Column("old_hparams", sa.JSON, nullable=True),
+    sa.Column("new_hparams", sa.JSON, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_pbt_events_kind", "experiment_id", "kind"),
+)
+
+
+def _nan_to_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _none_to_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _trial_from_row(row: Any) -> TrialRecord:
+    return TrialRecord(
+        id=row.id,
+        experiment_id=row.experiment_id,
+        member=row.member,
+        generation=row.generation,
+        hparams=row.hparams,
+        parent_id=row.parent_id,
+        start_step=row.start_step,
+        end_step=row.end_step,
+        status=row.status,
+        attempt=row.attempt,
+        lease_owner=row.lease_owner,
+        lease_expires=row.lease_expires,
+        checkpoint=row.checkpoint,
+        checkpoint_released=bool(row.checkpoint_released),
+        metrics=decode_metrics(row.metrics),
+        score=_none_to_nan(row.score),
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _trial_values(trial: TrialRecord) -> dict[str, Any]:
+    return {
+        "experiment_id": trial.experiment_id,
+        "member": trial.member,
+        "generation": trial.generation,
+        "hparams": dict(trial.hparams),
+        "parent_id": trial.parent_id,
+        "start_step": trial.start_step,
+        "end_step": trial.end_step,
+        "status": trial.status,
+        "attempt": trial.attempt,
+        "lease_owner": trial.lease_owner,
+        "lease_expires": trial.lease_expires,
+        "checkpoint": trial.checkpoint,
+        "checkpoint_released": trial.checkpoint_released,
+        "metrics": encode_metrics(trial.metrics),
+        "score": _nan_to_none(trial.score),
+        "error": trial.error,
+        "created_at": trial.created_at,
+        "started_at": trial.started_at,
+        "finished_at": trial.finished_at,
+    }
+
+
+def _experiment_from_row(row: Any) -> ExperimentRecord:
+    return ExperimentRecord(row.id, row.name, row.config, row.status, row.created_at)
+
+
+def _event_from_row(row: Any) -> EventRecord:
+    return EventRecord(
+        experiment_id=row.experiment_id,
+        member=row.member,
+        kind=row.kind,
+        trial_id=row.trial_id,
+        donor_member=row.donor_member,
+        donor_trial=row.donor_trial,
+        old_hparams=row.old_hparams,
+        new_hparams=row.new_hparams,
+        detail=row.detail,
+        at=row.at,
+        id=row.id,
+    )
+
+
+class _SQLTransaction(Transaction):
+    def __init__(self, conn: Connection) -> None:
+        self._c = conn
+
+    def create_experiment(self, name: str, config: Mapping[str, Any], now: float) -> ExperimentRecord:
+        try:
+            with self._c.begin_nested():
+                result = self._c.execute(
+                    experiments.insert().values(
+                        name=name, config=dict(config), status="running", created_at=now
+                    )
+                )
+        except IntegrityError:
+            raise ExperimentConflict(f"an experiment named {name!r} already exists") from None
+        key = result.inserted_primary_key
+        assert key is not None
+        return ExperimentRecord(int(key[0]), name, dict(config), "running", now)
+
+    def get_experiment(self, name: str) -> ExperimentRecord | None:
+        row = self._c.execute(sa.select(experiments).where(experiments.c.name == name)).first()
+        return None if row is None else _experiment_from_row(row)
+
+    def list_experiments(self) -> list[ExperimentRecord]:
+        rows = self._c.execute(sa.select(experiments).order_by(experiments.c.id))
+        return [_experiment_from_row(r) for r in rows]
+
+    def lock_experiment(self, experiment_id: int) -> None:
+        # SQLite ignores FOR UPDATE (its BEGIN IMMEDIATE already serialises writers);
+        # PostgreSQL takes the row lock.
+        row = self._c.execute(
+            sa.select(experiments.c.id).where(experiments.c.id == experiment_id).with_for_update()
+        ).first()
+        if row is None:
+            raise NotFound(f"no experiment with id {experiment_id}")
+
+    def set_experiment_status(self, experiment_id: int, status: str) -> None:
+        self._c.execute(
+            experiments.update().where(experiments.c.id == experiment_id).values(status=status)
+        )
+
+    def put_members(self, records: Iterable[MemberRecord]) -> None:
+        for m in records:
+            values = {
+                "status": m.status,
+                "latest_trial_id": m.latest_trial_id,
+                "step": m.step,
+                "score": _nan_to_none(m.score),
+                "hparams": dict(m.hparams),
+                "checkpoint": m.checkpoint,
+            }
+            updated = self._c.execute(
+                members.update()
+                .where(members.c.experiment_id == m.experiment_id, members.c.member == m.member)
+                .values(**values)
+            )
+            if updated.rowcount == 0:
+                self._c.execute(
+                    members.insert().values(
+                        experiment_id=m.experiment_id, member=m.member, **values
+                    )
+                )
+
+    def members(self, experiment_id: int) -> list[MemberRecord]:
+        rows = self._c.execute(
+            sa.select(members)
+            .where(members.c.experiment_id == experiment_id)
+            .order_by(members.c.member)
+        )
+        return [
+            MemberRecord(
+                experiment_id=r.experiment_id,
+                member=r.member,
+                status=r.status,
+                latest_trial_id=r.latest_trial_id,
+                step=r.step,
+                score=_none_to_nan(r.score),
+                hparams=r.hparams,
+                checkpoint=r.checkpoint,
+            )
+            for r in rows
+        ]
+
+    def insert_trial(self, trial: TrialRecord) -> TrialRecord:
+        result = self._c.execute(trials.insert().values(**_trial_values(trial)))
+        key = result.inserted_primary_key
+        assert key is not None
+        return TrialRecord(**{**_as_dict(trial), "id": int(key[0])})
+
+    def get_trial(self, trial_id: int) -> TrialRecord:
+        row = self._c.execute(sa.select(trials).where(trials.c.id == trial_id)).first()
+        if row is None:
+            raise NotFound(f"no trial with id {trial_id}")
+        return _trial_from_row(row)
+
+    def trials(
+        self,
+        experiment_id: int,
+        *,
+        statuses: Sequence[str] | None = None,
+        member: int | None = None,
+        generation: int | None = None,
+    ) -> list[TrialRecord]:
+        query = sa.select(trials).where(trials.c.experiment_id == experiment_id)
+        if statuses is not None:
+            query = query.where(trials.c.status.in_(list(statuses)))
+        if member is not None:
+            query = query.where(trials.c.member == member)
+        if generation is not None:
+            query = query.where(trials.c.generation == generation)
+        return [_trial_from_row(r) for r in self._c.execute(query.order_by(trials.c.id))]
+
+    def next_pending(self, experiment_id: int) -> TrialRecord | None:
+        row = self._c.execute(
+            sa.select(trials)
+            .where(trials.c.experiment_id == experiment_id, trials.c.status == "pending")
+            .order_by(trials.c.generation, trials.c.id)
+            .limit(1)
+        ).first()
+        return None if row is None else _trial_from_row(row)
+
+    def update_trial(self, trial: TrialRecord, *, expect_status: str) -> bool:
+        result = self._c.execute(
+            trials.update()
+            .where(trials.c.id == trial.id, trials.c.status == expect_status)
+            .values(**_trial_values(trial))
+        )
+        return bool(result.rowcount == 1)
+
+    def children_count(self, trial_id: int, statuses: Sequence[str]) -> int:
+        count = self._c.execute(
+            sa.select(sa.func.count())
+            .select_from(trials)
+            .where(trials.c.parent_id == trial_id, trials.c.status.in_(list(statuses)))
+        ).scalar_one()
+        return int(count)
+
+    def add_reports(self, experiment_id: int, records: Sequence[ReportRecord]) -> None:
+        if not records:
+            return
+        for chunk in iter_chunks(records, 500):
+            self._c.execute(
+                reports.insert(),
+                [
+                    {
+                        "experiment_id": experiment_id,
+                        "trial_id": r.trial_id,
+                        "member": r.member,
+                        "step": r.step,
+                        "metrics": encode_metrics(r.metrics),
+                    }
+                    for r in chunk
+                ],
+            )
+
+    def delete_reports(self, trial_id: int) -> None:
+        self._c.execute(reports.delete().where(reports.c.trial_id == trial_id))
+
+    def reports(
+        self, experiment_id: int, *, member: int | None = None, trial_id: int | None = None
+    ) -> list[ReportRecord]:
+        query = sa.select(reports).where(reports.c.experiment_id == experiment_id)
+        if member is not None:
+            query = query.where(reports.c.member == member)
+        if trial_id is not None:
+            query = query.where(reports.c.trial_id == trial_id)
+        rows = self._c.execute(query.order_by(reports.c.id))
+        return [ReportRecord(r.trial_id, r.member, r.step, decode_metrics(r.metrics)) for r in rows]
+
+    def add_events(self, records: Sequence[EventRecord]) -> None:
+        if not records:
+            return
+        self._c.execute(
+            events.insert(),
+            [
+                {
+                    "experiment_id": e.experiment_id,
+                    "member": e.member,
+                    "kind": e.kind,
+                    "trial_id": e.trial_id,
+                    "donor_member": e.donor_member,
+                    "donor_trial": e.donor_trial,
+                    "old_hparams": None if e.old_hparams is None else dict(e.old_hparams),
+                    "new_hparams": None if e.new_hparams is None else dict(e.new_hparams),
+                    "detail": e.detail,
+                    "at": e.at,
+                }
+                for e in records
+            ],
+        )
+
+    def events(self, experiment_id: int, *, kind: str | None = None) -> list[EventRecord]:
+        query = sa.select(events).where(events.c.experiment_id == experiment_id)
+        if kind is not None:
+            query = query.where(events.c.kind == kind)
+        return [_event_from_row(r) for r in self._c.execute(query.order_by(events.c.id))]
+
+    def count_events(self, experiment_id: int, kind: str) -> int:
+        count = self._c.execute(
+            sa.select(sa.func.count())
+            .select_from(events)
+            .where(events.c.experiment_id == experiment_id, events.c.kind == kind)
+        ).scalar_one()
+        return int(count)
+
+
+def _as_dict(trial: TrialRecord) -> dict[str, Any]:
+    return {name: getattr(trial, name) for name in TrialRecord.__slots__}
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # The stdlib driver's own transaction handling would defer BEGIN; we issue it.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("pbtkit_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class SQLStore(Store):
+    """A store in a relational database reached through SQLAlchemy.
+
+    Args:
+        url: A SQLAlchemy URL such as ``sqlite:///pbt.db``.
+        create: Create the tables when the database is empty.
+
+    Raises:
+        StorageError: The database cannot be opened.
+        SchemaMismatch: It was written by a pbtkit of another schema version.
+    """
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        try:
+            self._engine = sa.create_engine(url, connect_args=self._connect_args())
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StorageError(
+                f"cannot open storage {url!r}: {exc}. Use a URL like sqlite:///path/to/pbt.db"
+            ) from exc
+        if self.is_sqlite:
+            _configure_sqlite(self._engine)
+        try:
+            self._prepare(create)
+        except DatabaseError as exc:
+            self._engine.dispose()
+            raise StorageError(
+                f"cannot open storage {url!r}: {exc.orig}. Check that the directory exists and "
+                "is writable, and that the file is a pbtkit database"
+            ) from exc
+
+    def _connect_args(self) -> dict[str, Any]:
+        return {"timeout": 60, "check_same_thread": False} if self.url.startswith("sqlite") else {}
+
+    def _prepare(self, create: bool) -> None:
+        for attempt in range(50):
+            try:
+                self._create_or_check(create)
+                return
+            except IntegrityError:
+                # Another process created the schema at the same moment; look again.
+                time.sleep(0.01 * (attempt + 1))
+        self._create_or_check(create)
+
+    def _create_or_check(self, create: bool) -> None:
+        with self._engine.begin() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(meta_table.name):
+                if inspector.get_table_names():
+                    raise SchemaMismatch(
+                        f"{self.url!r} holds tables that pbtkit did not write; "
+                        "point storage at a new file or database"
+                    )
+                if not create:
+                    raise StorageError(f"{self.url!r} holds no pbtkit database")
+                metadata.create_all(conn)
+                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            version = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).scalar_one_or_none()
+            if version != str(SCHEMA_VERSION):
+                raise SchemaMismatch(
+                    f"{self.url!r} has pbtkit schema version {version}, this pbtkit uses "
+                    f"{SCHEMA_VERSION}; upgrade or downgrade pbtkit to match, or use a new database"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self._engine.begin() as conn:
+            yield _SQLTransaction(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[Transaction]:
+        with self._engine.connect().execution_options(pbtkit_begin="DEFERRED") as conn:
+            with conn.begin():
+                yield _SQLTransaction(conn)
+
+    def close(self) -> None:
+        self._engine.dispose()
