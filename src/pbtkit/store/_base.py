@@ -12,7 +12,7 @@ Contract (tested for every backend by :mod:`pbtkit.store.testing`):
 
 - ids are positive integers assigned by the store, increasing in insertion order;
 - :meth:`Transaction.next_pending` returns the pending trial with the lowest
-  ``(generation, id)``, so members take turns;
+  ``(generation, priority, id)``, so members take turns;
 - a transaction that raises leaves no trace;
 - records come back equal to what was written (floats, NaN in metrics included).
 """
@@ -76,6 +76,8 @@ class TrialRecord:
 
     ``id`` is 0 for a record not yet inserted. ``metrics`` holds the last reported value
     of each metric; ``score`` the objective's value (NaN when not finite or not reported).
+    ``priority`` orders the pending trials of one generation (lowest first), so that no
+    member is always the first of a round to finish.
     """
 
     id: int
@@ -98,6 +100,7 @@ class TrialRecord:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    priority: float = 0.0
 
     def __post_init__(self) -> None:
         if self.status not in TRIAL_STATUSES:
@@ -191,8 +194,14 @@ class Transaction(abc.ABC):
         """Trials of an experiment matching every filter given, ordered by id."""
 
     @abc.abstractmethod
+    def count_trials(
+        self, experiment_id: int, statuses: Sequence[str], *, generation: int | None = None
+    ) -> int:
+        """How many trials of an experiment are in these statuses (optionally one generation)."""
+
+    @abc.abstractmethod
     def next_pending(self, experiment_id: int) -> TrialRecord | None:
-        """The pending trial with the lowest ``(generation, id)``, or None."""
+        """The pending trial with the lowest ``(generation, priority, id)``, or None."""
 
     @abc.abstractmethod
     def update_trial(self, trial: TrialRecord, *, expect_status: str) -> bool:

@@ -112,9 +112,14 @@ class _MemoryTransaction(Transaction):
             and (generation is None or t.generation == generation)
         ]
 
+    def count_trials(
+        self, experiment_id: int, statuses: Sequence[str], *, generation: int | None = None
+    ) -> int:
+        return len(self.trials(experiment_id, statuses=statuses, generation=generation))
+
     def next_pending(self, experiment_id: int) -> TrialRecord | None:
         pending = self.trials(experiment_id, statuses=("pending",))
-        return min(pending, key=lambda t: (t.generation, t.id), default=None)
+        return min(pending, key=lambda t: (t.generation, t.priority, t.id), default=None)
 
     def update_trial(self, trial: TrialRecord, *, expect_status: str) -> bool:
         current = self.get_trial(trial.id)

@@ -8,6 +8,8 @@ that writers queue for the lock instead of failing half-way with "database is lo
 from __future__ import annotations
 
 import math
+import random
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -92,7 +94,8 @@ trials = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
-    sa.Index("ix_pbt_trials_queue", "experiment_id", "status", "generation", "id"),
+    sa.Column("priority", sa.Float, nullable=False),
+    sa.Index("ix_pbt_trials_queue", "experiment_id", "status", "generation", "priority", "id"),
     sa.Index("ix_pbt_trials_parent", "parent_id", "status"),
 )
 
@@ -127,6 +130,64 @@ events = sa.Table(
 )
 
 
+# Statements are built once: constructing SQLAlchemy expressions costs more than running
+# them on SQLite, and a worker runs a dozen per trial.
+_TRIAL_COLUMNS = [c.name for c in trials.columns if c.name != "id"]
+_MEMBER_VALUES = ("status", "latest_trial_id", "step", "score", "hparams", "checkpoint")
+_Q_EXPERIMENT = sa.select(experiments).where(experiments.c.name == sa.bindparam("name"))
+_Q_TRIAL = sa.select(trials).where(trials.c.id == sa.bindparam("id"))
+_Q_PENDING = (
+    sa.select(trials)
+    .where(trials.c.experiment_id == sa.bindparam("eid"), trials.c.status == "pending")
+    .order_by(trials.c.generation, trials.c.priority, trials.c.id)
+    .limit(1)
+)
+_U_TRIAL = (
+    trials.update()
+    .where(trials.c.id == sa.bindparam("b_id"), trials.c.status == sa.bindparam("b_expect"))
+    .values({name: sa.bindparam(name) for name in _TRIAL_COLUMNS})
+)
+_I_TRIAL = trials.insert()
+_Q_MEMBERS = (
+    sa.select(members)
+    .where(members.c.experiment_id == sa.bindparam("eid"))
+    .order_by(members.c.member)
+)
+_U_MEMBER = (
+    members.update()
+    .where(
+        members.c.experiment_id == sa.bindparam("b_eid"),
+        members.c.member == sa.bindparam("b_member"),
+    )
+    .values({name: sa.bindparam(name) for name in _MEMBER_VALUES})
+)
+_I_MEMBER = members.insert()
+_Q_CHILDREN = (
+    sa.select(sa.func.count())
+    .select_from(trials)
+    .where(
+        trials.c.parent_id == sa.bindparam("parent"),
+        trials.c.status.in_(sa.bindparam("statuses", expanding=True)),
+    )
+)
+_Q_COUNT = (
+    sa.select(sa.func.count())
+    .select_from(trials)
+    .where(
+        trials.c.experiment_id == sa.bindparam("eid"),
+        trials.c.status.in_(sa.bindparam("statuses", expanding=True)),
+    )
+)
+_Q_COUNT_GEN = _Q_COUNT.where(trials.c.generation == sa.bindparam("generation"))
+_Q_COUNT_EVENTS = (
+    sa.select(sa.func.count())
+    .select_from(events)
+    .where(events.c.experiment_id == sa.bindparam("eid"), events.c.kind == sa.bindparam("kind"))
+)
+_I_REPORT = reports.insert()
+_I_EVENT = events.insert()
+
+
 def _nan_to_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -157,6 +218,7 @@ def _trial_from_row(row: Any) -> TrialRecord:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        priority=row.priority,
     )
 
 
@@ -181,6 +243,7 @@ def _trial_values(trial: TrialRecord) -> dict[str, Any]:
         "created_at": trial.created_at,
         "started_at": trial.started_at,
         "finished_at": trial.finished_at,
+        "priority": trial.priority,
     }
 
 
@@ -223,7 +286,7 @@ class _SQLTransaction(Transaction):
         return ExperimentRecord(int(key[0]), name, dict(config), "running", now)
 
     def get_experiment(self, name: str) -> ExperimentRecord | None:
-        row = self._c.execute(sa.select(experiments).where(experiments.c.name == name)).first()
+        row = self._c.execute(_Q_EXPERIMENT, {"name": name}).first()
         return None if row is None else _experiment_from_row(row)
 
     def list_experiments(self) -> list[ExperimentRecord]:
@@ -255,23 +318,15 @@ class _SQLTransaction(Transaction):
                 "checkpoint": m.checkpoint,
             }
             updated = self._c.execute(
-                members.update()
-                .where(members.c.experiment_id == m.experiment_id, members.c.member == m.member)
-                .values(**values)
+                _U_MEMBER, {"b_eid": m.experiment_id, "b_member": m.member, **values}
             )
             if updated.rowcount == 0:
                 self._c.execute(
-                    members.insert().values(
-                        experiment_id=m.experiment_id, member=m.member, **values
-                    )
+                    _I_MEMBER, {"experiment_id": m.experiment_id, "member": m.member, **values}
                 )
 
     def members(self, experiment_id: int) -> list[MemberRecord]:
-        rows = self._c.execute(
-            sa.select(members)
-            .where(members.c.experiment_id == experiment_id)
-            .order_by(members.c.member)
-        )
+        rows = self._c.execute(_Q_MEMBERS, {"eid": experiment_id})
         return [
             MemberRecord(
                 experiment_id=r.experiment_id,
@@ -287,13 +342,13 @@ class _SQLTransaction(Transaction):
         ]
 
     def insert_trial(self, trial: TrialRecord) -> TrialRecord:
-        result = self._c.execute(trials.insert().values(**_trial_values(trial)))
+        result = self._c.execute(_I_TRIAL, _trial_values(trial))
         key = result.inserted_primary_key
         assert key is not None
         return TrialRecord(**{**_as_dict(trial), "id": int(key[0])})
 
     def get_trial(self, trial_id: int) -> TrialRecord:
-        row = self._c.execute(sa.select(trials).where(trials.c.id == trial_id)).first()
+        row = self._c.execute(_Q_TRIAL, {"id": trial_id}).first()
         if row is None:
             raise NotFound(f"no trial with id {trial_id}")
         return _trial_from_row(row)
@@ -315,37 +370,33 @@ class _SQLTransaction(Transaction):
             query = query.where(trials.c.generation == generation)
         return [_trial_from_row(r) for r in self._c.execute(query.order_by(trials.c.id))]
 
+    def count_trials(
+        self, experiment_id: int, statuses: Sequence[str], *, generation: int | None = None
+    ) -> int:
+        params: dict[str, Any] = {"eid": experiment_id, "statuses": list(statuses)}
+        if generation is None:
+            return int(self._c.execute(_Q_COUNT, params).scalar_one())
+        params["generation"] = generation
+        return int(self._c.execute(_Q_COUNT_GEN, params).scalar_one())
+
     def next_pending(self, experiment_id: int) -> TrialRecord | None:
-        row = self._c.execute(
-            sa.select(trials)
-            .where(trials.c.experiment_id == experiment_id, trials.c.status == "pending")
-            .order_by(trials.c.generation, trials.c.id)
-            .limit(1)
-        ).first()
+        row = self._c.execute(_Q_PENDING, {"eid": experiment_id}).first()
         return None if row is None else _trial_from_row(row)
 
     def update_trial(self, trial: TrialRecord, *, expect_status: str) -> bool:
-        result = self._c.execute(
-            trials.update()
-            .where(trials.c.id == trial.id, trials.c.status == expect_status)
-            .values(**_trial_values(trial))
-        )
-        return bool(result.rowcount == 1)
+        params = {"b_id": trial.id, "b_expect": expect_status, **_trial_values(trial)}
+        return bool(self._c.execute(_U_TRIAL, params).rowcount == 1)
 
     def children_count(self, trial_id: int, statuses: Sequence[str]) -> int:
-        count = self._c.execute(
-            sa.select(sa.func.count())
-            .select_from(trials)
-            .where(trials.c.parent_id == trial_id, trials.c.status.in_(list(statuses)))
-        ).scalar_one()
-        return int(count)
+        params = {"parent": trial_id, "statuses": list(statuses)}
+        return int(self._c.execute(_Q_CHILDREN, params).scalar_one())
 
     def add_reports(self, experiment_id: int, records: Sequence[ReportRecord]) -> None:
         if not records:
             return
         for chunk in iter_chunks(records, 500):
             self._c.execute(
-                reports.insert(),
+                _I_REPORT,
                 [
                     {
                         "experiment_id": experiment_id,
@@ -376,7 +427,7 @@ class _SQLTransaction(Transaction):
         if not records:
             return
         self._c.execute(
-            events.insert(),
+            _I_EVENT,
             [
                 {
                     "experiment_id": e.experiment_id,
@@ -401,16 +452,16 @@ class _SQLTransaction(Transaction):
         return [_event_from_row(r) for r in self._c.execute(query.order_by(events.c.id))]
 
     def count_events(self, experiment_id: int, kind: str) -> int:
-        count = self._c.execute(
-            sa.select(sa.func.count())
-            .select_from(events)
-            .where(events.c.experiment_id == experiment_id, events.c.kind == kind)
-        ).scalar_one()
-        return int(count)
+        params = {"eid": experiment_id, "kind": kind}
+        return int(self._c.execute(_Q_COUNT_EVENTS, params).scalar_one())
 
 
 def _as_dict(trial: TrialRecord) -> dict[str, Any]:
     return {name: getattr(trial, name) for name in TrialRecord.__slots__}
+
+
+_READ_BUSY_MS = 60_000
+_WRITE_WAIT_S = 120.0
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -421,13 +472,46 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get("pbtkit_begin", "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if conn.get_execution_options().get("pbtkit_begin") == "DEFERRED":
+            conn.exec_driver_sql("BEGIN DEFERRED")
+            return
+        _begin_immediate(conn.connection.dbapi_connection)
+
+
+def _begin_immediate(dbapi_conn: Any) -> None:
+    """Take SQLite's write lock, retrying quickly while another writer holds it.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, ... ms between tries, far longer than
+    our transactions hold the lock (about a millisecond), so waiting writers would idle.
+    Retrying BEGIN is safe: nothing of the transaction has run yet.
+    """
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA busy_timeout=0")
+    try:
+        delay = 0.0001
+        deadline = time.monotonic() + _WRITE_WAIT_S
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        f"the SQLite database stayed locked for {_WRITE_WAIT_S:.0f} s; another "
+                        "process holds it (an open transaction in a shell?)"
+                    ) from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.5, 0.005)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
+        cursor.close()
 
 
 class SQLStore(Store):

@@ -114,6 +114,9 @@ class StoreContract:
             assert [t.id for t in tx.trials(eid, generation=2)] == ids[4:]
             assert tx.trials(eid, statuses=("running",)) == []
             assert len(tx.trials(eid, statuses=("pending", "done"))) == 6
+            assert tx.count_trials(eid, ("pending",)) == 6
+            assert tx.count_trials(eid, ("pending",), generation=1) == 2
+            assert tx.count_trials(eid, ("running", "done")) == 0
 
     def test_next_pending_is_lowest_generation_then_id(self, store: Store) -> None:
         eid = self._experiment(store)
@@ -132,6 +135,17 @@ class StoreContract:
             nxt = tx.next_pending(eid)
         assert nxt is not None
         assert nxt.id == late.id
+
+    def test_priority_orders_within_a_generation(self, store: Store) -> None:
+        eid = self._experiment(store)
+        with store.transaction() as tx:
+            tx.insert_trial(_trial(eid, member=0, priority=0.9))
+            second = tx.insert_trial(_trial(eid, member=1, priority=0.1))
+            tx.insert_trial(_trial(eid, member=2, generation=1, priority=0.0))
+        with store.read() as tx:
+            first = tx.next_pending(eid)
+        assert first is not None
+        assert first.id == second.id
 
     def test_update_is_compare_and_set(self, store: Store) -> None:
         eid = self._experiment(store)

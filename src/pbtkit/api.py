@@ -1,0 +1,244 @@
+"""``pbtkit.run``: the black-box entry point, where pbtkit runs the training loop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pbtkit._exceptions import ConfigError, PBTError
+from pbtkit._target import load_target, target_of
+from pbtkit.checkpoints import CheckpointStore
+from pbtkit.controller import Controller
+from pbtkit.core.explore import CustomExplore, Explorer, Perturb
+from pbtkit.core.exploit import Exploiter, Truncation
+from pbtkit.core.fitness import Objective
+from pbtkit.core.policy import PBT
+from pbtkit.core.space import Domain, SearchSpace
+from pbtkit.executors import Executor, ProcessExecutor, ThreadExecutor
+from pbtkit.progress import ProgressDisplay
+from pbtkit.result import Result
+from pbtkit.spec import ExperimentSpec
+from pbtkit.store import Store, normalize_url, open_store
+from pbtkit.worker import TrainFn
+
+__all__ = ["run"]
+
+_POLL = 0.02
+_SUMMARY_EVERY = 0.25
+
+
+def run(
+    train: TrainFn | str,
+    *,
+    space: SearchSpace | Mapping[str, Domain | Mapping[str, Any]],
+    metric: str,
+    mode: Literal["max", "min"] = "max",
+    population: int = 8,
+    workers: int = 2,
+    ready_every: int,
+    total_steps: int,
+    storage: str = "sqlite:///pbt.db",
+    checkpoint_dir: str | Path | None = None,
+    name: str | None = None,
+    evolution: Literal["async", "generational"] = "async",
+    exploit: Exploiter | None = None,
+    explore: Explorer | Callable[..., Any] | None = None,
+    seed: int = 0,
+    executor: Literal["process", "thread"] = "process",
+    max_attempts: int = 3,
+    lease_seconds: float = 60.0,
+    keep_checkpoints: Literal["latest", "all"] = "latest",
+    resume: bool = True,
+    progress: bool | None = None,
+) -> Result:
+    """Train a population with Population Based Training and return the result.
+
+    Each member trains in trials of ``ready_every`` steps; when a trial ends the policy
+    ranks the member against the population and it either continues, or exploits a
+    better member (copies its checkpoint and hyperparameters) and explores (perturbs them).
+
+    Args:
+        train: ``train(trial)``: load ``trial.parent_checkpoint`` if set, train
+            ``trial.steps()`` with ``trial.hparams``, ``trial.report(step, **metrics)``,
+            save into ``trial.checkpoint_dir``. Must be a module-level function for
+            ``executor="process"``; its import path ``"package.module:function"`` or
+            ``"path/file.py:function"`` may be given instead.
+        space: Hyperparameter name -> domain (``pk.Uniform(0, 1)``...) or dict spec.
+        metric: The reported metric to optimise (its last value in each trial counts).
+        mode: ``"max"`` or ``"min"``.
+        population: Members in the population (may exceed ``workers``).
+        workers: Trials trained at once.
+        ready_every: Steps per trial (how often a member is ranked).
+        total_steps: Steps each member trains in all.
+        storage: Where the state lives: ``sqlite:///file.db`` (default) or ``memory://``
+            (with ``executor="thread"`` only).
+        checkpoint_dir: Checkpoint root; defaults to ``<name>-checkpoints`` beside a
+            SQLite file, else in the working directory.
+        name: The experiment's name; running again with the same name resumes it.
+            Defaults to the training function's name.
+        evolution: ``"async"`` or ``"generational"``.
+        exploit: ``pk.Truncation(0.2)`` (default) or ``pk.BinaryTournament()``.
+        explore: ``pk.Perturb()`` (default), ``pk.Resample(p)``, or your function
+            ``f(hparams, space, rng) -> hparams``.
+        seed: Seeds the initial hyperparameters and every decision.
+        executor: ``"process"`` (persistent local worker processes) or ``"thread"``.
+        max_attempts: Tries per trial before its member is marked failed.
+        lease_seconds: A worker silent this long loses its trial to another.
+        keep_checkpoints: ``"latest"`` (delete what nothing needs) or ``"all"``.
+        resume: Continue an existing experiment of the same name (else raise).
+        progress: Show live progress (default: when stderr is a terminal).
+
+    Returns:
+        A :class:`~pbtkit.Result`.
+
+    Raises:
+        ConfigError: A setting is invalid (the message says which and how to fix it).
+        ExperimentConflict: ``name`` exists with other settings.
+        StorageError: The storage cannot be opened.
+        PBTError: Every member failed (the last error is in the message).
+    """
+    if isinstance(train, str):
+        target, train = train, load_target(train)
+    elif callable(train):
+        target = target_of(train) if executor == "process" else ""
+    else:
+        raise ConfigError(f"train must be a function taking a Trial, got {type(train).__name__}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if executor not in ("process", "thread"):
+        raise ConfigError(f"executor must be 'process' or 'thread', got {executor!r}")
+    name = name or getattr(train, "__name__", None) or "pbt"
+    url = normalize_url(storage)
+    spec = ExperimentSpec(
+        space=SearchSpace.coerce(space),
+        policy=PBT(
+            objective=Objective(metric, mode),
+            exploit=exploit if exploit is not None else Truncation(0.2),
+            explore=_explorer(explore),
+            ready_every=ready_every,
+            total_steps=total_steps,
+        ),
+        population=population,
+        checkpoint_root=str(_checkpoint_root(checkpoint_dir, url, name)),
+        evolution=evolution,
+        seed=seed,
+        max_attempts=max_attempts,
+        keep_checkpoints=keep_checkpoints,
+    )
+    store = open_store(url)
+    if executor == "process" and not store.shared_between_processes:
+        store.close()
+        raise ConfigError(
+            f"{url} lives inside one process; worker processes cannot share it. Use "
+            "executor='thread', or storage='sqlite:///pbt.db'"
+        )
+    try:
+        controller = Controller(store, lease_seconds=lease_seconds)
+        controller.create(name, spec, resume=resume)
+        controller.reclaim_orphans(name)
+        pool: Executor
+        if executor == "thread":
+            pool = ThreadExecutor(controller, name, train)
+        else:
+            pool = ProcessExecutor(url, name, target, lease_seconds=lease_seconds)
+        drive(controller, name, pool, workers, ProgressDisplay(name, progress))
+        CheckpointStore(spec.checkpoint_root).sweep(name, _kept(store, name, spec))
+        result = Result(store, name)
+    except BaseException:
+        store.close()
+        raise
+    if all(m.status == "failed" for m in result.members):
+        last = next((e.detail for e in reversed(result.failures) if e.detail), "unknown")
+        raise PBTError(
+            f"every member of {name!r} failed; the last error was: {last}. "
+            f"See `pbtkit status --storage {url} --experiment {name}`"
+        )
+    return result
+
+
+def drive(
+    controller: Controller,
+    name: str,
+    pool: Executor,
+    workers: int,
+    display: ProgressDisplay,
+    *,
+    max_restarts: int | None = None,
+) -> None:
+    """Run workers until the experiment is finished, replacing workers that die.
+
+    A worker that exits with an error has its trial given back at once (counted as an
+    attempt) and is replaced, up to ``max_restarts`` times in all.
+    """
+    spec = controller.spec(name)
+    restarts_left = max_restarts if max_restarts is not None else workers + spec.population * spec.max_attempts
+    if controller.summary(name).status == "finished":
+        display.close()
+        return
+    pool.start(workers)
+    next_summary = 0.0
+    try:
+        while True:
+            exits = pool.reap()
+            for gone in exits:
+                if gone.code != 0:
+                    controller.release_worker(name, gone.worker_id, gone.reason)
+            now = time.monotonic()
+            if exits or now >= next_summary:
+                summary = controller.summary(name)
+                display.update(summary)
+                next_summary = now + _SUMMARY_EVERY
+                if summary.status == "finished":
+                    break
+                missing = workers - pool.alive()
+                if missing > 0:
+                    if restarts_left < missing:
+                        reasons = "; ".join(g.reason.strip().splitlines()[-1] for g in exits if g.reason)
+                        raise PBTError(
+                            f"workers of {name!r} keep dying ({reasons or 'no reason given'}); "
+                            "gave up. Fix the cause and run again: finished trials are kept"
+                        )
+                    restarts_left -= missing
+                    pool.start(missing)
+            time.sleep(_POLL)
+    finally:
+        pool.stop()
+        display.close()
+
+
+def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:
+    if explore is None:
+        return Perturb()
+    if hasattr(explore, "to_dict"):
+        return explore  # type: ignore[return-value]
+    if callable(explore):
+        return CustomExplore(explore, target_of(explore))
+    raise ConfigError(f"explore must be pk.Perturb(...), pk.Resample(...) or a function, got {explore!r}")
+
+
+def _checkpoint_root(checkpoint_dir: str | Path | None, url: str, name: str) -> Path:
+    if checkpoint_dir is not None:
+        return Path(checkpoint_dir).expanduser().resolve()
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :]).resolve().parent / "pbt-checkpoints"
+    return Path.cwd() / "pbt-checkpoints"
+
+
+def _kept(store: Store, name: str, spec: ExperimentSpec) -> set[str]:
+    with store.read() as tx:
+        experiment = tx.get_experiment(name)
+        assert experiment is not None
+        trials = tx.trials(experiment.id)
+        members = tx.members(experiment.id)
+    if spec.keep_checkpoints == "all":
+        return {t.checkpoint for t in trials if t.checkpoint}
+    keep = {m.checkpoint for m in members if m.checkpoint}
+    by_id = {t.id: t for t in trials}
+    for t in trials:
+        if t.status in ("pending", "running") and t.parent_id is not None:
+            parent = by_id[t.parent_id].checkpoint
+            if parent:
+                keep.add(parent)
+    return keep

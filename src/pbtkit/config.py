@@ -1,0 +1,111 @@
+"""Run settings from a TOML or YAML file, for ``pbtkit run``.
+
+The format (TOML shown; YAML has the same keys)::
+
+    name = "toy"                  # experiment name (default: the function's name)
+    metric = "score"              # required: the metric to optimise
+    mode = "max"                  # or "min"
+    population = 8
+    workers = 2
+    ready_every = 10              # required: steps per trial
+    total_steps = 100             # required: steps per member
+    evolution = "async"           # or "generational"
+    storage = "sqlite:///pbt.db"
+    checkpoint_dir = "pbt-checkpoints"
+    seed = 0
+    max_attempts = 3
+
+    [space]                       # required: one entry per hyperparameter
+    lr = { type = "loguniform", low = 1e-4, high = 0.1 }
+    momentum = { type = "uniform", low = 0.0, high = 0.99 }
+    layers = { type = "int", low = 1, high = 4 }
+    activation = { type = "choice", values = ["relu", "tanh"] }
+    batch = { type = "ordinal", values = [16, 32, 64] }
+
+    [exploit]                     # default: truncation with fraction 0.2
+    type = "truncation"           # or "binary_tournament"
+    fraction = 0.25
+
+    [explore]                     # default: perturb x0.8/x1.2, resample probability 0.25
+    type = "perturb"              # or "resample" (probability), or "custom" (target)
+    factors = [0.8, 1.2]
+    resample_probability = 0.25
+
+Relative ``storage`` and ``checkpoint_dir`` paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pbtkit._exceptions import ConfigError
+from pbtkit.core.exploit import exploiter_from_dict
+from pbtkit.core.explore import explorer_from_dict
+
+__all__ = ["load_config", "run_kwargs"]
+
+_KNOWN = {
+    "name", "metric", "mode", "population", "workers", "ready_every", "total_steps",
+    "evolution", "storage", "checkpoint_dir", "seed", "max_attempts", "lease_seconds",
+    "keep_checkpoints", "space", "exploit", "explore", "executor",
+}  # fmt: skip
+_REQUIRED = ("metric", "ready_every", "total_steps", "space")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) run configuration.
+
+    Raises:
+        ConfigError: The file is missing, unparsable, has unknown keys or lacks a required one.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"config file {path} must end in .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {path} must hold a table of settings at its top level")
+    unknown = sorted(set(data) - _KNOWN)
+    if unknown:
+        raise ConfigError(
+            f"config file {path} has unknown settings: {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_KNOWN))}"
+        )
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise ConfigError(f"config file {path} lacks required settings: {', '.join(missing)}")
+    out = dict(data)
+    base = path.resolve().parent
+    if "storage" in out and "://" not in str(out["storage"]):
+        out["storage"] = str(base / str(out["storage"]))
+    elif str(out.get("storage", "")).startswith("sqlite:///") and not str(out["storage"]).startswith(
+        "sqlite:////"
+    ):
+        out["storage"] = f"sqlite:///{base / str(out['storage'])[len('sqlite:///'):]}"
+    if "checkpoint_dir" in out:
+        out["checkpoint_dir"] = str(base / str(out["checkpoint_dir"]))
+    return out
+
+
+def run_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a loaded config into keyword arguments for :func:`pbtkit.run`."""
+    kwargs = {k: v for k, v in config.items() if k not in ("exploit", "explore")}
+    if "exploit" in config:
+        kwargs["exploit"] = exploiter_from_dict(config["exploit"])
+    if "explore" in config:
+        kwargs["explore"] = explorer_from_dict(config["explore"])
+    return kwargs

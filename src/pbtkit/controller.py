@@ -1,0 +1,695 @@
+"""The controller: the only place where the store and the policy meet.
+
+It keeps no state of its own. Every call opens one store transaction, reads what it
+needs, asks the policy, writes the outcome and returns, so any number of processes (the
+workers themselves, a server, several servers) can act as the controller of one
+experiment at once, and any of them can die without losing a decision.
+
+A trial's life::
+
+    pending --lease--> running --finish--> done   (the policy then writes the next trial)
+                          |  \\--fail / lease expired / worker died--> pending (attempt < max)
+                          |                                        \\-> failed (member failed)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from pbtkit._exceptions import ExperimentConflict, LeaseLost, NotFound
+from pbtkit.core.decisions import Continue, Exploit, MemberView, Stop
+from pbtkit.spec import ExperimentSpec
+from pbtkit.store._base import (
+    EventRecord,
+    ExperimentRecord,
+    MemberRecord,
+    ReportRecord,
+    Store,
+    Transaction,
+    TrialRecord,
+)
+
+__all__ = ["FINISHED", "WAIT", "Controller", "Lease", "Summary", "worker_identity"]
+
+WAIT: Literal["wait"] = "wait"
+FINISHED: Literal["finished"] = "finished"
+ACTIVE_STATUSES = ("pending", "running")
+
+# Seeds of numpy SeedSequences: the initial sample and each decision draw from streams
+# keyed by (seed, purpose, id), so a run is repeatable without storing any RNG state.
+_SAMPLE, _DECIDE = 0, 1
+
+
+def worker_identity(label: str = "", pid: int | None = None) -> str:
+    """A lease-owner name that says where the worker runs: ``host:pid[:label]``."""
+    base = f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+    return f"{base}:{label}" if label else base
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A trial handed to one worker, with what it needs to run it."""
+
+    trial: TrialRecord
+    experiment: str
+    metric: str
+    checkpoint_root: str
+    parent_checkpoint: str | None
+    donor: int | None
+    lease_expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Where an experiment stands, for progress displays and ``pbtkit status``."""
+
+    name: str
+    status: str
+    population: int
+    steps_done: int
+    steps_total: int
+    best_score: float
+    best_member: int | None
+    exploits: int
+    members_done: int
+    members_failed: int
+    trials_running: int
+    trials_done: int
+
+
+class Controller:
+    """Coordinates the trials of experiments kept in a store.
+
+    Args:
+        store: Where everything is kept.
+        clock: Seconds since the epoch; replace it in tests to move time.
+        lease_seconds: How long a leased trial stays with a worker without a heartbeat.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        lease_seconds: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+        self._specs: dict[str, tuple[int, ExperimentSpec]] = {}
+
+    # experiments -------------------------------------------------------------------
+    def create(self, name: str, spec: ExperimentSpec, *, resume: bool = True) -> ExperimentRecord:
+        """Create an experiment and its first generation, or find the one to resume.
+
+        Raises:
+            ExperimentConflict: It exists with other settings, or ``resume`` is False.
+        """
+        with self.store.transaction() as tx:
+            existing = tx.get_experiment(name)
+            if existing is not None:
+                stored = ExperimentSpec.from_dict(existing.config)
+                diffs = stored.differences(spec)
+                if diffs:
+                    raise ExperimentConflict(
+                        f"experiment {name!r} already exists with other settings ("
+                        + "; ".join(diffs)
+                        + "). Use another name, or the stored settings to resume it"
+                    )
+                if not resume:
+                    raise ExperimentConflict(
+                        f"experiment {name!r} already exists; pass resume=True to continue it "
+                        "or choose another name"
+                    )
+                return existing
+            now = self.clock()
+            record = tx.create_experiment(name, spec.to_dict(), now)
+            members = []
+            for member in range(spec.population):
+                rng = np.random.default_rng([spec.seed, _SAMPLE, member])
+                hparams = spec.space.sample(rng)
+                tx.insert_trial(
+                    TrialRecord(
+                        id=0,
+                        experiment_id=record.id,
+                        member=member,
+                        generation=0,
+                        hparams=hparams,
+                        parent_id=None,
+                        start_step=0,
+                        end_step=spec.policy.trial_steps(0),
+                        created_at=now,
+                        priority=float(rng.random()),
+                    )
+                )
+                members.append(MemberRecord(record.id, member, hparams=hparams))
+            tx.put_members(members)
+            return record
+
+    def experiment(self, name: str) -> ExperimentRecord:
+        """The stored experiment. Raises NotFound."""
+        with self.store.read() as tx:
+            return self._get_experiment(tx, name)
+
+    def spec(self, name: str) -> ExperimentSpec:
+        """The experiment's settings (cached: they never change)."""
+        return self._spec_of(self.experiment(name))
+
+    # leasing -----------------------------------------------------------------------
+    def lease(self, name: str, worker_id: str) -> Lease | Literal["wait", "finished"]:
+        """Hand the oldest pending trial to a worker.
+
+        Returns:
+            A :class:`Lease`; ``"wait"`` when nothing is pending now but the experiment
+            goes on (a generation barrier, trials still running); ``"finished"`` when
+            every member is done or failed.
+        """
+        while True:
+            with self.store.read() as tx:
+                experiment = self._get_experiment(tx, name)
+                if experiment.status == "finished":
+                    return FINISHED
+                pending = tx.next_pending(experiment.id)
+                if pending is None:
+                    expired = self._expired(tx, experiment.id)
+                    if not expired:
+                        return WAIT if tx.count_trials(experiment.id, ACTIVE_STATUSES) else (
+                            self._finish_if_done(experiment)
+                        )
+            if pending is None:
+                self.requeue_expired(name)
+                continue
+            lease = self._claim(experiment, pending.id, worker_id)
+            if lease is not None:
+                return lease
+            # Another worker claimed it between our read and our write: look again.
+
+    def _claim(self, experiment: ExperimentRecord, trial_id: int, worker_id: str) -> Lease | None:
+        spec = self._spec_of(experiment)
+        with self.store.transaction() as tx:
+            trial = tx.get_trial(trial_id)
+            if trial.status != "pending":
+                return None
+            now = self.clock()
+            running = dataclasses.replace(
+                trial,
+                status="running",
+                attempt=trial.attempt + 1,
+                lease_owner=worker_id,
+                lease_expires=now + self.lease_seconds,
+                started_at=now,
+                error=None,
+            )
+            if not tx.update_trial(running, expect_status="pending"):
+                return None
+            parent = None if trial.parent_id is None else tx.get_trial(trial.parent_id)
+        return Lease(
+            trial=running,
+            experiment=experiment.name,
+            metric=spec.metric,
+            checkpoint_root=spec.checkpoint_root,
+            parent_checkpoint=None if parent is None else parent.checkpoint,
+            donor=None if parent is None or parent.member == trial.member else parent.member,
+            lease_expires=running.lease_expires or now,
+        )
+
+    def heartbeat(
+        self, trial_id: int, worker_id: str, reports: Sequence[ReportRecord] = ()
+    ) -> float:
+        """Extend a lease and store reports made so far.
+
+        Returns:
+            The new expiry time.
+
+        Raises:
+            LeaseLost: The trial is no longer this worker's (stop training it).
+        """
+        with self.store.transaction() as tx:
+            trial = self._held(tx, trial_id, worker_id)
+            expires = self.clock() + self.lease_seconds
+            metrics = _merge_metrics(trial.metrics, reports)
+            tx.update_trial(
+                dataclasses.replace(trial, lease_expires=expires, metrics=metrics),
+                expect_status="running",
+            )
+            tx.add_reports(trial.experiment_id, reports)
+            return expires
+
+    # finishing ---------------------------------------------------------------------
+    def finish(
+        self,
+        trial_id: int,
+        worker_id: str,
+        reports: Sequence[ReportRecord] = (),
+        checkpoint: str | None = None,
+    ) -> list[str]:
+        """Record a finished trial and decide what its member (or generation) does next.
+
+        Returns:
+            Checkpoint names that nothing needs any more; the caller deletes them.
+
+        Raises:
+            LeaseLost: The trial is no longer this worker's; nothing was written.
+            MetricError: The objective metric was never reported; nothing was written.
+        """
+        with self.store.transaction() as tx:
+            trial = self._held(tx, trial_id, worker_id)
+            tx.lock_experiment(trial.experiment_id)
+            spec = self._spec_by_id(tx, trial.experiment_id)
+            metrics = _merge_metrics(trial.metrics, reports)
+            score = spec.policy.objective.score(metrics)
+            now = self.clock()
+            done = dataclasses.replace(
+                trial,
+                status="done",
+                metrics=metrics,
+                score=score if math.isfinite(score) else math.nan,
+                checkpoint=checkpoint,
+                lease_owner=None,
+                lease_expires=None,
+                finished_at=now,
+            )
+            if not tx.update_trial(done, expect_status="running"):
+                raise LeaseLost(f"trial {trial_id} changed while it was being finished")
+            tx.add_reports(trial.experiment_id, reports)
+            members = {m.member: m for m in tx.members(trial.experiment_id)}
+            previous = members[trial.member].latest_trial_id
+            members[trial.member] = dataclasses.replace(
+                members[trial.member],
+                latest_trial_id=done.id,
+                step=done.end_step,
+                score=done.score,
+                hparams=done.hparams,
+                checkpoint=checkpoint,
+            )
+            tx.put_members([members[trial.member]])
+            if spec.evolution == "async":
+                decided = [trial.member]
+            else:
+                decided = self._barrier_members(tx, trial, members)
+            self._decide(tx, spec, members, decided, now)
+            released = self._release(tx, spec, members, [trial.parent_id, previous])
+            self._mark_finished_if_done(tx, trial.experiment_id, members)
+        return released
+
+    def fail(
+        self,
+        trial_id: int,
+        worker_id: str | None,
+        error: str,
+        *,
+        penalize: bool = True,
+    ) -> list[str]:
+        """Give a trial back after an error: retried from the same parent, or its member failed.
+
+        Args:
+            trial_id: The trial.
+            worker_id: Its holder; None to act regardless of who holds it (recovery).
+            error: What went wrong (a traceback), kept on the trial and in an event.
+            penalize: Whether this counts as an attempt (False when the whole run was
+                stopped, which is not the trial's fault).
+
+        Returns:
+            Checkpoint names nothing needs any more.
+        """
+        with self.store.transaction() as tx:
+            trial = (
+                tx.get_trial(trial_id) if worker_id is None else self._held(tx, trial_id, worker_id)
+            )
+            if trial.status != "running":
+                return []
+            tx.lock_experiment(trial.experiment_id)
+            spec = self._spec_by_id(tx, trial.experiment_id)
+            now = self.clock()
+            tx.delete_reports(trial.id)
+            attempt = trial.attempt if penalize else max(trial.attempt - 1, 0)
+            base = dataclasses.replace(
+                trial,
+                attempt=attempt,
+                lease_owner=None,
+                lease_expires=None,
+                metrics={},
+                error=error,
+            )
+            if attempt < spec.max_attempts:
+                tx.update_trial(dataclasses.replace(base, status="pending"), expect_status="running")
+                tx.add_events(
+                    [
+                        EventRecord(
+                            trial.experiment_id,
+                            trial.member,
+                            "retry",
+                            trial_id=trial.id,
+                            detail=_last_line(error),
+                            at=now,
+                        )
+                    ]
+                )
+                return []
+            tx.update_trial(
+                dataclasses.replace(base, status="failed", finished_at=now), expect_status="running"
+            )
+            members = {m.member: m for m in tx.members(trial.experiment_id)}
+            members[trial.member] = dataclasses.replace(members[trial.member], status="failed")
+            tx.put_members([members[trial.member]])
+            tx.add_events(
+                [
+                    EventRecord(
+                        trial.experiment_id,
+                        trial.member,
+                        "failed",
+                        trial_id=trial.id,
+                        detail=(
+                            f"failed {attempt} time(s), giving up on member {trial.member}: "
+                            f"{_last_line(error)}"
+                        ),
+                        at=now,
+                    )
+                ]
+            )
+            if spec.evolution == "generational":
+                decided = self._barrier_members(tx, trial, members)
+                self._decide(tx, spec, members, decided, now)
+            released = self._release(tx, spec, members, [trial.parent_id])
+            self._mark_finished_if_done(tx, trial.experiment_id, members)
+            return released
+
+    # recovery ----------------------------------------------------------------------
+    def requeue_expired(self, name: str) -> list[int]:
+        """Give back every running trial whose lease has expired (its worker is gone)."""
+        with self.store.read() as tx:
+            experiment = self._get_experiment(tx, name)
+            expired = self._expired(tx, experiment.id)
+        for trial in expired:
+            self.fail(trial.id, None, f"lease expired: worker {trial.lease_owner} stopped answering")
+        return [t.id for t in expired]
+
+    def release_worker(self, name: str, worker_id: str, reason: str) -> list[int]:
+        """Give back every trial a worker holds, at once (it is known to be dead)."""
+        with self.store.read() as tx:
+            experiment = self._get_experiment(tx, name)
+            held = [
+                t
+                for t in tx.trials(experiment.id, statuses=("running",))
+                if t.lease_owner == worker_id
+            ]
+        for trial in held:
+            self.fail(trial.id, None, reason)
+        return [t.id for t in held]
+
+    def reclaim_orphans(self, name: str) -> list[int]:
+        """Requeue running trials held by dead processes of this host, without penalty.
+
+        Used when a run resumes after its process was killed: its workers ran here, and a
+        pid that no longer exists holds nothing. Trials of other hosts wait for their
+        leases to expire.
+        """
+        host = socket.gethostname()
+        with self.store.read() as tx:
+            experiment = self._get_experiment(tx, name)
+            running = tx.trials(experiment.id, statuses=("running",))
+        orphans = [t for t in running if _dead_local_owner(t.lease_owner, host)]
+        for trial in orphans:
+            self.fail(trial.id, None, "the run was interrupted; trial run again", penalize=False)
+        return [t.id for t in orphans]
+
+    # reading -----------------------------------------------------------------------
+    def summary(self, name: str) -> Summary:
+        """Where the experiment stands now (one cheap read)."""
+        with self.store.read() as tx:
+            experiment = self._get_experiment(tx, name)
+            spec = self._spec_of(experiment)
+            members = tx.members(experiment.id)
+            exploits = tx.count_events(experiment.id, "exploit")
+            running = tx.count_trials(experiment.id, ("running",))
+            done = tx.count_trials(experiment.id, ("done",))
+        objective = spec.policy.objective
+        scored = [m for m in members if m.latest_trial_id is not None and math.isfinite(m.score)]
+        best = max(scored, key=lambda m: objective.key(m.score), default=None)
+        total = spec.policy.total_steps
+        return Summary(
+            name=name,
+            status=experiment.status,
+            population=spec.population,
+            steps_done=sum(total if m.status == "failed" else min(m.step, total) for m in members),
+            steps_total=spec.population * total,
+            best_score=math.nan if best is None else best.score,
+            best_member=None if best is None else best.member,
+            exploits=exploits,
+            members_done=sum(m.status == "done" for m in members),
+            members_failed=sum(m.status == "failed" for m in members),
+            trials_running=running,
+            trials_done=done,
+        )
+
+    # internals ---------------------------------------------------------------------
+    def _get_experiment(self, tx: Transaction, name: str) -> ExperimentRecord:
+        experiment = tx.get_experiment(name)
+        if experiment is None:
+            known = ", ".join(e.name for e in tx.list_experiments()) or "none"
+            raise NotFound(f"no experiment named {name!r} in {self.store.url} (known: {known})")
+        return experiment
+
+    def _spec_of(self, experiment: ExperimentRecord) -> ExperimentSpec:
+        cached = self._specs.get(experiment.name)
+        if cached is None or cached[0] != experiment.id:
+            cached = (experiment.id, ExperimentSpec.from_dict(experiment.config))
+            self._specs[experiment.name] = cached
+        return cached[1]
+
+    def _spec_by_id(self, tx: Transaction, experiment_id: int) -> ExperimentSpec:
+        for eid, spec in self._specs.values():
+            if eid == experiment_id:
+                return spec
+        for experiment in tx.list_experiments():
+            if experiment.id == experiment_id:
+                return self._spec_of(experiment)
+        raise NotFound(f"no experiment with id {experiment_id}")
+
+    def _held(self, tx: Transaction, trial_id: int, worker_id: str) -> TrialRecord:
+        trial = tx.get_trial(trial_id)
+        if trial.status != "running" or trial.lease_owner != worker_id:
+            holder = trial.lease_owner or "nobody"
+            raise LeaseLost(
+                f"trial {trial_id} is {trial.status} and held by {holder}, not {worker_id}; "
+                "its lease expired or it was given to another worker. Stop training it"
+            )
+        return trial
+
+    def _expired(self, tx: Transaction, experiment_id: int) -> list[TrialRecord]:
+        now = self.clock()
+        return [
+            t
+            for t in tx.trials(experiment_id, statuses=("running",))
+            if t.lease_expires is not None and t.lease_expires < now
+        ]
+
+    def _barrier_members(
+        self, tx: Transaction, trial: TrialRecord, members: Mapping[int, MemberRecord]
+    ) -> list[int]:
+        """Generational mode: the members to decide now (all of them once the last of a
+        generation has finished; none before)."""
+        if tx.count_trials(trial.experiment_id, ACTIVE_STATUSES, generation=trial.generation):
+            return []
+        decided = []
+        for m in members.values():
+            if m.status != "active" or m.latest_trial_id is None:
+                continue
+            latest = tx.get_trial(m.latest_trial_id)
+            if latest.generation == trial.generation:
+                decided.append(m.member)
+        return decided
+
+    def _decide(
+        self,
+        tx: Transaction,
+        spec: ExperimentSpec,
+        members: dict[int, MemberRecord],
+        decided: Sequence[int],
+        now: float,
+    ) -> None:
+        if not decided:
+            return
+        views = []
+        for m in members.values():
+            if m.latest_trial_id is None or m.status == "failed":
+                continue
+            views.append(
+                MemberView(
+                    member=m.member,
+                    trial_id=m.latest_trial_id,
+                    step=m.step,
+                    score=m.score,
+                    hparams=m.hparams,
+                    has_checkpoint=m.checkpoint is not None,
+                )
+            )
+        by_member = {v.member: v for v in views}
+        events: list[EventRecord] = []
+        for member in decided:
+            me = by_member[member]
+            latest = tx.get_trial(me.trial_id)
+            rng = np.random.default_rng([spec.seed, _DECIDE, me.trial_id])
+            population = self._at_same_step(tx, latest, views)
+            decision = spec.policy.decide(me, population, spec.space, rng)
+            record = members[member]
+            if isinstance(decision, Stop):
+                members[member] = dataclasses.replace(record, status="done")
+                tx.put_members([members[member]])
+                events.append(
+                    EventRecord(record.experiment_id, member, "stop", me.trial_id, detail=decision.reason, at=now)
+                )
+                continue
+            if isinstance(decision, Exploit):
+                parent_id = decision.donor_trial
+                hparams = spec.space.validate(decision.hparams)
+            else:
+                assert isinstance(decision, Continue)
+                parent_id = me.trial_id
+                hparams = dict(decision.hparams)
+            nxt = tx.insert_trial(
+                TrialRecord(
+                    id=0,
+                    experiment_id=record.experiment_id,
+                    member=member,
+                    generation=latest.generation + 1,
+                    hparams=hparams,
+                    parent_id=parent_id,
+                    start_step=me.step,
+                    end_step=me.step + spec.policy.trial_steps(me.step),
+                    created_at=now,
+                    priority=float(rng.random()),
+                )
+            )
+            if isinstance(decision, Exploit):
+                events.append(
+                    EventRecord(
+                        record.experiment_id,
+                        member,
+                        "exploit",
+                        trial_id=nxt.id,
+                        donor_member=decision.donor_member,
+                        donor_trial=decision.donor_trial,
+                        old_hparams=dict(decision.old_hparams),
+                        new_hparams=hparams,
+                        detail=_change_text(decision.old_hparams, hparams),
+                        at=now,
+                    )
+                )
+            else:
+                events.append(
+                    EventRecord(record.experiment_id, member, "continue", trial_id=nxt.id, at=now)
+                )
+        tx.add_events(events)
+
+    @staticmethod
+    def _at_same_step(
+        tx: Transaction, latest: TrialRecord, views: list[MemberView]
+    ) -> list[MemberView]:
+        """The population as it stood at the deciding member's step.
+
+        With more members than workers, members finish a round at different times; ranking
+        a member against others that already trained further would make whoever runs
+        first in a round look strong and whoever runs last look weak. So a member that is
+        ahead is ranked by its score at this member's step, while as a donor it still
+        hands over its latest (better) checkpoint.
+        """
+        if not any(v.step > latest.end_step for v in views):
+            return views
+        then = {
+            t.member: t.score
+            for t in tx.trials(latest.experiment_id, statuses=("done",), generation=latest.generation)
+        }
+        return [
+            dataclasses.replace(v, score=then[v.member])
+            if v.step > latest.end_step and v.member in then
+            else v
+            for v in views
+        ]
+
+    def _release(
+        self,
+        tx: Transaction,
+        spec: ExperimentSpec,
+        members: Mapping[int, MemberRecord],
+        candidates: Sequence[int | None],
+    ) -> list[str]:
+        """Mark as released the candidate checkpoints that nothing can need any more."""
+        if spec.keep_checkpoints == "all":
+            return []
+        latest = {m.latest_trial_id for m in members.values()}
+        released = []
+        for trial_id in {c for c in candidates if c is not None}:
+            if trial_id in latest:
+                continue
+            trial = tx.get_trial(trial_id)
+            if trial.checkpoint is None or trial.checkpoint_released:
+                continue
+            if tx.children_count(trial_id, ACTIVE_STATUSES):
+                continue
+            tx.update_trial(dataclasses.replace(trial, checkpoint_released=True), expect_status=trial.status)
+            released.append(trial.checkpoint)
+        return released
+
+    def _mark_finished_if_done(
+        self, tx: Transaction, experiment_id: int, members: Mapping[int, MemberRecord]
+    ) -> None:
+        if all(m.status != "active" for m in members.values()):
+            tx.set_experiment_status(experiment_id, "finished")
+
+    def _finish_if_done(self, experiment: ExperimentRecord) -> Literal["wait", "finished"]:
+        with self.store.transaction() as tx:
+            members = {m.member: m for m in tx.members(experiment.id)}
+            if tx.count_trials(experiment.id, ACTIVE_STATUSES):
+                return WAIT
+            self._mark_finished_if_done(tx, experiment.id, members)
+            return FINISHED if all(m.status != "active" for m in members.values()) else WAIT
+
+
+def _merge_metrics(
+    metrics: Mapping[str, float], reports: Sequence[ReportRecord]
+) -> dict[str, float]:
+    merged = dict(metrics)
+    for report in reports:
+        merged.update(report.metrics)
+    return merged
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+def _change_text(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    changes = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+    return ", ".join(changes) or "no change"
+
+
+def _dead_local_owner(owner: str | None, host: str) -> bool:
+    if not owner:
+        return True
+    parts = owner.split(":")
+    if len(parts) < 2 or parts[0] != host:
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -1,0 +1,1 @@
+"""Examples that ship with pbtkit; ``pbtkit demo`` runs them."""

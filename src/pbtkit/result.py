@@ -1,0 +1,192 @@
+"""What a run leaves behind, read back from the store: members, the best one, schedules."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pbtkit._exceptions import NotFound
+from pbtkit.checkpoints import CheckpointStore
+from pbtkit.core.lineage import Schedule, TrialNode, ancestry, schedule
+from pbtkit.spec import ExperimentSpec
+from pbtkit.store import EventRecord, Store, TrialRecord, open_store
+
+__all__ = ["MemberResult", "Result"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberResult:
+    """One member's final state.
+
+    Attributes:
+        member: Its slot.
+        status: ``done``, ``failed``, or ``active`` for a run that has not finished.
+        hparams: The hyperparameters of its latest finished trial.
+        metrics: The last reported value of each metric in that trial.
+        score: The objective's value there (NaN if it was not finite).
+        step: Steps trained.
+        checkpoint: Directory of its latest checkpoint, or None.
+        trial_id: Its latest finished trial, or None if none finished.
+    """
+
+    member: int
+    status: str
+    hparams: dict[str, Any]
+    metrics: dict[str, float]
+    score: float
+    step: int
+    checkpoint: Path | None
+    trial_id: int | None
+
+
+class Result:
+    """The outcome of an experiment. Built by :func:`pbtkit.run`, or :meth:`load` later."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self.name = name
+        with store.read() as tx:
+            experiment = tx.get_experiment(name)
+            if experiment is None:
+                raise NotFound(f"no experiment named {name!r} in {store.url}")
+            self.spec = ExperimentSpec.from_dict(experiment.config)
+            self.status = experiment.status
+            self.trials: list[TrialRecord] = tx.trials(experiment.id)
+            self.events: list[EventRecord] = tx.events(experiment.id)
+            members = tx.members(experiment.id)
+            self._experiment_id = experiment.id
+        checkpoints = CheckpointStore(self.spec.checkpoint_root, durable=False)
+        by_id = {t.id: t for t in self.trials}
+        self.members: list[MemberResult] = []
+        for m in members:
+            latest = by_id.get(m.latest_trial_id) if m.latest_trial_id is not None else None
+            self.members.append(
+                MemberResult(
+                    member=m.member,
+                    status=m.status,
+                    hparams=dict(m.hparams),
+                    metrics=dict(latest.metrics) if latest else {},
+                    score=m.score,
+                    step=m.step,
+                    checkpoint=checkpoints.resolve(m.checkpoint) if m.checkpoint else None,
+                    trial_id=m.latest_trial_id,
+                )
+            )
+
+    @classmethod
+    def load(cls, storage: str, name: str) -> Result:
+        """Read the result of an experiment from its storage URL."""
+        return cls(open_store(storage), name)
+
+    @property
+    def metric(self) -> str:
+        """The objective metric."""
+        return self.spec.metric
+
+    @property
+    def mode(self) -> str:
+        """``"max"`` or ``"min"``."""
+        return self.spec.policy.objective.mode
+
+    @property
+    def best(self) -> MemberResult:
+        """The member with the best final score (NaN and failed members rank last)."""
+        objective = self.spec.policy.objective
+        return max(
+            self.members,
+            key=lambda m: (m.trial_id is not None, objective.key(m.score), -m.member),
+        )
+
+    @property
+    def exploits(self) -> list[EventRecord]:
+        """Every exploit: which member copied which, and how its hyperparameters changed."""
+        return [e for e in self.events if e.kind == "exploit"]
+
+    @property
+    def failures(self) -> list[EventRecord]:
+        """Retries and members given up on, with the error's last line."""
+        return [e for e in self.events if e.kind in ("retry", "failed")]
+
+    def schedule(self, member: int | None = None) -> Schedule:
+        """The hyperparameter schedule that produced a member's final weights.
+
+        It follows the member's latest trial back through every parent, across exploits
+        into the donors' histories, to a first trial. Steps count the training the weights
+        received along that lineage, so re-training from scratch along it (replay)
+        reproduces the same hyperparameters at the same steps.
+
+        Args:
+            member: Which member; the best one by default.
+        """
+        target = self.best if member is None else self._member(member)
+        if target.trial_id is None:
+            raise NotFound(f"member {target.member} has not finished a trial yet")
+        nodes = {
+            t.id: TrialNode(t.id, t.member, t.parent_id, t.start_step, t.end_step, t.hparams)
+            for t in self.trials
+            if t.status == "done"
+        }
+        chain = ancestry(nodes, target.trial_id)
+        rebased: dict[int, TrialNode] = {}
+        step = 0
+        parent: int | None = None
+        for node in chain:
+            length = node.end_step - node.start_step
+            rebased[node.trial_id] = TrialNode(
+                node.trial_id, node.member, parent, step, step + length, node.hparams
+            )
+            step += length
+            parent = node.trial_id
+        return schedule(rebased, target.trial_id)
+
+    def curves(self, metric: str | None = None) -> dict[int, list[tuple[int, float]]]:
+        """Each member's reported values of a metric over its steps (the objective by default).
+
+        Raises:
+            NotFound: No report ever named that metric.
+        """
+        metric = metric or self.metric
+        with self._store.read() as tx:
+            reports = tx.reports(self._experiment_id)
+        out: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        seen: set[str] = set()
+        for r in reports:
+            seen.update(r.metrics)
+            if metric in r.metrics:
+                out[r.member].append((r.step, r.metrics[metric]))
+        if metric not in seen:
+            raise NotFound(
+                f"no report has a metric named {metric!r}; reported: {', '.join(sorted(seen)) or 'none'}"
+            )
+        return dict(out)
+
+    def _member(self, member: int) -> MemberResult:
+        for m in self.members:
+            if m.member == member:
+                return m
+        raise NotFound(f"no member {member}; the population has {len(self.members)}")
+
+    def summary_text(self) -> str:
+        """A few lines for a terminal: the best member and how the run went."""
+        best = self.best
+        hp = ", ".join(f"{k}={_fmt(v)}" for k, v in best.hparams.items())
+        done = sum(m.status == "done" for m in self.members)
+        failed = sum(m.status == "failed" for m in self.members)
+        return (
+            f"experiment {self.name!r}: {done} members done, {failed} failed, "
+            f"{len(self.exploits)} exploits, {sum(t.status == 'done' for t in self.trials)} trials\n"
+            f"best member {best.member}: {self.metric}={_fmt(best.score)} at step {best.step} "
+            f"with {hp}\ncheckpoint: {best.checkpoint}"
+        )
+
+    def __repr__(self) -> str:
+        return f"Result(name={self.name!r}, status={self.status!r}, best={self.best!r})"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return repr(value)

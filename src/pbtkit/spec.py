@@ -1,0 +1,100 @@
+"""The settings of one experiment, stored with it so that any process can act for it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from pbtkit._exceptions import ConfigError
+from pbtkit.core.policy import PBT
+from pbtkit.core.space import SearchSpace
+
+__all__ = ["EVOLUTIONS", "ExperimentSpec"]
+
+EVOLUTIONS = ("async", "generational")
+KEEP = ("latest", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSpec:
+    """Everything that defines an experiment (not how many workers run it).
+
+    Attributes:
+        space: The search space.
+        policy: Fitness, exploit, explore, ready interval and budget.
+        population: Number of members.
+        evolution: ``"async"`` (a member is decided as soon as its trial ends) or
+            ``"generational"`` (all members of a generation finish first).
+        seed: Seeds the initial sample and every decision, so a run can be repeated.
+        checkpoint_root: Absolute directory (or URL, later) holding the checkpoints.
+        max_attempts: How often a trial is tried before its member is marked failed.
+        keep_checkpoints: ``"latest"`` deletes checkpoints nothing can need any more;
+            ``"all"`` keeps every one.
+    """
+
+    space: SearchSpace
+    policy: PBT
+    population: int
+    checkpoint_root: str
+    evolution: Literal["async", "generational"] = "async"
+    seed: int = 0
+    max_attempts: int = 3
+    keep_checkpoints: Literal["latest", "all"] = "latest"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.population, int) or self.population < 1:
+            raise ConfigError(f"population must be a positive integer, got {self.population!r}")
+        if self.evolution not in EVOLUTIONS:
+            raise ConfigError(
+                f"evolution must be one of {', '.join(EVOLUTIONS)}, got {self.evolution!r}"
+            )
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be an integer >= 1, got {self.max_attempts!r}")
+        if self.keep_checkpoints not in KEEP:
+            raise ConfigError(
+                f"keep_checkpoints must be one of {', '.join(KEEP)}, got {self.keep_checkpoints!r}"
+            )
+        if not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+
+    @property
+    def metric(self) -> str:
+        """The objective metric's name."""
+        return self.policy.objective.metric
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON object (what the store keeps)."""
+        return {
+            "space": self.space.to_dict(),
+            "policy": self.policy.to_dict(),
+            "population": self.population,
+            "checkpoint_root": self.checkpoint_root,
+            "evolution": self.evolution,
+            "seed": self.seed,
+            "max_attempts": self.max_attempts,
+            "keep_checkpoints": self.keep_checkpoints,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExperimentSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            space=SearchSpace.from_dict(data["space"]),
+            policy=PBT.from_dict(data["policy"]),
+            population=int(data["population"]),
+            checkpoint_root=str(data["checkpoint_root"]),
+            evolution=cast(Literal["async", "generational"], data["evolution"]),
+            seed=int(data["seed"]),
+            max_attempts=int(data["max_attempts"]),
+            keep_checkpoints=cast(Literal["latest", "all"], data["keep_checkpoints"]),
+        )
+
+    def differences(self, other: ExperimentSpec) -> list[str]:
+        """Human-readable lines naming the settings in which ``other`` differs from this."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{key}: stored {mine[key]!r}, given {theirs[key]!r}"
+            for key in mine
+            if mine[key] != theirs[key]
+        ]

@@ -1,0 +1,297 @@
+"""Workers: lease a trial, run the user's function on it, commit the checkpoint, report.
+
+A worker is long-lived: it imports the user's module once and runs trial after trial
+until the experiment is finished. :func:`run_worker` is the loop; it talks to anything
+with the controller's methods, so the same loop serves threads, local processes and
+(later) remote workers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+import shutil
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pbtkit._exceptions import CheckpointError, LeaseLost, MetricError, PBTError
+from pbtkit.checkpoints import CheckpointStore
+from pbtkit.controller import FINISHED, WAIT, Controller, Lease
+from pbtkit.store._base import ReportRecord
+
+__all__ = ["Trial", "TrainFn", "run_worker"]
+
+
+class Trial:
+    """One training segment handed to the user's function.
+
+    Attributes:
+        hparams: The hyperparameters to train with (a copy; changing it changes nothing).
+        member: The population slot this trial trains.
+        trial_id: Unique id of the trial.
+        generation: How many trials this member has run before this one.
+        start_step: The member's step count when this trial starts.
+        end_step: The step count it must reach (exclusive end of :meth:`steps`).
+        parent_checkpoint: Directory to load weights from (the member's own previous
+            checkpoint, or the donor's after an exploit), verified against its manifest;
+            None for a first trial or when the parent saved nothing.
+        checkpoint_dir: An empty directory: write this trial's checkpoint files here.
+        donor: The member whose checkpoint this trial starts from after an exploit, else None.
+        attempt: 1 for the first try, 2 after one failure, ...
+    """
+
+    def __init__(
+        self,
+        lease: Lease,
+        checkpoint_dir: Path,
+        parent_checkpoint: Path | None,
+    ) -> None:
+        record = lease.trial
+        self.hparams: dict[str, Any] = dict(record.hparams)
+        self.member = record.member
+        self.trial_id = record.id
+        self.generation = record.generation
+        self.start_step = record.start_step
+        self.end_step = record.end_step
+        self.parent_checkpoint = parent_checkpoint
+        self.checkpoint_dir = checkpoint_dir
+        self.donor = lease.donor
+        self.attempt = record.attempt
+        self.metric = lease.metric
+        self._reports: list[ReportRecord] = []
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+
+    @property
+    def last_step(self) -> int:
+        """The last step of :meth:`steps` (where a final evaluation is reported)."""
+        return self.end_step - 1
+
+    @property
+    def is_exploit(self) -> bool:
+        """Whether this trial starts from another member's checkpoint."""
+        return self.donor is not None
+
+    def steps(self) -> range:
+        """The steps this trial must train: ``range(start_step, end_step)``."""
+        return range(self.start_step, self.end_step)
+
+    def report(self, step: int, **metrics: float) -> None:
+        """Record metric values at a step (e.g. ``trial.report(step, loss=0.3)``).
+
+        The objective is the trial's last report of the objective metric. NaN is
+        accepted (a diverged member) and ranks last.
+
+        Raises:
+            MetricError: No metric given, a value that is not a real number, or a step
+                outside this trial.
+        """
+        if not metrics:
+            raise MetricError("trial.report() needs at least one metric, e.g. report(step, loss=0.3)")
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise MetricError(f"report step must be an integer, got {step!r}")
+        if not self.start_step <= int(step) < max(self.end_step, self.start_step + 1):
+            raise MetricError(
+                f"step {step} is outside this trial's steps [{self.start_step}, {self.end_step}); "
+                "report the step you just trained (see trial.steps())"
+            )
+        clean: dict[str, float] = {}
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                try:
+                    value = float(value)  # numpy scalars, 0-d arrays, torch scalars
+                except (TypeError, ValueError):
+                    raise MetricError(
+                        f"metric {name!r} must be a real number, got {type(value).__name__} "
+                        f"{value!r}; report a float such as loss.item()"
+                    ) from None
+            clean[name] = float(value)
+        with self._lock:
+            self._reports.append(ReportRecord(self.trial_id, self.member, int(step), clean))
+            self._seen.update(clean)
+
+    def _take_reports(self) -> list[ReportRecord]:
+        with self._lock:
+            taken, self._reports = self._reports, []
+        return taken
+
+    def _check_objective(self) -> None:
+        if self.metric not in self._seen:
+            seen = sorted(self._seen)
+            close = difflib.get_close_matches(self.metric, seen, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise MetricError(
+                f"train() returned without reporting the objective metric {self.metric!r}; it "
+                f"reported: {', '.join(seen) or 'nothing'}{hint}. Call "
+                f"trial.report(step, {self.metric}=value), or set metric= to a name you report"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Trial(id={self.trial_id}, member={self.member}, steps={self.start_step}.."
+            f"{self.end_step}, hparams={self.hparams})"
+        )
+
+
+TrainFn = Callable[[Trial], Any]
+
+
+class _Heartbeat:
+    """Keeps a lease alive and flushes reports while the user's function runs."""
+
+    def __init__(self, controller: Controller, trial: Trial, worker_id: str, every: float) -> None:
+        self._controller = controller
+        self._trial = trial
+        self._worker_id = worker_id
+        self._every = every
+        self._stop = threading.Event()
+        self.lost: LeaseLost | None = None
+        self._thread = threading.Thread(target=self._run, name="pbtkit-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            reports = self._trial._take_reports()
+            try:
+                self._controller.heartbeat(self._trial.trial_id, self._worker_id, reports)
+            except LeaseLost as exc:
+                self.lost = exc
+                return
+            except PBTError:
+                # Put the reports back and try again at the next beat.
+                with self._trial._lock:
+                    self._trial._reports[:0] = reports
+
+
+def _backoff() -> Iterator[float]:
+    delay = 0.001
+    while True:
+        yield delay
+        delay = min(delay * 2, 0.02)
+
+
+def run_worker(
+    controller: Controller,
+    experiment: str,
+    train: TrainFn,
+    worker_id: str,
+    *,
+    stop: threading.Event | None = None,
+    max_trials: int | None = None,
+    verify_checkpoints: bool = True,
+) -> int:
+    """Run trials of ``experiment`` until it is finished (or ``stop`` is set).
+
+    Args:
+        controller: The controller (in process, or a client with the same methods).
+        experiment: The experiment's name.
+        train: The user's function; called once per trial with a :class:`Trial`.
+        worker_id: This worker's lease-owner name (see :func:`worker_identity`).
+        stop: Set it to make the worker return after its current trial.
+        max_trials: Return after this many trials (tests, and workers recycled on purpose).
+        verify_checkpoints: Check each parent checkpoint's SHA-256 sums before loading.
+
+    Returns:
+        How many trials this worker finished.
+    """
+    spec = controller.spec(experiment)
+    checkpoints = CheckpointStore(spec.checkpoint_root)
+    beat_every = max(controller.lease_seconds / 4.0, 0.05)
+    finished = 0
+    waits = _backoff()
+    while stop is None or not stop.is_set():
+        if max_trials is not None and finished >= max_trials:
+            break
+        lease = controller.lease(experiment, worker_id)
+        if lease == FINISHED:
+            break
+        if lease == WAIT:
+            time.sleep(next(waits))
+            continue
+        assert isinstance(lease, Lease)
+        waits = _backoff()
+        _run_trial(controller, checkpoints, lease, train, worker_id, beat_every, verify_checkpoints)
+        finished += 1
+    return finished
+
+
+def _run_trial(
+    controller: Controller,
+    checkpoints: CheckpointStore,
+    lease: Lease,
+    train: TrainFn,
+    worker_id: str,
+    beat_every: float,
+    verify: bool,
+) -> None:
+    record = lease.trial
+    staging = checkpoints.staging_dir(lease.experiment, record.id)
+    try:
+        parent = None
+        if lease.parent_checkpoint is not None:
+            parent = (
+                checkpoints.verify(lease.parent_checkpoint)
+                if verify
+                else checkpoints.resolve(lease.parent_checkpoint)
+            )
+        trial = Trial(lease, staging, parent)
+        with _Heartbeat(controller, trial, worker_id, beat_every) as beat:
+            train(trial)
+        if beat.lost is not None:
+            raise beat.lost
+        trial._check_objective()
+        name = checkpoints.commit(staging, lease.experiment, record.id)
+    except LeaseLost:
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    except (KeyboardInterrupt, SystemExit):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except BaseException as exc:  # the user's code may raise anything; the run goes on
+        shutil.rmtree(staging, ignore_errors=True)
+        _give_back(controller, checkpoints, record.id, worker_id, exc)
+        return
+    try:
+        released = controller.finish(record.id, worker_id, trial._take_reports(), name)
+    except LeaseLost:
+        if name is not None:
+            checkpoints.delete(name)
+        return
+    for stale in released:
+        try:
+            checkpoints.delete(stale)
+        except (OSError, CheckpointError):
+            pass  # the sweep at the end of the run catches what is left
+
+
+def _give_back(
+    controller: Controller,
+    checkpoints: CheckpointStore,
+    trial_id: int,
+    worker_id: str,
+    exc: BaseException,
+) -> None:
+    text = "".join(traceback.format_exception(exc))
+    if isinstance(exc, CheckpointError):
+        text = f"cannot start from the parent checkpoint: {exc}\n{text}"
+    try:
+        released = controller.fail(trial_id, worker_id, text)
+    except LeaseLost:
+        return
+    for stale in released:
+        try:
+            checkpoints.delete(stale)
+        except (OSError, CheckpointError):
+            pass
+
