@@ -4,16 +4,16 @@ Every error is a :class:`PBTError`; most also derive from the builtin that fits,
 ``except ValueError`` in user code keeps working::
 
     PBTError
-    ├── ConfigError(PBTError, ValueError)          a space, policy or run setting is wrong
-    │   └── OutOfSpace(ConfigError)                a hyperparameter value is outside its domain
-    ├── MetricError(PBTError, ValueError)          a report is malformed or the objective is missing
-    ├── StorageError(PBTError, RuntimeError)       the storage URL cannot be opened or used
-    │   └── SchemaMismatch(StorageError)           the database was written by another schema version
-    ├── ExperimentConflict(PBTError, ValueError)   an experiment of that name exists with other settings
-    ├── NotFound(PBTError, KeyError)               an experiment, member or trial does not exist
-    ├── LeaseLost(PBTError, RuntimeError)          a worker reports on a trial it no longer holds
-    ├── CheckpointError(PBTError, OSError)         a checkpoint is missing, corrupt, or outside its root
-    └── TrialFailed(PBTError, RuntimeError)        the user's training function raised (wraps the cause)
+    ├── ConfigError(PBTError, ValueError)         a space, policy or run setting is wrong
+    │   └── OutOfSpace(ConfigError)               a hyperparameter value is outside its domain
+    ├── MetricError(PBTError, ValueError)         a report is malformed, or the objective missing
+    ├── StorageError(PBTError, RuntimeError)      the storage URL cannot be opened or used
+    │   └── SchemaMismatch(StorageError)          the database has another schema version
+    ├── ExperimentConflict(PBTError, ValueError)  the name exists with other settings
+    ├── NotFound(PBTError, KeyError)              no such experiment, member or trial
+    ├── LeaseLost(PBTError, RuntimeError)         a worker reports on a trial it no longer holds
+    ├── CheckpointError(PBTError, OSError)        a checkpoint is missing, corrupt or misplaced
+    └── TrialFailed(PBTError, RuntimeError)       the user's training function raised
 
 ``retryable`` says whether trying the same call again can help.
 """
@@ -42,7 +42,7 @@ class PBTError(Exception):
 
 
 class ConfigError(PBTError, ValueError):
-    """A search space, policy or run setting is invalid; the message says which and how to fix it."""
+    """A search space, policy or run setting is invalid; the message says which and what to do."""
 
 
 class OutOfSpace(ConfigError):

@@ -58,7 +58,8 @@ def load_target(target: str) -> Callable[..., Any]:
     module_name, sep, qualname = target.rpartition(":")
     if not sep or not module_name or not qualname:
         raise ConfigError(
-            f"target {target!r} must look like 'package.module:function' or 'path/to/file.py:function'"
+            f"target {target!r} must look like 'package.module:function' "
+            "or 'path/to/file.py:function'"
         )
     try:
         if module_name.endswith(".py") or os.sep in module_name:
@@ -87,7 +88,9 @@ def load_target(target: str) -> Callable[..., Any]:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ConfigError(f"{module_name!r} has no attribute {qualname!r} (target {target!r})") from None
+            raise ConfigError(
+                f"{module_name!r} has no attribute {qualname!r} (target {target!r})"
+            ) from None
     if not callable(obj):
         raise ConfigError(f"target {target!r} is {type(obj).__name__}, not a function")
     return obj  # type: ignore[no-any-return]

@@ -11,8 +11,8 @@ from pbtkit._exceptions import ConfigError, PBTError
 from pbtkit._target import load_target, target_of
 from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import Controller
-from pbtkit.core.explore import CustomExplore, Explorer, Perturb
 from pbtkit.core.exploit import Exploiter, Truncation
+from pbtkit.core.explore import CustomExplore, Explorer, Perturb
 from pbtkit.core.fitness import Objective
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import Domain, SearchSpace
@@ -173,7 +173,9 @@ def drive(
     attempt) and is replaced, up to ``max_restarts`` times in all.
     """
     spec = controller.spec(name)
-    restarts_left = max_restarts if max_restarts is not None else workers + spec.population * spec.max_attempts
+    restarts_left = (
+        max_restarts if max_restarts is not None else workers + spec.population * spec.max_attempts
+    )
     if controller.summary(name).status == "finished":
         display.close()
         return
@@ -195,7 +197,9 @@ def drive(
                 missing = workers - pool.alive()
                 if missing > 0:
                     if restarts_left < missing:
-                        reasons = "; ".join(g.reason.strip().splitlines()[-1] for g in exits if g.reason)
+                        reasons = "; ".join(
+                            g.reason.strip().splitlines()[-1] for g in exits if g.reason
+                        )
                         raise PBTError(
                             f"workers of {name!r} keep dying ({reasons or 'no reason given'}); "
                             "gave up. Fix the cause and run again: finished trials are kept"
@@ -212,10 +216,12 @@ def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:
     if explore is None:
         return Perturb()
     if hasattr(explore, "to_dict"):
-        return explore  # type: ignore[return-value]
+        return explore
     if callable(explore):
         return CustomExplore(explore, target_of(explore))
-    raise ConfigError(f"explore must be pk.Perturb(...), pk.Resample(...) or a function, got {explore!r}")
+    raise ConfigError(
+        f"explore must be pk.Perturb(...), pk.Resample(...) or a function, got {explore!r}"
+    )
 
 
 def _checkpoint_root(checkpoint_dir: str | Path | None, url: str, name: str) -> Path:

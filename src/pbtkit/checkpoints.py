@@ -114,7 +114,9 @@ class CheckpointStore:
         for path in files:
             rel = path.relative_to(staging).as_posix()
             if rel == MANIFEST:
-                raise CheckpointError(f"{MANIFEST} is reserved for pbtkit; name your file otherwise")
+                raise CheckpointError(
+                    f"{MANIFEST} is reserved for pbtkit; name your file otherwise"
+                )
             if self.durable:
                 with path.open("rb") as f:
                     os.fsync(f.fileno())
@@ -175,7 +177,9 @@ class CheckpointStore:
         if path.exists():
             self._remove(path)
 
-    def sweep(self, experiment: str, keep: Iterable[str], *, active_staging: Iterable[int] = ()) -> int:
+    def sweep(
+        self, experiment: str, keep: Iterable[str], *, active_staging: Iterable[int] = ()
+    ) -> int:
         """Delete an experiment's checkpoints not in ``keep`` and its abandoned staging dirs.
 
         Args:
@@ -199,7 +203,9 @@ class CheckpointStore:
         active = {f"{prefix}{t}-" for t in active_staging}
         if staging.is_dir():
             for child in staging.iterdir():
-                if child.name.startswith(prefix) and not any(child.name.startswith(a) for a in active):
+                if child.name.startswith(prefix) and not any(
+                    child.name.startswith(a) for a in active
+                ):
                     self._remove(child)
                     removed += 1
         return removed

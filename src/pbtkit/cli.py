@@ -63,7 +63,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
             members = tx.members(experiment.id)
             running = {t.member: t for t in tx.trials(experiment.id, statuses=("running",))}
             failures = {
-                e.member: e.detail for e in tx.events(experiment.id) if e.kind in ("retry", "failed")
+                e.member: e.detail
+                for e in tx.events(experiment.id)
+                if e.kind in ("retry", "failed")
             }
         table = Table(
             "member", "status", "step", spec.metric, "hyperparameters", "now",
@@ -118,8 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="train a population with a training function and a config file")
-    p.add_argument("target", help="the training function, as package.module:function or file.py:function")
-    p.add_argument("--config", "-c", required=True, help="TOML or YAML file with the space and policy")
+    p.add_argument(
+        "target", help="the training function, as package.module:function or file.py:function"
+    )
+    p.add_argument(
+        "--config", "-c", required=True, help="TOML or YAML file with the space and policy"
+    )
     p.add_argument("--storage", help="override the storage URL (sqlite:///pbt.db)")
     p.add_argument("--name", help="override the experiment name")
     p.add_argument("--workers", type=int, help="override the number of workers")

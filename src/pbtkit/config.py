@@ -92,10 +92,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
     base = path.resolve().parent
     if "storage" in out and "://" not in str(out["storage"]):
         out["storage"] = str(base / str(out["storage"]))
-    elif str(out.get("storage", "")).startswith("sqlite:///") and not str(out["storage"]).startswith(
-        "sqlite:////"
-    ):
-        out["storage"] = f"sqlite:///{base / str(out['storage'])[len('sqlite:///'):]}"
+    elif str(out.get("storage", "")).startswith("sqlite:///") and not str(
+        out["storage"]
+    ).startswith("sqlite:////"):
+        out["storage"] = f"sqlite:///{base / str(out['storage'])[len('sqlite:///') :]}"
     if "checkpoint_dir" in out:
         out["checkpoint_dir"] = str(base / str(out["checkpoint_dir"]))
     return out

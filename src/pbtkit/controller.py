@@ -182,8 +182,10 @@ class Controller:
                 if pending is None:
                     expired = self._expired(tx, experiment.id)
                     if not expired:
-                        return WAIT if tx.count_trials(experiment.id, ACTIVE_STATUSES) else (
-                            self._finish_if_done(experiment)
+                        return (
+                            WAIT
+                            if tx.count_trials(experiment.id, ACTIVE_STATUSES)
+                            else (self._finish_if_done(experiment))
                         )
             if pending is None:
                 self.requeue_expired(name)
@@ -341,7 +343,9 @@ class Controller:
                 error=error,
             )
             if attempt < spec.max_attempts:
-                tx.update_trial(dataclasses.replace(base, status="pending"), expect_status="running")
+                tx.update_trial(
+                    dataclasses.replace(base, status="pending"), expect_status="running"
+                )
                 tx.add_events(
                     [
                         EventRecord(
@@ -390,7 +394,9 @@ class Controller:
             experiment = self._get_experiment(tx, name)
             expired = self._expired(tx, experiment.id)
         for trial in expired:
-            self.fail(trial.id, None, f"lease expired: worker {trial.lease_owner} stopped answering")
+            self.fail(
+                trial.id, None, f"lease expired: worker {trial.lease_owner} stopped answering"
+            )
         return [t.id for t in expired]
 
     def release_worker(self, name: str, worker_id: str, reason: str) -> list[int]:
@@ -546,7 +552,14 @@ class Controller:
                 members[member] = dataclasses.replace(record, status="done")
                 tx.put_members([members[member]])
                 events.append(
-                    EventRecord(record.experiment_id, member, "stop", me.trial_id, detail=decision.reason, at=now)
+                    EventRecord(
+                        record.experiment_id,
+                        member,
+                        "stop",
+                        me.trial_id,
+                        detail=decision.reason,
+                        at=now,
+                    )
                 )
                 continue
             if isinstance(decision, Exploit):
@@ -607,7 +620,9 @@ class Controller:
             return views
         then = {
             t.member: t.score
-            for t in tx.trials(latest.experiment_id, statuses=("done",), generation=latest.generation)
+            for t in tx.trials(
+                latest.experiment_id, statuses=("done",), generation=latest.generation
+            )
         }
         return [
             dataclasses.replace(v, score=then[v.member])
@@ -636,7 +651,9 @@ class Controller:
                 continue
             if tx.children_count(trial_id, ACTIVE_STATUSES):
                 continue
-            tx.update_trial(dataclasses.replace(trial, checkpoint_released=True), expect_status=trial.status)
+            tx.update_trial(
+                dataclasses.replace(trial, checkpoint_released=True), expect_status=trial.status
+            )
             released.append(trial.checkpoint)
         return released
 

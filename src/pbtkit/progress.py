@@ -40,8 +40,10 @@ class ProgressDisplay:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("steps  best {task.fields[best]}  exploits {task.fields[exploits]}"
-                           "  failed {task.fields[failed]}"),
+                TextColumn(
+                    "steps  best {task.fields[best]}  exploits {task.fields[exploits]}"
+                    "  failed {task.fields[failed]}"
+                ),
                 TimeElapsedColumn(),
                 transient=False,
             )
@@ -52,7 +54,11 @@ class ProgressDisplay:
         """Show the latest summary."""
         if not self.enabled:
             return
-        best = "-" if math.isnan(summary.best_score) else f"{summary.best_score:.4g} (m{summary.best_member})"
+        best = (
+            "-"
+            if math.isnan(summary.best_score)
+            else f"{summary.best_score:.4g} (m{summary.best_member})"
+        )
         if self._live:
             self._bar.update(
                 self._task,

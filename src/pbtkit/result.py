@@ -159,7 +159,8 @@ class Result:
                 out[r.member].append((r.step, r.metrics[metric]))
         if metric not in seen:
             raise NotFound(
-                f"no report has a metric named {metric!r}; reported: {', '.join(sorted(seen)) or 'none'}"
+                f"no report has a metric named {metric!r}; "
+                f"reported: {', '.join(sorted(seen)) or 'none'}"
             )
         return dict(out)
 
@@ -177,7 +178,8 @@ class Result:
         failed = sum(m.status == "failed" for m in self.members)
         return (
             f"experiment {self.name!r}: {done} members done, {failed} failed, "
-            f"{len(self.exploits)} exploits, {sum(t.status == 'done' for t in self.trials)} trials\n"
+            f"{len(self.exploits)} exploits, "
+            f"{sum(t.status == 'done' for t in self.trials)} trials\n"
             f"best member {best.member}: {self.metric}={_fmt(best.score)} at step {best.step} "
             f"with {hp}\ncheckpoint: {best.checkpoint}"
         )

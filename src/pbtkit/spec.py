@@ -91,10 +91,15 @@ class ExperimentSpec:
         )
 
     def differences(self, other: ExperimentSpec) -> list[str]:
-        """Human-readable lines naming the settings in which ``other`` differs from this."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return [
-            f"{key}: stored {mine[key]!r}, given {theirs[key]!r}"
-            for key in mine
-            if mine[key] != theirs[key]
-        ]
+        """Lines naming each setting in which ``other`` differs, e.g.
+        ``policy.exploit.fraction: stored 0.2, given 0.25``."""
+        return _diff(self.to_dict(), other.to_dict(), "")
+
+
+def _diff(mine: Any, theirs: Any, path: str) -> list[str]:
+    if isinstance(mine, Mapping) and isinstance(theirs, Mapping):
+        out: list[str] = []
+        for key in dict.fromkeys([*mine, *theirs]):
+            out += _diff(mine.get(key), theirs.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if mine == theirs else [f"{path}: stored {mine!r}, given {theirs!r}"]

@@ -8,6 +8,7 @@ with the controller's methods, so the same loop serves threads, local processes 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import numbers
 import shutil
@@ -91,7 +92,9 @@ class Trial:
                 outside this trial.
         """
         if not metrics:
-            raise MetricError("trial.report() needs at least one metric, e.g. report(step, loss=0.3)")
+            raise MetricError(
+                "trial.report() needs at least one metric, e.g. report(step, loss=0.3)"
+            )
         if isinstance(step, bool) or not isinstance(step, numbers.Integral):
             raise MetricError(f"report step must be an integer, got {step!r}")
         if not self.start_step <= int(step) < max(self.end_step, self.start_step + 1):
@@ -99,17 +102,7 @@ class Trial:
                 f"step {step} is outside this trial's steps [{self.start_step}, {self.end_step}); "
                 "report the step you just trained (see trial.steps())"
             )
-        clean: dict[str, float] = {}
-        for name, value in metrics.items():
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                try:
-                    value = float(value)  # numpy scalars, 0-d arrays, torch scalars
-                except (TypeError, ValueError):
-                    raise MetricError(
-                        f"metric {name!r} must be a real number, got {type(value).__name__} "
-                        f"{value!r}; report a float such as loss.item()"
-                    ) from None
-            clean[name] = float(value)
+        clean = {name: _real(name, value) for name, value in metrics.items()}
         with self._lock:
             self._reports.append(ReportRecord(self.trial_id, self.member, int(step), clean))
             self._seen.update(clean)
@@ -138,6 +131,19 @@ class Trial:
 
 
 TrainFn = Callable[[Trial], Any]
+
+
+def _real(name: str, value: Any) -> float:
+    """A metric value as a float: numbers, numpy and torch scalars, 0-d arrays."""
+    if not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise MetricError(
+        f"metric {name!r} must be a real number, got {type(value).__name__} {value!r}; "
+        "report a float such as loss.item()"
+    )
 
 
 class _Heartbeat:
@@ -268,11 +274,14 @@ def _run_trial(
         if name is not None:
             checkpoints.delete(name)
         return
-    for stale in released:
-        try:
+    _delete(checkpoints, released)
+
+
+def _delete(checkpoints: CheckpointStore, names: list[str]) -> None:
+    for stale in names:
+        # What cannot be deleted now is caught by the sweep at the end of the run.
+        with contextlib.suppress(OSError, CheckpointError):
             checkpoints.delete(stale)
-        except (OSError, CheckpointError):
-            pass  # the sweep at the end of the run catches what is left
 
 
 def _give_back(
@@ -289,9 +298,4 @@ def _give_back(
         released = controller.fail(trial_id, worker_id, text)
     except LeaseLost:
         return
-    for stale in released:
-        try:
-            checkpoints.delete(stale)
-        except (OSError, CheckpointError):
-            pass
-
+    _delete(checkpoints, released)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -42,7 +44,7 @@ class Explorer(Protocol):
 
 
 def _probability(owner: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{owner}: {name} must be a number in [0, 1], got {value!r}")
     number = float(value)
     if not 0.0 <= number <= 1.0:  # also rejects NaN
@@ -83,7 +85,7 @@ class Perturb:
         for factor in factors:
             if (
                 isinstance(factor, bool)
-                or not isinstance(factor, int | float)
+                or not isinstance(factor, numbers.Real)
                 or not (math.isfinite(factor) and factor > 0)
             ):
                 raise ConfigError(
@@ -189,7 +191,7 @@ class CustomExplore:
         target = self.target or (
             f"{getattr(self.fn, '__module__', '?')}:{getattr(self.fn, '__qualname__', '?')}"
         )
-        if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")):
+        if not _is_target(target):
             raise ConfigError(
                 f"CustomExplore(target={target!r}): target must be an import path "
                 f"'module:qualname', e.g. 'mypkg.search:explore'"
@@ -224,13 +226,26 @@ class CustomExplore:
         return {"type": "custom", "target": self.target}
 
 
+def _is_target(target: Any) -> bool:
+    if not isinstance(target, str):
+        return False
+    module_name, sep, qualname = target.rpartition(":")
+    return bool(sep and module_name and qualname)
+
+
 def _import_target(target: Any) -> Any:
-    if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")):
+    if not _is_target(target):
         raise ConfigError(
             f"custom explore target {target!r} must be an import path 'module:qualname', "
             f"e.g. 'mypkg.search:explore'"
         )
-    module_name, qualname = target.split(":")
+    module_name, _, qualname = target.rpartition(":")
+    if module_name.endswith(".py") or os.sep in module_name:
+        # A function of a script run as __main__ is named by its file; loading files is the
+        # job of the one place that names training functions too.
+        from pbtkit._target import load_target
+
+        return load_target(target)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as error:
@@ -275,8 +290,7 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
     kind = spec.get("type")
     if kind not in keys_by_type:
         raise ConfigError(
-            f"explore spec {dict(spec)!r} has type {kind!r}; valid types: "
-            f"{', '.join(keys_by_type)}"
+            f"explore spec {dict(spec)!r} has type {kind!r}; valid types: {', '.join(keys_by_type)}"
         )
     keys = keys_by_type[kind]
     unknown = sorted(str(key) for key in spec if key != "type" and key not in keys)

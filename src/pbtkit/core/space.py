@@ -17,6 +17,7 @@ import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,10 +47,11 @@ def _real(value: Any) -> float | None:
     """``value`` as a float when it is a real number (bools excluded), else ``None``."""
     if _is_bool(value) or not isinstance(value, numbers.Real):
         return None
+    raw: Any = value  # numbers.Real does not type its operators
     try:
-        return float(value)
+        return float(raw)
     except OverflowError:  # an int too large for a float
-        return math.inf if value > 0 else -math.inf
+        return math.inf if raw > 0 else -math.inf
 
 
 def _bound(kind: str, name: str, value: Any, low: Any, high: Any) -> float:
@@ -309,8 +311,8 @@ class IntUniform(Domain):
         1 leaves the value alone. The result is clipped into ``[low, high]``.
         """
         current = int(value)
-        scaled = current * factor
-        moved = round(scaled) if math.isfinite(scaled) else (self.high if scaled > 0 else self.low)
+        # Exact arithmetic: as floats, integers beyond 2**53 would move on their own.
+        moved = round(Fraction(current) * Fraction(factor))
         if factor > 1:
             moved = max(moved, current + 1)
         elif factor < 1:
@@ -356,8 +358,7 @@ def _plain(value: Any) -> Any:
 def _discrete_values(kind: str, values: Any) -> tuple[Any, ...]:
     if isinstance(values, str | bytes) or not isinstance(values, Sequence | set | frozenset):
         raise ConfigError(
-            f"{kind}({values!r}): values must be a list of {_JSON_SCALARS}, "
-            f"e.g. {kind}(['a', 'b'])"
+            f"{kind}({values!r}): values must be a list of {_JSON_SCALARS}, e.g. {kind}(['a', 'b'])"
         )
     if kind == "Ordinal" and isinstance(values, set | frozenset):
         raise ConfigError(
@@ -588,9 +589,7 @@ class SearchSpace(Mapping[str, Domain]):
         checked: dict[str, Domain] = {}
         for name, domain in domains.items():
             if not isinstance(name, str) or not name:
-                raise ConfigError(
-                    f"hyperparameter names must be non-empty strings, got {name!r}"
-                )
+                raise ConfigError(f"hyperparameter names must be non-empty strings, got {name!r}")
             if not isinstance(domain, Domain):
                 raise ConfigError(_not_a_domain(name, domain))
             checked[name] = domain

@@ -86,7 +86,13 @@ def accuracy(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(forward(p, x)[1].argmax(axis=1) == y))
 
 
-def epoch(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, hp: dict[str, float], rng: np.random.Generator) -> float:
+def epoch(
+    p: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    hp: dict[str, float],
+    rng: np.random.Generator,
+) -> float:
     """One epoch of minibatch SGD with momentum and L2; returns the mean training loss."""
     losses = []
     order = rng.permutation(len(x))
@@ -130,7 +136,9 @@ def train(trial: pk.Trial) -> None:
     np.savez(trial.checkpoint_dir / "model.npz", **params)
 
 
-def main(directory: str | Path = "pbt-demo", *, progress: bool | None = None, **overrides: object) -> pk.Result:
+def main(
+    directory: str | Path = "pbt-demo", *, progress: bool | None = None, **overrides: object
+) -> pk.Result:
     """8 members x 16 epochs, ready every 2 epochs, as in BENCHMARKS.md section 3."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,9 @@ Run it with ``python examples/toy.py`` or ``pbtkit run pbtkit.examples.toy:train
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +41,7 @@ def train(trial: pk.Trial) -> None:
     np.save(trial.checkpoint_dir / "theta.npy", theta)
 
 
-def without_pbt(hparams: list[dict[str, float]], steps: int) -> float:
+def without_pbt(hparams: Sequence[Mapping[str, Any]], steps: int) -> float:
     """The best Q the same members reach when each keeps its own h (no exploit, no explore)."""
     best = -np.inf
     for hp in hparams:
@@ -51,7 +53,9 @@ def without_pbt(hparams: list[dict[str, float]], steps: int) -> float:
     return float(best)
 
 
-def main(directory: str | Path = "pbt-demo", *, progress: bool | None = None, **overrides: object) -> pk.Result:
+def main(
+    directory: str | Path = "pbt-demo", *, progress: bool | None = None, **overrides: object
+) -> pk.Result:
     """Population 8, 100 steps, ready every 10, 2 workers, truncation 25%, as in BENCHMARKS.md."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,9 @@ class Transaction(abc.ABC):
 
     # experiments -------------------------------------------------------------------
     @abc.abstractmethod
-    def create_experiment(self, name: str, config: Mapping[str, Any], now: float) -> ExperimentRecord:
+    def create_experiment(
+        self, name: str, config: Mapping[str, Any], now: float
+    ) -> ExperimentRecord:
         """Insert a new experiment. Raises ExperimentConflict if the name is taken."""
 
     @abc.abstractmethod

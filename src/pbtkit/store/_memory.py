@@ -55,7 +55,9 @@ class _MemoryTransaction(Transaction):
         self._d.next_id += 1
         return self._d.next_id - 1
 
-    def create_experiment(self, name: str, config: Mapping[str, Any], now: float) -> ExperimentRecord:
+    def create_experiment(
+        self, name: str, config: Mapping[str, Any], now: float
+    ) -> ExperimentRecord:
         if self.get_experiment(name) is not None:
             raise ExperimentConflict(f"an experiment named {name!r} already exists")
         record = ExperimentRecord(self._new_id(), name, dict(config), "running", now)

@@ -271,7 +271,9 @@ class _SQLTransaction(Transaction):
     def __init__(self, conn: Connection) -> None:
         self._c = conn
 
-    def create_experiment(self, name: str, config: Mapping[str, Any], now: float) -> ExperimentRecord:
+    def create_experiment(
+        self, name: str, config: Mapping[str, Any], now: float
+    ) -> ExperimentRecord:
         try:
             with self._c.begin_nested():
                 result = self._c.execute(
@@ -571,7 +573,9 @@ class SQLStore(Store):
                 if not create:
                     raise StorageError(f"{self.url!r} holds no pbtkit database")
                 metadata.create_all(conn)
-                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                conn.execute(
+                    meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
                 return
             version = conn.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
@@ -589,9 +593,9 @@ class SQLStore(Store):
 
     @contextmanager
     def read(self) -> Iterator[Transaction]:
-        with self._engine.connect().execution_options(pbtkit_begin="DEFERRED") as conn:
-            with conn.begin():
-                yield _SQLTransaction(conn)
+        connection = self._engine.connect().execution_options(pbtkit_begin="DEFERRED")
+        with connection as conn, conn.begin():
+            yield _SQLTransaction(conn)
 
     def close(self) -> None:
         self._engine.dispose()

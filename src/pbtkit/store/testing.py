@@ -14,6 +14,7 @@ Requires pytest.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -106,7 +107,9 @@ class StoreContract:
     def test_ids_increase_and_filters(self, store: Store) -> None:
         eid = self._experiment(store)
         with store.transaction() as tx:
-            ids = [tx.insert_trial(_trial(eid, member=m % 2, generation=m // 2)).id for m in range(6)]
+            ids = [
+                tx.insert_trial(_trial(eid, member=m % 2, generation=m // 2)).id for m in range(6)
+            ]
         assert ids == sorted(ids)
         assert len(set(ids)) == 6
         with store.read() as tx:
@@ -130,7 +133,7 @@ class StoreContract:
         assert first.id == early.id
         with store.transaction() as tx:
             for t in tx.trials(eid, generation=0):
-                tx.update_trial(TrialRecord(**{**_fields(t), "status": "done"}), expect_status="pending")
+                tx.update_trial(dataclasses.replace(t, status="done"), expect_status="pending")
         with store.read() as tx:
             nxt = tx.next_pending(eid)
         assert nxt is not None
@@ -151,10 +154,10 @@ class StoreContract:
         eid = self._experiment(store)
         with store.transaction() as tx:
             t = tx.insert_trial(_trial(eid))
-        running = TrialRecord(**{**_fields(t), "status": "running", "lease_owner": "a"})
+        running = dataclasses.replace(t, status="running", lease_owner="a")
         with store.transaction() as tx:
             assert tx.update_trial(running, expect_status="pending") is True
-        stolen = TrialRecord(**{**_fields(t), "status": "running", "lease_owner": "b"})
+        stolen = dataclasses.replace(t, status="running", lease_owner="b")
         with store.transaction() as tx:
             assert tx.update_trial(stolen, expect_status="pending") is False
         with store.read() as tx:
@@ -176,7 +179,7 @@ class StoreContract:
                     if t is None:
                         return
                     won = tx.update_trial(
-                        TrialRecord(**{**_fields(t), "status": "running", "lease_owner": owner}),
+                        dataclasses.replace(t, status="running", lease_owner=owner),
                         expect_status="pending",
                     )
                 if won:
@@ -194,14 +197,14 @@ class StoreContract:
     def test_failed_transaction_leaves_no_trace(self, store: Store) -> None:
         eid = self._experiment(store)
 
-        class Boom(Exception):
+        class BoomError(Exception):
             pass
 
-        with pytest.raises(Boom), store.transaction() as tx:
+        with pytest.raises(BoomError), store.transaction() as tx:
             tx.insert_trial(_trial(eid))
             tx.put_members([MemberRecord(eid, 0)])
             tx.add_events([EventRecord(eid, 0, "continue")])
-            raise Boom
+            raise BoomError
         with store.read() as tx:
             assert tx.trials(eid) == []
             assert tx.members(eid) == []
@@ -212,9 +215,7 @@ class StoreContract:
         with store.transaction() as tx:
             tx.put_members([MemberRecord(eid, 1), MemberRecord(eid, 0)])
         with store.transaction() as tx:
-            tx.put_members(
-                [MemberRecord(eid, 1, "done", 7, 20, 0.25, {"lr": 0.5}, "exp/trial-7")]
-            )
+            tx.put_members([MemberRecord(eid, 1, "done", 7, 20, 0.25, {"lr": 0.5}, "exp/trial-7")])
         with store.read() as tx:
             ms = tx.members(eid)
         assert [m.member for m in ms] == [0, 1]
@@ -280,7 +281,3 @@ class StoreContract:
         with store.read() as tx:
             assert tx.trials(b) == []
             assert tx.next_pending(b) is None
-
-
-def _fields(trial: TrialRecord) -> dict[str, object]:
-    return {name: getattr(trial, name) for name in TrialRecord.__slots__}

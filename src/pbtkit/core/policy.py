@@ -1,0 +1,170 @@
+"""The PBT policy: given a finished trial and the population, decide what happens next."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pbtkit._exceptions import ConfigError
+from pbtkit.core.decisions import Continue, Decision, Exploit, MemberView, Stop
+from pbtkit.core.exploit import Exploiter, Truncation, exploiter_from_dict
+from pbtkit.core.explore import Explorer, Perturb, explorer_from_dict
+from pbtkit.core.fitness import Objective, objective_from_dict
+from pbtkit.core.space import SearchSpace
+
+__all__ = ["PBT"]
+
+_KEYS = ("objective", "exploit", "explore", "ready_every", "total_steps")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"PBT({name}={value!r}): {name} must be an integer >= 1")
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class PBT:
+    """Population Based Training: ready every ``ready_every`` steps, exploit, explore.
+
+    Composed from one-verb parts; it decides and never acts. ``objective`` may be passed
+    positionally, everything else by keyword::
+
+        PBT(Objective("accuracy"), exploit=Truncation(0.2), explore=Perturb(),
+            ready_every=100, total_steps=2000)
+
+    Args:
+        objective: The metric to optimise.
+        exploit: Chooses a donor for a member (default: ``Truncation(0.2)``).
+        explore: Changes the donor's hyperparameters (default: ``Perturb()``).
+        ready_every: Steps per trial: a member is ready to exploit after this many.
+        total_steps: The budget of steps per member.
+
+    Raises:
+        ConfigError: A part has the wrong type or a step count is below 1.
+    """
+
+    objective: Objective
+    _: KW_ONLY
+    exploit: Exploiter = field(default_factory=Truncation)
+    explore: Explorer = field(default_factory=Perturb)
+    ready_every: int
+    total_steps: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.objective, Objective):
+            raise ConfigError(
+                f"PBT(objective={self.objective!r}): pass an Objective, "
+                f"e.g. Objective('accuracy', 'max')"
+            )
+        if not isinstance(self.exploit, Exploiter):
+            raise ConfigError(
+                f"PBT(exploit={self.exploit!r}): pass an Exploiter, "
+                f"e.g. Truncation(0.2) or BinaryTournament()"
+            )
+        if not isinstance(self.explore, Explorer):
+            raise ConfigError(
+                f"PBT(explore={self.explore!r}): pass an Explorer, e.g. Perturb() or "
+                f"Resample(), or wrap a function in CustomExplore"
+            )
+        object.__setattr__(self, "ready_every", _positive_int("ready_every", self.ready_every))
+        object.__setattr__(self, "total_steps", _positive_int("total_steps", self.total_steps))
+
+    def trial_steps(self, start_step: int) -> int:
+        """How many steps a trial starting at ``start_step`` runs.
+
+        Returns:
+            ``min(ready_every, total_steps - start_step)``.
+
+        Raises:
+            ValueError: ``start_step`` is negative or leaves no step of the budget.
+        """
+        if not 0 <= start_step < self.total_steps:
+            raise ValueError(
+                f"start_step={start_step} leaves no steps of total_steps={self.total_steps}; "
+                f"a member at its budget is stopped, not given another trial"
+            )
+        return min(self.ready_every, self.total_steps - start_step)
+
+    def decide(
+        self,
+        member: MemberView,
+        population: Sequence[MemberView],
+        space: SearchSpace,
+        rng: np.random.Generator,
+    ) -> Decision:
+        """Decide a member's next trial after its latest one finished.
+
+        A member at its budget stops (and is never exploited). Otherwise, if the exploit
+        strategy names a donor, the member copies the donor's checkpoint and trains on with
+        the donor's hyperparameters after exploration; if not, it continues as it was (a
+        member whose score is not finite continues too: it ranks last, so it is replaced as
+        soon as a donor can be found).
+
+        Args:
+            member: The member whose trial just finished.
+            population: The latest finished trial of every member, ``member`` included.
+            space: The search space the explored values must stay in.
+            rng: The source of randomness.
+
+        Returns:
+            :class:`Stop`, :class:`Exploit` or :class:`Continue`.
+        """
+        if member.step >= self.total_steps:
+            return Stop("budget reached")
+        donor = self.exploit.select_donor(member, population, self.objective, rng)
+        if donor is None:
+            return Continue(dict(member.hparams))
+        return Exploit(
+            donor_member=donor.member,
+            donor_trial=donor.trial_id,
+            hparams=self.explore(donor.hparams, space, rng),
+            old_hparams=dict(member.hparams),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as a JSON-able spec; :meth:`from_dict` reads it back."""
+        return {
+            "objective": self.objective.to_dict(),
+            "exploit": self.exploit.to_dict(),
+            "explore": self.explore.to_dict(),
+            "ready_every": self.ready_every,
+            "total_steps": self.total_steps,
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> PBT:
+        """Build a policy from the spec :meth:`to_dict` writes.
+
+        ``exploit`` and ``explore`` may be left out for their defaults.
+
+        Raises:
+            ConfigError: A key is missing or unknown, or a part's spec is invalid.
+        """
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"a policy spec must be a mapping, got {type(spec).__name__}")
+        required = ("objective", "ready_every", "total_steps")
+        missing = [key for key in required if key not in spec]
+        unknown = sorted(str(key) for key in spec if key not in _KEYS)
+        if missing or unknown:
+            problems = []
+            if missing:
+                problems.append(f"missing {', '.join(missing)}")
+            if unknown:
+                problems.append(f"unknown {', '.join(unknown)}")
+            raise ConfigError(
+                f"policy spec: {'; '.join(problems)}; it takes the keys {', '.join(_KEYS)}"
+            )
+        exploit = exploiter_from_dict(spec["exploit"]) if "exploit" in spec else Truncation()
+        explore = explorer_from_dict(spec["explore"]) if "explore" in spec else Perturb()
+        return cls(
+            objective_from_dict(spec["objective"]),
+            exploit=exploit,
+            explore=explore,
+            ready_every=spec["ready_every"],
+            total_steps=spec["total_steps"],
+        )

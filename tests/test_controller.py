@@ -1,0 +1,283 @@
+"""The controller's protocol, on the in-memory store with a clock the test moves."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+
+import pbtkit as pk
+from pbtkit import ExperimentConflict, LeaseLost, MetricError
+from pbtkit.controller import FINISHED, WAIT, Controller, Lease
+from pbtkit.core.fitness import Objective
+from pbtkit.core.policy import PBT
+from pbtkit.spec import ExperimentSpec
+from pbtkit.store import MemoryStore, ReportRecord, Store, open_store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _spec(
+    population: int = 4, evolution: str = "async", max_attempts: int = 2, **kw: object
+) -> ExperimentSpec:
+    return ExperimentSpec(
+        space=pk.SearchSpace({"x": pk.Uniform(0.0, 1.0)}),
+        policy=PBT(
+            objective=Objective("score", "max"),
+            exploit=kw.pop("exploit", pk.Truncation(0.25)),  # type: ignore[arg-type]
+            ready_every=10,
+            total_steps=30,
+        ),
+        population=population,
+        checkpoint_root="/tmp/pbtkit-test-unused",
+        evolution=evolution,  # type: ignore[arg-type]
+        max_attempts=max_attempts,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+    else:
+        with open_store(str(tmp_path_factory.mktemp("db") / "pbt.db")) as s:
+            yield s
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _lease(c: Controller, worker: str = "w") -> Lease:
+    got = c.lease("e", worker)
+    assert isinstance(got, Lease), got
+    return got
+
+
+def _score(trial_id: int, member: int, step: int, value: float) -> list[ReportRecord]:
+    return [ReportRecord(trial_id, member, step, {"score": value})]
+
+
+def _finish(
+    c: Controller, lease: Lease, value: float, worker: str = "w", ckpt: str | None = "c"
+) -> list[str]:
+    t = lease.trial
+    return c.finish(
+        t.id,
+        worker,
+        _score(t.id, t.member, t.end_step - 1, value),
+        f"{ckpt}-{t.id}" if ckpt else None,
+    )
+
+
+def test_first_generation_is_sampled_inside_the_space(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=5))
+    seen = [_lease(c, f"w{i}") for i in range(5)]
+    assert len({s.trial.id for s in seen}) == 5
+    assert {s.trial.member for s in seen} == set(range(5))
+    for s in seen:
+        assert 0.0 <= s.trial.hparams["x"] <= 1.0
+        assert (s.trial.start_step, s.trial.end_step, s.trial.attempt) == (0, 10, 1)
+        assert s.parent_checkpoint is None
+    assert c.lease("e", "w9") == WAIT
+
+
+def test_every_member_gets_its_budget_and_the_run_finishes(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=3))
+    ends: dict[int, list[tuple[int, int]]] = {0: [], 1: [], 2: []}
+    while (got := c.lease("e", "w")) != FINISHED:
+        assert isinstance(got, Lease)
+        ends[got.trial.member].append((got.trial.start_step, got.trial.end_step))
+        _finish(c, got, float(got.trial.member + got.trial.end_step))
+    for spans in ends.values():
+        assert spans == [(0, 10), (10, 20), (20, 30)]
+    summary = c.summary("e")
+    assert summary.status == "finished"
+    assert summary.steps_done == summary.steps_total == 90
+
+
+def test_exploit_starts_from_the_donor_checkpoint_and_is_recorded(
+    store: Store, clock: Clock
+) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=4, evolution="generational"))
+    first = [_lease(c) for _ in range(4)]
+    for lease in first:
+        _finish(c, lease, float(lease.trial.member))  # member 3 best, member 0 worst
+    nxt = {lease.trial.member: lease for lease in (_lease(c) for _ in range(4))}
+    worst = nxt[0]
+    assert worst.donor == 3
+    assert (
+        worst.parent_checkpoint == f"c-{first[[f.trial.member for f in first].index(3)].trial.id}"
+    )
+    assert worst.trial.start_step == 10
+    assert nxt[3].donor is None
+    with store.read() as tx:
+        exp = tx.get_experiment("e")
+        assert exp is not None
+        exploits = tx.events(exp.id, kind="exploit")
+    assert len(exploits) == 1
+    assert exploits[0].member == 0
+    assert exploits[0].donor_member == 3
+    assert exploits[0].new_hparams == dict(worst.trial.hparams)
+    assert exploits[0].old_hparams == dict(
+        first[[f.trial.member for f in first].index(0)].trial.hparams
+    )
+
+
+def test_generational_barrier(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=3, evolution="generational"))
+    a, b, d = _lease(c), _lease(c), _lease(c)
+    _finish(c, a, 1.0)
+    _finish(c, b, 2.0)
+    assert c.lease("e", "w") == WAIT  # d still runs: nobody moves on
+    _finish(c, d, 3.0)
+    assert _lease(c).trial.generation == 1
+
+
+def test_expired_lease_goes_back_and_late_report_is_refused(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock, lease_seconds=30)
+    c.create("e", _spec(population=1))
+    old = _lease(c, "slow")
+    clock.now += 10
+    c.heartbeat(old.trial.id, "slow")
+    clock.now += 35  # past the extended lease
+    again = _lease(c, "fast")
+    assert again.trial.id == old.trial.id
+    assert again.trial.attempt == 2
+    with pytest.raises(LeaseLost, match="held by fast"):
+        _finish(c, old, 99.0, worker="slow")
+    with pytest.raises(LeaseLost):
+        c.heartbeat(old.trial.id, "slow")
+    _finish(c, again, 1.0, worker="fast")
+    with store.read() as tx:
+        trial = tx.get_trial(old.trial.id)
+    assert trial.status == "done"
+    assert trial.score == 1.0
+
+
+def test_failure_is_retried_then_member_failed_and_the_rest_go_on(
+    store: Store, clock: Clock
+) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=2, max_attempts=2))
+    bad = _lease(c)
+    good = _lease(c)
+    c.fail(bad.trial.id, "w", "Traceback...\nRuntimeError: boom")
+    retry = _lease(c)
+    assert retry.trial.id == bad.trial.id
+    assert retry.trial.attempt == 2
+    c.fail(retry.trial.id, "w", "Traceback...\nRuntimeError: boom again")
+    _finish(c, good, 1.0)
+    while (got := c.lease("e", "w")) != FINISHED:
+        assert isinstance(got, Lease)
+        assert got.trial.member == good.trial.member
+        _finish(c, got, 2.0)
+    with store.read() as tx:
+        exp = tx.get_experiment("e")
+        assert exp is not None
+        members = tx.members(exp.id)
+        failed = tx.events(exp.id, kind="failed")
+    assert members[bad.trial.member].status == "failed"
+    assert members[good.trial.member].status == "done"
+    assert "boom again" in (failed[0].detail or "")
+
+
+def test_generational_barrier_opens_when_a_member_fails(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=2, evolution="generational", max_attempts=1))
+    a, b = _lease(c), _lease(c)
+    _finish(c, a, 1.0)
+    c.fail(b.trial.id, "w", "boom")
+    nxt = _lease(c)
+    assert nxt.trial.member == a.trial.member
+    assert nxt.trial.generation == 1
+
+
+def test_missing_objective_writes_nothing(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=1))
+    lease = _lease(c)
+    reports = [ReportRecord(lease.trial.id, 0, 5, {"loss": 0.1})]
+    with pytest.raises(MetricError, match="'score' was never reported"):
+        c.finish(lease.trial.id, "w", reports, "ck")
+    with store.read() as tx:
+        trial = tx.get_trial(lease.trial.id)
+        assert trial.status == "running"
+        assert tx.reports(trial.experiment_id) == []
+
+
+def test_nan_score_is_stored_and_ranks_last(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=4, evolution="generational"))
+    for lease in [_lease(c) for _ in range(4)]:
+        _finish(c, lease, math.nan if lease.trial.member == 2 else float(lease.trial.member))
+    nxt = {lease.trial.member: lease for lease in (_lease(c) for _ in range(4))}
+    assert nxt[2].donor == 3  # the NaN member is the one that copies the best
+    assert all(n.donor != 2 for n in nxt.values())
+    summary = c.summary("e")
+    assert summary.best_member == 3
+
+
+def test_worker_release_requeues_at_once(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=2))
+    held = _lease(c, "doomed")
+    _lease(c, "alive")
+    assert c.release_worker("e", "doomed", "worker process died") == [held.trial.id]
+    again = _lease(c, "alive2")
+    assert again.trial.id == held.trial.id
+
+
+def test_resume_checks_the_settings(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock)
+    first = c.create("e", _spec(population=2))
+    assert c.create("e", _spec(population=2)).id == first.id
+    with pytest.raises(ExperimentConflict, match="population: stored 2, given 3"):
+        c.create("e", _spec(population=3))
+    with pytest.raises(
+        ExperimentConflict, match=r"policy\.exploit\.fraction: stored 0\.25, given 0\.5"
+    ):
+        c.create("e", _spec(population=2, exploit=pk.Truncation(0.5)))
+    with pytest.raises(ExperimentConflict, match="resume=True"):
+        c.create("e", _spec(population=2), resume=False)
+
+
+def test_decisions_are_reproducible(clock: Clock) -> None:
+    def history() -> list[tuple[int, int, float]]:
+        c = Controller(MemoryStore(), clock=Clock())
+        c.create("e", _spec(population=4, seed=7))
+        seen = []
+        while (got := c.lease("e", "w")) != FINISHED:
+            assert isinstance(got, Lease)
+            seen.append((got.trial.member, got.trial.parent_id or 0, got.trial.hparams["x"]))
+            _finish(c, got, got.trial.hparams["x"] * got.trial.end_step)
+        return seen
+
+    assert history() == history()
+
+
+def test_checkpoints_nothing_needs_are_released(store: Store, clock: Clock) -> None:
+    c = Controller(store, clock=clock)
+    c.create("e", _spec(population=1))
+    released: list[str] = []
+    names = []
+    while (got := c.lease("e", "w")) != FINISHED:
+        assert isinstance(got, Lease)
+        names.append(f"c-{got.trial.id}")
+        released += _finish(c, got, 1.0)
+    assert released == names[:-1]  # all but the member's latest

@@ -1,0 +1,89 @@
+"""Training functions for the engine tests; module-level so worker processes can import them.
+
+Each keeps a tiny "model" (a few numbers) in ``state.json`` so tests can check exactly
+which checkpoint a trial started from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pbtkit as pk
+
+
+def _load(trial: pk.Trial) -> dict[str, float]:
+    if trial.parent_checkpoint is None:
+        return {"value": 0.0, "written_by_trial": -1, "written_by_member": -1}
+    data: dict[str, float] = json.loads((trial.parent_checkpoint / "state.json").read_text())
+    return data
+
+
+def _save(trial: pk.Trial, state: dict[str, float]) -> None:
+    state = {**state, "written_by_trial": trial.trial_id, "written_by_member": trial.member}
+    (trial.checkpoint_dir / "state.json").write_text(json.dumps(state))
+
+
+def climb(trial: pk.Trial) -> None:
+    """value grows by x per step; the score is value. Reports which checkpoint it loaded."""
+    state = _load(trial)
+    trial.report(
+        trial.start_step,
+        loaded_trial=state["written_by_trial"],
+        loaded_member=state["written_by_member"],
+        loaded_value=state["value"],
+    )
+    delay = float(os.environ.get("PBTKIT_TEST_STEP_DELAY", "0"))
+    for step in trial.steps():
+        state["value"] += trial.hparams["x"]
+        if delay:
+            time.sleep(delay)
+        trial.report(step, score=state["value"])
+    _save(trial, state)
+    log = os.environ.get("PBTKIT_TEST_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{trial.trial_id}\n")
+
+
+def climb_or_crash(trial: pk.Trial) -> None:
+    """Like climb, but member 1 always raises."""
+    if trial.member == 1:
+        raise RuntimeError("member 1 always breaks")
+    climb(trial)
+
+
+def always_crash(trial: pk.Trial) -> None:
+    """Every trial raises."""
+    raise ValueError(f"broken trial {trial.trial_id}")
+
+
+def nan_member(trial: pk.Trial) -> None:
+    """Member 0 reports NaN; the others climb."""
+    if trial.member == 0:
+        for step in trial.steps():
+            trial.report(step, score=math.nan)
+        _save(trial, {"value": math.nan})
+        return
+    climb(trial)
+
+
+def typo(trial: pk.Trial) -> None:
+    """Reports 'scor' instead of 'score'."""
+    for step in trial.steps():
+        trial.report(step, scor=1.0)
+
+
+def saves_nothing(trial: pk.Trial) -> None:
+    """A stateless trainer: reports but writes no checkpoint."""
+    for step in trial.steps():
+        trial.report(step, score=trial.hparams["x"] * (step + 1))
+
+
+def write_marker(path: Path, text: str) -> None:
+    """Append a line to a file (used by tests that count executions)."""
+    with path.open("a") as f:
+        f.write(text + "\n")
