@@ -7,6 +7,7 @@ that writers queue for the lock instead of failing half-way with "database is lo
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sqlite3
@@ -188,6 +189,40 @@ _I_REPORT = reports.insert()
 _I_EVENT = events.insert()
 
 
+_MEMBERS_SQL = (
+    "SELECT member, status, latest_trial_id, step, score, hparams, checkpoint "
+    "FROM pbt_members WHERE experiment_id = {} ORDER BY member"
+)
+_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": ":1", "named": ":p"}
+
+
+class _LazyJSON(Mapping[str, Any]):
+    """A JSON object decoded on first use (most members' values are never looked at)."""
+
+    __slots__ = ("_data", "_text")
+
+    def __init__(self, text: str | dict[str, Any]) -> None:
+        self._text = text if isinstance(text, str) else None
+        self._data: dict[str, Any] | None = text if isinstance(text, dict) else None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self._text or "{}")
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return repr(self._decoded())
+
+
 def _nan_to_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -328,19 +363,24 @@ class _SQLTransaction(Transaction):
                 )
 
     def members(self, experiment_id: int) -> list[MemberRecord]:
-        rows = self._c.execute(_Q_MEMBERS, {"eid": experiment_id})
+        # The hot read of every decision: rows come straight from the driver and the
+        # hyperparameters are decoded only for the members a decision looks at.
+        paramstyle = self._c.dialect.paramstyle
+        sql = _MEMBERS_SQL.format(_PLACEHOLDER[paramstyle])
+        params: Any = {"p": experiment_id} if paramstyle == "named" else (experiment_id,)
+        rows = self._c.exec_driver_sql(sql, params)
         return [
             MemberRecord(
-                experiment_id=r.experiment_id,
-                member=r.member,
-                status=r.status,
-                latest_trial_id=r.latest_trial_id,
-                step=r.step,
-                score=_none_to_nan(r.score),
-                hparams=r.hparams,
-                checkpoint=r.checkpoint,
+                experiment_id=experiment_id,
+                member=member,
+                status=status,
+                latest_trial_id=latest,
+                step=step,
+                score=_none_to_nan(score),
+                hparams=_LazyJSON(hparams),
+                checkpoint=checkpoint,
             )
-            for r in rows
+            for member, status, latest, step, score, hparams, checkpoint in rows
         ]
 
     def insert_trial(self, trial: TrialRecord) -> TrialRecord:
