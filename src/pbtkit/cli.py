@@ -75,7 +75,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             ),
         )  # fmt: skip
         for m in members:
-            now = ""
+            now = "best" if m.member == summary.best_member else ""
             if m.member in running:
                 t = running[m.member]
                 now = f"training {t.start_step}..{t.end_step} (attempt {t.attempt})"
