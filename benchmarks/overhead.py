@@ -24,23 +24,16 @@ from typing import Any
 import numpy as np
 
 import pbtkit as pk
+from pbtkit.examples import toy
 
-LR = 0.01
-SPACE = {"h0": pk.Uniform(0.0, 1.0), "h1": pk.Uniform(0.0, 1.0)}
+LR = toy.LEARNING_RATE
+SPACE = toy.SPACE
 
 
 def train(trial: pk.Trial) -> None:
-    """The toy step, timing itself so the benchmark can compute efficiency."""
+    """The toy's training function, timed so the benchmark can compute efficiency."""
     started = time.perf_counter()
-    if trial.parent_checkpoint is not None:
-        theta = np.load(trial.parent_checkpoint / "theta.npy")
-    else:
-        theta = np.array([0.9, 0.9])
-    h = np.array([trial.hparams["h0"], trial.hparams["h1"]])
-    for step in trial.steps():
-        theta = theta + LR * (-2.0 * h * theta)
-        trial.report(step, score=float(1.2 - np.sum(theta**2)))
-    np.save(trial.checkpoint_dir / "theta.npy", theta)
+    toy.train(trial)
     trial.report(trial.last_step, train_seconds=time.perf_counter() - started)
 
 

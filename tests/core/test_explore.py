@@ -274,7 +274,7 @@ def test_custom_spec_imports_nested_names() -> None:
     [
         ({"type": "mutate"}, "valid types: perturb, resample, custom"),
         ({"factors": [0.8]}, "has type None"),
-        ({"type": "perturb", "resample": 0.2}, "unknown resample; a 'perturb' explorer takes"),
+        ({"type": "perturb", "resample": 0.2}, "unknown resample; a 'perturb' explore spec takes"),
         ({"type": "resample", "probability": 3}, "not a probability"),
         ({"type": "custom"}, "missing target"),
         ({"type": "custom", "target": "explore_fn"}, "must be an import path 'module:qualname'"),

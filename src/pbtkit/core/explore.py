@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
+from pbtkit.core._specs import typed_spec
 from pbtkit.core.space import SearchSpace
 
 __all__ = ["CustomExplore", "Explorer", "Perturb", "Resample", "explorer_from_dict"]
@@ -285,21 +286,7 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
         "resample": ("probability",),
         "custom": ("target",),
     }
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"an explore spec must be a mapping, got {type(spec).__name__}")
-    kind = spec.get("type")
-    if kind not in keys_by_type:
-        raise ConfigError(
-            f"explore spec {dict(spec)!r} has type {kind!r}; valid types: {', '.join(keys_by_type)}"
-        )
-    keys = keys_by_type[kind]
-    unknown = sorted(str(key) for key in spec if key != "type" and key not in keys)
-    if unknown:
-        raise ConfigError(
-            f"explore spec {dict(spec)!r}: unknown {', '.join(unknown)}; a {kind!r} explorer "
-            f"takes the keys type, {', '.join(keys)}"
-        )
-    arguments = {key: spec[key] for key in keys if key in spec}
+    kind, arguments = typed_spec("explore", spec, keys_by_type)
     if kind == "perturb":
         if "factors" in arguments and isinstance(arguments["factors"], list):
             arguments["factors"] = tuple(arguments["factors"])
