@@ -252,3 +252,42 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path: Path) -> None:
 def _no_stray_env() -> Iterator[None]:
     yield
     os.environ.pop("PBTKIT_TEST_LOG", None)
+
+
+def test_a_users_explore_function_is_used_by_worker_processes(tmp_path: Path) -> None:
+    result = _run(tmp_path, explore=trainers.explore_to_top, evolution="generational")
+    assert result.exploits
+    assert all(e.new_hparams == {"x": 1.0} for e in result.exploits)
+
+
+def test_an_explore_function_that_leaves_the_space_is_caught(tmp_path: Path) -> None:
+    result = _run(
+        tmp_path,
+        explore=trainers.explore_out_of_space,
+        evolution="generational",
+        max_attempts=1,
+        population=4,
+    )
+    failed = [e for e in result.failures if e.kind == "failed"]
+    assert failed, "the members whose exploit was refused must be failed"
+    for event in failed:
+        assert "explore function" in (event.detail or "")
+        assert "x=7.0 is outside Uniform(0.1, 1.0)" in (event.detail or "")
+    assert any(m.status == "done" for m in result.members)
+
+
+def test_binary_tournament_end_to_end(tmp_path: Path) -> None:
+    result = _run(tmp_path, exploit=pk.BinaryTournament(), evolution="generational")
+    assert result.exploits
+    by_id = {t.id: t for t in result.trials}
+    for e in result.exploits:
+        assert e.trial_id is not None
+        assert e.donor_trial is not None
+        new = by_id[e.trial_id]
+        own = next(
+            t for t in result.trials if t.member == e.member and t.generation == new.generation - 1
+        )
+        # the donor beat the member it replaced, at the same step
+        assert by_id[e.donor_trial].score > own.score
+        assert by_id[e.donor_trial].end_step == own.end_step
+    assert all(m.step == 20 for m in result.members)

@@ -87,3 +87,27 @@ def write_marker(path: Path, text: str) -> None:
     """Append a line to a file (used by tests that count executions)."""
     with path.open("a") as f:
         f.write(text + "\n")
+
+
+def explore_to_top(
+    hparams: dict[str, float], space: pk.SearchSpace, rng: object
+) -> dict[str, float]:
+    """A user's explore function: always jump to the top of x's range."""
+    return {**hparams, "x": 1.0}
+
+
+def explore_out_of_space(
+    hparams: dict[str, float], space: pk.SearchSpace, rng: object
+) -> dict[str, float]:
+    """A broken explore function: leaves the space."""
+    return {**hparams, "x": 7.0}
+
+
+def reports_text(trial: pk.Trial) -> None:
+    """Reports a string as a metric."""
+    trial.report(trial.start_step, score="high")  # type: ignore[arg-type]
+
+
+def reports_outside(trial: pk.Trial) -> None:
+    """Reports a step that is not this trial's."""
+    trial.report(trial.end_step + 5, score=1.0)

@@ -274,6 +274,13 @@ def _run_trial(
         if name is not None:
             checkpoints.delete(name)
         return
+    except PBTError as exc:
+        # The decision after this trial was refused (a user's explore function that left
+        # the space, say): the trial fails with that message, like any other error.
+        if name is not None:
+            checkpoints.delete(name)
+        _give_back(controller, checkpoints, record.id, worker_id, exc)
+        return
     _delete(checkpoints, released)
 
 
