@@ -281,3 +281,41 @@ def test_checkpoints_nothing_needs_are_released(store: Store, clock: Clock) -> N
         names.append(f"c-{got.trial.id}")
         released += _finish(c, got, 1.0)
     assert released == names[:-1]  # all but the member's latest
+
+
+def test_a_decision_that_cannot_be_made_fails_only_that_member(store: Store, clock: Clock) -> None:
+    from pbtkit.core.explore import CustomExplore
+    from tests import trainers
+
+    spec = _spec(population=2, evolution="generational")
+    broken = ExperimentSpec(
+        space=spec.space,
+        policy=PBT(
+            objective=spec.policy.objective,
+            exploit=pk.Truncation(0.5),
+            explore=CustomExplore(
+                trainers.explore_out_of_space, "tests.trainers:explore_out_of_space"
+            ),
+            ready_every=10,
+            total_steps=30,
+        ),
+        population=2,
+        checkpoint_root=spec.checkpoint_root,
+        evolution="generational",
+    )
+    c = Controller(store, clock=clock)
+    c.create("e", broken)
+    worse, better = _lease(c), _lease(c)
+    _finish(c, worse, 1.0)
+    _finish(c, better, 2.0)  # the barrier: the worse member's exploit is refused
+    with store.read() as tx:
+        exp = tx.get_experiment("e")
+        assert exp is not None
+        members = {m.member: m for m in tx.members(exp.id)}
+        failed = tx.events(exp.id, kind="failed")
+        assert tx.get_trial(worse.trial.id).status == "done"
+    assert members[worse.trial.member].status == "failed"
+    assert members[better.trial.member].status == "active"
+    assert "explore function" in (failed[0].detail or "")
+    nxt = _lease(c)
+    assert nxt.trial.member == better.trial.member

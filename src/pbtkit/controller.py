@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pbtkit._exceptions import ExperimentConflict, LeaseLost, NotFound
+from pbtkit._exceptions import ExperimentConflict, LeaseLost, NotFound, PBTError
 from pbtkit.core.decisions import Continue, Exploit, MemberView, Stop
 from pbtkit.spec import ExperimentSpec
 from pbtkit.store._base import (
@@ -546,8 +546,27 @@ class Controller:
             latest = tx.get_trial(me.trial_id)
             rng = np.random.default_rng([spec.seed, _DECIDE, me.trial_id])
             population = self._at_same_step(tx, latest, views)
-            decision = spec.policy.decide(me, population, spec.space, rng)
             record = members[member]
+            try:
+                decision = spec.policy.decide(me, population, spec.space, rng)
+                if isinstance(decision, Exploit):
+                    spec.space.validate(decision.hparams)
+            except PBTError as exc:
+                # A decision that cannot be made (a user's explore function leaving the
+                # space) fails this member only; its finished trial stays done.
+                members[member] = dataclasses.replace(record, status="failed")
+                tx.put_members([members[member]])
+                events.append(
+                    EventRecord(
+                        record.experiment_id,
+                        member,
+                        "failed",
+                        me.trial_id,
+                        detail=f"no next trial could be decided after trial {me.trial_id}: {exc}",
+                        at=now,
+                    )
+                )
+                continue
             if isinstance(decision, Stop):
                 members[member] = dataclasses.replace(record, status="done")
                 tx.put_members([members[member]])
