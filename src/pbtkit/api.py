@@ -145,7 +145,7 @@ def run(
             pool = ProcessExecutor(url, name, target, lease_seconds=lease_seconds)
         drive(controller, name, pool, workers, ProgressDisplay(name, progress))
         CheckpointStore(spec.checkpoint_root).sweep(name, _kept(store, name, spec))
-        result = Result(store, name)
+        result = Result(controller, name)
     except BaseException:
         store.close()
         raise

@@ -50,11 +50,16 @@ class CheckpointStore:
     Args:
         root: The directory; created if missing.
         durable: fsync files and directories on commit (turn off only for throwaway runs).
+        create: Create the root if missing (False to only name paths inside it).
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, durable: bool = True, create: bool = True
+    ) -> None:
         self.root = Path(root).expanduser().resolve()
         self.durable = durable
+        if not create:
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -82,6 +87,22 @@ class CheckpointStore:
                 f"{self.root}; checkpoints must stay inside the root"
             )
         return path
+
+    def relative(self, path: str) -> str:
+        """The stored name of a path given by a client: relative to the root, or absolute
+        inside it. Raises CheckpointError for anything that leaves the root."""
+        if not path or "\x00" in path:
+            raise CheckpointError(f"checkpoint path {path!r} is empty or malformed")
+        candidate = Path(path).expanduser()
+        if not candidate.is_absolute():
+            candidate = self.root / candidate
+        resolved = candidate.resolve()
+        if resolved == self.root or self.root not in resolved.parents:
+            raise CheckpointError(
+                f"checkpoint path {path!r} resolves to {resolved}, outside the checkpoint root "
+                f"{self.root}; save checkpoints inside the root"
+            )
+        return resolved.relative_to(self.root).as_posix()
 
     def staging_dir(self, experiment: str, trial_id: int) -> Path:
         """A new empty directory where a trial writes its checkpoint files."""

@@ -47,7 +47,7 @@ from pbtkit._exceptions import ConfigError
 from pbtkit.core.exploit import exploiter_from_dict
 from pbtkit.core.explore import explorer_from_dict
 
-__all__ = ["load_config", "run_kwargs"]
+__all__ = ["load_config", "read_settings", "run_kwargs"]
 
 _KNOWN = {
     "name", "metric", "mode", "population", "workers", "ready_every", "total_steps",
@@ -57,11 +57,11 @@ _KNOWN = {
 _REQUIRED = ("metric", "ready_every", "total_steps", "space")
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) run configuration.
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON file holding a table.
 
     Raises:
-        ConfigError: The file is missing, unparsable, has unknown keys or lacks a required one.
+        ConfigError: The file is missing, unparsable, or not a table of settings.
     """
     path = Path(path)
     try:
@@ -79,6 +79,17 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid: {exc}") from exc
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {path} must hold a table of settings at its top level")
+    return dict(data)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a run configuration for ``pbtkit run`` (see the module docstring).
+
+    Raises:
+        ConfigError: The file is missing, unparsable, has unknown keys or lacks a required one.
+    """
+    path = Path(path)
+    data = read_settings(path)
     unknown = sorted(set(data) - _KNOWN)
     if unknown:
         raise ConfigError(

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -38,7 +38,16 @@ from pbtkit.store._base import (
     TrialRecord,
 )
 
-__all__ = ["FINISHED", "WAIT", "Controller", "Lease", "Summary", "worker_identity"]
+__all__ = [
+    "FINISHED",
+    "WAIT",
+    "Controller",
+    "ControllerAPI",
+    "Lease",
+    "Snapshot",
+    "Summary",
+    "worker_identity",
+]
 
 WAIT: Literal["wait"] = "wait"
 FINISHED: Literal["finished"] = "finished"
@@ -84,6 +93,98 @@ class Summary:
     members_failed: int
     trials_running: int
     trials_done: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything about an experiment but its reports, read in one transaction."""
+
+    experiment: ExperimentRecord
+    members: list[MemberRecord]
+    trials: list[TrialRecord]
+    events: list[EventRecord]
+
+
+class ControllerAPI(Protocol):
+    """What a worker, a client or ``pbtkit.run`` may ask of a controller.
+
+    :class:`Controller` implements it in process; :class:`pbtkit.service.RemoteController`
+    implements it over HTTP. One contract test suite runs against both.
+    """
+
+    lease_seconds: float
+
+    def create(self, name: str, spec: ExperimentSpec, *, resume: bool = True) -> ExperimentRecord:
+        """Create an experiment or find the one to resume."""
+        ...
+
+    def experiment(self, name: str) -> ExperimentRecord:
+        """The stored experiment."""
+        ...
+
+    def experiments(self) -> list[ExperimentRecord]:
+        """Every experiment."""
+        ...
+
+    def spec(self, name: str) -> ExperimentSpec:
+        """The experiment's settings."""
+        ...
+
+    def lease(
+        self, name: str, worker_id: str, *, member: int | None = None, generation: int | None = None
+    ) -> Lease | Literal["wait", "finished"]:
+        """Hand a pending trial to a worker."""
+        ...
+
+    def lease_any(self, worker_id: str) -> Lease | Literal["wait"]:
+        """Hand a pending trial of any running experiment to a worker."""
+        ...
+
+    def heartbeat(
+        self, trial_id: int, worker_id: str, reports: Sequence[ReportRecord] = ()
+    ) -> float:
+        """Extend a lease and store reports."""
+        ...
+
+    def finish(
+        self,
+        trial_id: int,
+        worker_id: str,
+        reports: Sequence[ReportRecord] = (),
+        checkpoint: str | None = None,
+    ) -> list[str]:
+        """Record a finished trial and decide what comes next."""
+        ...
+
+    def fail(
+        self, trial_id: int, worker_id: str | None, error: str, *, penalize: bool = True
+    ) -> list[str]:
+        """Give a trial back after an error."""
+        ...
+
+    def release_worker(self, name: str, worker_id: str, reason: str) -> list[int]:
+        """Give back every trial a dead worker holds."""
+        ...
+
+    def reclaim_orphans(self, name: str) -> list[int]:
+        """Requeue trials held by dead processes of this host."""
+        ...
+
+    def summary(self, name: str) -> Summary:
+        """Where the experiment stands."""
+        ...
+
+    def snapshot(self, name: str) -> Snapshot:
+        """Members, trials and events of the experiment."""
+        ...
+
+    def reports(self, name: str, *, member: int | None = None) -> list[ReportRecord]:
+        """Reports of the experiment, optionally of one member."""
+        ...
+
+    def trial(self, trial_id: int) -> TrialRecord:
+        """One trial."""
+        ...
 
 
 class Controller:
@@ -160,13 +261,49 @@ class Controller:
         with self.store.read() as tx:
             return self._get_experiment(tx, name)
 
+    def experiments(self) -> list[ExperimentRecord]:
+        """Every experiment in the store, oldest first."""
+        with self.store.read() as tx:
+            return tx.list_experiments()
+
     def spec(self, name: str) -> ExperimentSpec:
         """The experiment's settings (cached: they never change)."""
         return self._spec_of(self.experiment(name))
 
+    def snapshot(self, name: str) -> Snapshot:
+        """Members, trials and events of the experiment, read in one transaction."""
+        with self.store.read() as tx:
+            experiment = self._get_experiment(tx, name)
+            return Snapshot(
+                experiment,
+                tx.members(experiment.id),
+                tx.trials(experiment.id),
+                tx.events(experiment.id),
+            )
+
+    def trial(self, trial_id: int) -> TrialRecord:
+        """One trial. Raises NotFound."""
+        with self.store.read() as tx:
+            return tx.get_trial(trial_id)
+
+    def reports(self, name: str, *, member: int | None = None) -> list[ReportRecord]:
+        """Reports of the experiment in the order they were made."""
+        with self.store.read() as tx:
+            experiment = self._get_experiment(tx, name)
+            return tx.reports(experiment.id, member=member)
+
     # leasing -----------------------------------------------------------------------
-    def lease(self, name: str, worker_id: str) -> Lease | Literal["wait", "finished"]:
+    def lease(
+        self, name: str, worker_id: str, *, member: int | None = None, generation: int | None = None
+    ) -> Lease | Literal["wait", "finished"]:
         """Hand the oldest pending trial to a worker.
+
+        Args:
+            name: The experiment.
+            worker_id: Who takes the trial (see :func:`worker_identity`).
+            member: Only a trial of this member (a glass-box client keeps its member).
+            generation: Only a trial of this generation (a glass-box client joining takes
+                a member that has not started).
 
         Returns:
             A :class:`Lease`; ``"wait"`` when nothing is pending now but the experiment
@@ -178,15 +315,18 @@ class Controller:
                 experiment = self._get_experiment(tx, name)
                 if experiment.status == "finished":
                     return FINISHED
-                pending = tx.next_pending(experiment.id)
+                pending = tx.next_pending(experiment.id, member=member, generation=generation)
                 if pending is None:
                     expired = self._expired(tx, experiment.id)
                     if not expired:
-                        return (
-                            WAIT
-                            if tx.count_trials(experiment.id, ACTIVE_STATUSES)
-                            else (self._finish_if_done(experiment))
-                        )
+                        if member is not None:
+                            state = [m for m in tx.members(experiment.id) if m.member == member]
+                            if not state:
+                                raise NotFound(f"experiment {name!r} has no member {member}")
+                            return WAIT if state[0].status == "active" else FINISHED
+                        if tx.count_trials(experiment.id, ACTIVE_STATUSES):
+                            return WAIT
+                        return self._finish_if_done(experiment)
             if pending is None:
                 self.requeue_expired(name)
                 continue
@@ -194,6 +334,16 @@ class Controller:
             if lease is not None:
                 return lease
             # Another worker claimed it between our read and our write: look again.
+
+    def lease_any(self, worker_id: str) -> Lease | Literal["wait"]:
+        """Hand a pending trial of any running experiment, the oldest experiment first."""
+        for experiment in self.experiments():
+            if experiment.status != "running":
+                continue
+            got = self.lease(experiment.name, worker_id)
+            if isinstance(got, Lease):
+                return got
+        return WAIT
 
     def _claim(self, experiment: ExperimentRecord, trial_id: int, worker_id: str) -> Lease | None:
         spec = self._spec_of(experiment)

@@ -6,13 +6,16 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pbtkit._exceptions import NotFound
 from pbtkit.checkpoints import CheckpointStore
 from pbtkit.core.lineage import Schedule, TrialNode, ancestry, schedule
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store import EventRecord, Store, TrialRecord, open_store
+
+if TYPE_CHECKING:
+    from pbtkit.controller import ControllerAPI
+from pbtkit.store import EventRecord, TrialRecord, open_store
 
 __all__ = ["MemberResult", "Result"]
 
@@ -45,20 +48,16 @@ class MemberResult:
 class Result:
     """The outcome of an experiment. Built by :func:`pbtkit.run`, or :meth:`load` later."""
 
-    def __init__(self, store: Store, name: str) -> None:
-        self._store = store
+    def __init__(self, controller: ControllerAPI, name: str) -> None:
+        self._controller = controller
         self.name = name
-        with store.read() as tx:
-            experiment = tx.get_experiment(name)
-            if experiment is None:
-                raise NotFound(f"no experiment named {name!r} in {store.url}")
-            self.spec = ExperimentSpec.from_dict(experiment.config)
-            self.status = experiment.status
-            self.trials: list[TrialRecord] = tx.trials(experiment.id)
-            self.events: list[EventRecord] = tx.events(experiment.id)
-            members = tx.members(experiment.id)
-            self._experiment_id = experiment.id
-        checkpoints = CheckpointStore(self.spec.checkpoint_root, durable=False)
+        snapshot = controller.snapshot(name)
+        self.spec = ExperimentSpec.from_dict(snapshot.experiment.config)
+        self.status = snapshot.experiment.status
+        self.trials: list[TrialRecord] = snapshot.trials
+        self.events: list[EventRecord] = snapshot.events
+        members = snapshot.members
+        checkpoints = CheckpointStore(self.spec.checkpoint_root, durable=False, create=False)
         by_id = {t.id: t for t in self.trials}
         self.members: list[MemberResult] = []
         for m in members:
@@ -79,7 +78,9 @@ class Result:
     @classmethod
     def load(cls, storage: str, name: str) -> Result:
         """Read the result of an experiment from its storage URL."""
-        return cls(open_store(storage), name)
+        from pbtkit.controller import Controller
+
+        return cls(Controller(open_store(storage)), name)
 
     @property
     def metric(self) -> str:
@@ -149,8 +150,7 @@ class Result:
             NotFound: No report ever named that metric.
         """
         metric = metric or self.metric
-        with self._store.read() as tx:
-            reports = tx.reports(self._experiment_id)
+        reports = self._controller.reports(self.name)
         out: dict[int, list[tuple[int, float]]] = defaultdict(list)
         seen: set[str] = set()
         for r in reports:

@@ -21,7 +21,7 @@ from typing import Any
 
 from pbtkit._exceptions import CheckpointError, LeaseLost, MetricError, PBTError
 from pbtkit.checkpoints import CheckpointStore
-from pbtkit.controller import FINISHED, WAIT, Controller, Lease
+from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.store._base import ReportRecord
 
 __all__ = ["Trial", "TrainFn", "run_worker"]
@@ -149,7 +149,9 @@ def _real(name: str, value: Any) -> float:
 class _Heartbeat:
     """Keeps a lease alive and flushes reports while the user's function runs."""
 
-    def __init__(self, controller: Controller, trial: Trial, worker_id: str, every: float) -> None:
+    def __init__(
+        self, controller: ControllerAPI, trial: Trial, worker_id: str, every: float
+    ) -> None:
         self._controller = controller
         self._trial = trial
         self._worker_id = worker_id
@@ -180,60 +182,72 @@ class _Heartbeat:
                     self._trial._reports[:0] = reports
 
 
-def _backoff() -> Iterator[float]:
+def _backoff(longest: float) -> Iterator[float]:
     delay = 0.001
     while True:
         yield delay
-        delay = min(delay * 2, 0.02)
+        delay = min(delay * 2, longest)
 
 
 def run_worker(
-    controller: Controller,
-    experiment: str,
+    controller: ControllerAPI,
+    experiment: str | None,
     train: TrainFn,
     worker_id: str,
     *,
     stop: threading.Event | None = None,
     max_trials: int | None = None,
     verify_checkpoints: bool = True,
+    checkpoint_root: str | None = None,
+    poll: float = 0.02,
 ) -> int:
-    """Run trials of ``experiment`` until it is finished (or ``stop`` is set).
+    """Run trials until the experiment is finished (or ``stop`` is set).
 
     Args:
-        controller: The controller (in process, or a client with the same methods).
-        experiment: The experiment's name.
+        controller: The controller, in process or a :class:`~pbtkit.service.RemoteController`.
+        experiment: The experiment's name; None to serve every running experiment of
+            the controller until ``stop`` is set.
         train: The user's function; called once per trial with a :class:`Trial`.
         worker_id: This worker's lease-owner name (see :func:`worker_identity`).
         stop: Set it to make the worker return after its current trial.
         max_trials: Return after this many trials (tests, and workers recycled on purpose).
         verify_checkpoints: Check each parent checkpoint's SHA-256 sums before loading.
+        checkpoint_root: Where this machine sees the checkpoint root, if not at the path
+            the experiment names (a shared filesystem mounted elsewhere).
+        poll: Longest wait between two asks when there is nothing to do.
 
     Returns:
         How many trials this worker finished.
     """
-    spec = controller.spec(experiment)
-    checkpoints = CheckpointStore(spec.checkpoint_root)
+    roots: dict[str, CheckpointStore] = {}
     beat_every = max(controller.lease_seconds / 4.0, 0.05)
     finished = 0
-    waits = _backoff()
+    waits = _backoff(poll)
     while stop is None or not stop.is_set():
         if max_trials is not None and finished >= max_trials:
             break
-        lease = controller.lease(experiment, worker_id)
+        lease = (
+            controller.lease(experiment, worker_id)
+            if experiment is not None
+            else controller.lease_any(worker_id)
+        )
         if lease == FINISHED:
             break
         if lease == WAIT:
             time.sleep(next(waits))
             continue
         assert isinstance(lease, Lease)
-        waits = _backoff()
-        _run_trial(controller, checkpoints, lease, train, worker_id, beat_every, verify_checkpoints)
+        waits = _backoff(poll)
+        root = checkpoint_root or lease.checkpoint_root
+        if root not in roots:
+            roots[root] = CheckpointStore(root)
+        _run_trial(controller, roots[root], lease, train, worker_id, beat_every, verify_checkpoints)
         finished += 1
     return finished
 
 
 def _run_trial(
-    controller: Controller,
+    controller: ControllerAPI,
     checkpoints: CheckpointStore,
     lease: Lease,
     train: TrainFn,
@@ -292,7 +306,7 @@ def _delete(checkpoints: CheckpointStore, names: list[str]) -> None:
 
 
 def _give_back(
-    controller: Controller,
+    controller: ControllerAPI,
     checkpoints: CheckpointStore,
     trial_id: int,
     worker_id: str,

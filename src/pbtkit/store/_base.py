@@ -202,8 +202,13 @@ class Transaction(abc.ABC):
         """How many trials of an experiment are in these statuses (optionally one generation)."""
 
     @abc.abstractmethod
-    def next_pending(self, experiment_id: int) -> TrialRecord | None:
-        """The pending trial with the lowest ``(generation, priority, id)``, or None."""
+    def next_pending(
+        self, experiment_id: int, *, member: int | None = None, generation: int | None = None
+    ) -> TrialRecord | None:
+        """The pending trial with the lowest ``(generation, priority, id)``, or None.
+
+        ``member`` and ``generation`` restrict the choice to one member or generation.
+        """
 
     @abc.abstractmethod
     def update_trial(self, trial: TrialRecord, *, expect_status: str) -> bool:

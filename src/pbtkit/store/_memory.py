@@ -119,8 +119,12 @@ class _MemoryTransaction(Transaction):
     ) -> int:
         return len(self.trials(experiment_id, statuses=statuses, generation=generation))
 
-    def next_pending(self, experiment_id: int) -> TrialRecord | None:
-        pending = self.trials(experiment_id, statuses=("pending",))
+    def next_pending(
+        self, experiment_id: int, *, member: int | None = None, generation: int | None = None
+    ) -> TrialRecord | None:
+        pending = self.trials(
+            experiment_id, statuses=("pending",), member=member, generation=generation
+        )
         return min(pending, key=lambda t: (t.generation, t.priority, t.id), default=None)
 
     def update_trial(self, trial: TrialRecord, *, expect_status: str) -> bool:

@@ -143,6 +143,8 @@ _Q_PENDING = (
     .order_by(trials.c.generation, trials.c.priority, trials.c.id)
     .limit(1)
 )
+_Q_PENDING_MEMBER = _Q_PENDING.where(trials.c.member == sa.bindparam("member"))
+_Q_PENDING_GENERATION = _Q_PENDING.where(trials.c.generation == sa.bindparam("generation"))
 _U_TRIAL = (
     trials.update()
     .where(trials.c.id == sa.bindparam("b_id"), trials.c.status == sa.bindparam("b_expect"))
@@ -421,8 +423,16 @@ class _SQLTransaction(Transaction):
         params["generation"] = generation
         return int(self._c.execute(_Q_COUNT_GEN, params).scalar_one())
 
-    def next_pending(self, experiment_id: int) -> TrialRecord | None:
-        row = self._c.execute(_Q_PENDING, {"eid": experiment_id}).first()
+    def next_pending(
+        self, experiment_id: int, *, member: int | None = None, generation: int | None = None
+    ) -> TrialRecord | None:
+        query = _Q_PENDING
+        params: dict[str, Any] = {"eid": experiment_id}
+        if member is not None:
+            query, params["member"] = _Q_PENDING_MEMBER, member
+        elif generation is not None:
+            query, params["generation"] = _Q_PENDING_GENERATION, generation
+        row = self._c.execute(query, params).first()
         return None if row is None else _trial_from_row(row)
 
     def update_trial(self, trial: TrialRecord, *, expect_status: str) -> bool:

@@ -150,6 +150,21 @@ class StoreContract:
         assert first is not None
         assert first.id == second.id
 
+    def test_next_pending_of_one_member_or_generation(self, store: Store) -> None:
+        eid = self._experiment(store)
+        with store.transaction() as tx:
+            tx.insert_trial(_trial(eid, member=0, generation=0))
+            mine = tx.insert_trial(_trial(eid, member=1, generation=3))
+            tx.insert_trial(_trial(eid, member=2, generation=1))
+        with store.read() as tx:
+            found = tx.next_pending(eid, member=1)
+            assert found is not None
+            assert found.id == mine.id
+            assert tx.next_pending(eid, member=7) is None
+            later = tx.next_pending(eid, generation=1)
+            assert later is not None
+            assert later.member == 2
+
     def test_update_is_compare_and_set(self, store: Store) -> None:
         eid = self._experiment(store)
         with store.transaction() as tx:

@@ -1,0 +1,438 @@
+"""The HTTP service: the controller behind JSON endpoints (FastAPI on uvicorn).
+
+Every endpoint but ``GET /health`` needs ``Authorization: Bearer <key>`` when the server
+has a key. Errors leave in one shape, ``{"error": <type>, "message": ..., "retryable":
+...}``, with their status chosen in exactly one place (:data:`STATUS`). Checkpoint paths
+sent by clients must resolve inside the checkpoint root. Nothing received is unpickled.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+try:
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("the pbtkit service needs FastAPI: pip install 'pbtkit[service]'") from exc
+
+from pbtkit._exceptions import (
+    CheckpointError,
+    ConfigError,
+    ExperimentConflict,
+    LeaseLost,
+    MetricError,
+    NotFound,
+    PBTError,
+    StorageError,
+)
+from pbtkit._version import __version__
+from pbtkit.checkpoints import CheckpointStore
+from pbtkit.controller import Controller, Lease
+from pbtkit.service import _wire as wire
+from pbtkit.spec import ExperimentSpec
+from pbtkit.store import Store, open_store
+
+__all__ = ["MAX_BODY", "STATUS", "PBTServer", "create_app", "serve"]
+
+log = logging.getLogger("pbtkit.service")
+
+#: The one place where an exception becomes an HTTP status (first match in MRO order).
+STATUS: dict[type[BaseException], int] = {
+    NotFound: 404,
+    ExperimentConflict: 409,
+    LeaseLost: 409,
+    CheckpointError: 400,
+    ConfigError: 400,
+    MetricError: 400,
+    StorageError: 503,
+    PBTError: 400,
+}
+MAX_BODY = 8 * 1024 * 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def _status_of(exc: BaseException) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_body(error: str, message: str, retryable: bool = False, **extra: Any) -> dict[str, Any]:
+    """The body of every error response."""
+    return {"error": error, "message": message, "retryable": retryable, **extra}
+
+
+class _BodyLimit:
+    """Refuses request bodies larger than ``limit`` bytes with 413, before they are parsed."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or {}).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+        refused = False
+
+        async def limited() -> Message:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    refused = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            if refused:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        import json
+
+        body = json.dumps(
+            error_body("RequestTooLarge", f"request bodies are limited to {self.limit} bytes")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    storage: str | Store,
+    checkpoint_root: str | Path,
+    *,
+    auth_key: str | None = None,
+    lease_seconds: float = 60.0,
+    maximize_metric: bool = True,
+    max_body: int = MAX_BODY,
+    clock: Callable[[], float] = time.time,
+) -> Any:
+    """Build the ASGI application.
+
+    Args:
+        storage: The store URL (``sqlite:///pbt.db``), or an open store.
+        checkpoint_root: Every checkpoint path clients send must lie inside it.
+        auth_key: The bearer key; None means no authentication (loopback only).
+        lease_seconds: Lease length handed to workers.
+        maximize_metric: The mode clients get when their config names none.
+        max_body: Largest request body accepted, in bytes.
+        clock: The controller's clock (tests move it to expire leases).
+    """
+    store = open_store(storage) if isinstance(storage, str) else storage
+    controller = Controller(store, lease_seconds=lease_seconds, clock=clock)
+    checkpoints = CheckpointStore(checkpoint_root)
+    key = auth_key.encode() if auth_key else None
+
+    def authorized(request: Request) -> None:
+        if key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key):
+            raise _Unauthorized
+
+    app = FastAPI(
+        title="pbtkit",
+        version=__version__,
+        description="Population Based Training controller. Send `Authorization: Bearer <key>`.",
+        dependencies=[],
+    )
+    guarded = [Depends(authorized)]
+
+    @app.exception_handler(_Unauthorized)
+    async def _on_auth(_: Request, __: Exception) -> JSONResponse:
+        return JSONResponse(
+            error_body(
+                "Unauthorized", "a valid key is required: send 'Authorization: Bearer <key>'"
+            ),
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.exception_handler(PBTError)
+    async def _on_pbt(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PBTError)
+        return JSONResponse(
+            error_body(type(exc).__name__, str(exc), exc.retryable), status_code=_status_of(exc)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        ]
+        return JSONResponse(
+            error_body("InvalidRequest", "; ".join(problems) or "malformed request"),
+            status_code=422,
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse(error_body("HTTPError", str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _on_bug(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return JSONResponse(
+            error_body("InternalError", f"the server failed: {type(exc).__name__}"),
+            status_code=500,
+        )
+
+    def spec_for_server(data: dict[str, Any]) -> ExperimentSpec:
+        try:
+            spec = ExperimentSpec.from_dict({**data, "checkpoint_root": str(checkpoints.root)})
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, PBTError):
+                raise
+            raise ConfigError(f"the experiment spec is incomplete or malformed: {exc!r}") from exc
+        return spec
+
+    def checkpoint_name(path: str | None) -> str | None:
+        if path is None:
+            return None
+        return checkpoints.relative(path)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/info", dependencies=guarded)
+    def info() -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "lease_seconds": controller.lease_seconds,
+            "checkpoint_root": str(checkpoints.root),
+            "maximize_metric": maximize_metric,
+        }
+
+    @app.get("/v1/experiments", dependencies=guarded)
+    def experiments() -> list[dict[str, Any]]:
+        return [wire.experiment_out(e) for e in controller.experiments()]
+
+    @app.post("/v1/experiments", dependencies=guarded)
+    def create(body: wire.CreateIn) -> dict[str, Any]:
+        spec = spec_for_server(body.spec)
+        return wire.experiment_out(controller.create(body.name, spec, resume=body.resume))
+
+    @app.get("/v1/experiments/{name}", dependencies=guarded)
+    def experiment(name: str) -> dict[str, Any]:
+        return wire.experiment_out(controller.experiment(name))
+
+    @app.get("/v1/experiments/{name}/summary", dependencies=guarded)
+    def summary(name: str) -> dict[str, Any]:
+        return wire.summary_out(controller.summary(name))
+
+    @app.get("/v1/experiments/{name}/snapshot", dependencies=guarded)
+    def snapshot(name: str) -> dict[str, Any]:
+        return wire.snapshot_out(controller.snapshot(name))
+
+    @app.get("/v1/experiments/{name}/members", dependencies=guarded)
+    def members(name: str) -> list[dict[str, Any]]:
+        return [wire.member_out(m) for m in controller.snapshot(name).members]
+
+    @app.get("/v1/experiments/{name}/reports", dependencies=guarded)
+    def reports(name: str, member: int | None = None) -> list[dict[str, Any]]:
+        return [wire.report_out(r) for r in controller.reports(name, member=member)]
+
+    @app.get("/v1/trials/{trial_id}", dependencies=guarded)
+    def trial(trial_id: int) -> dict[str, Any]:
+        return wire.trial_out(controller.trial(trial_id))
+
+    def lease_reply(got: Lease | str) -> dict[str, Any]:
+        if isinstance(got, Lease):
+            return {"status": "leased", "lease": wire.lease_out(got)}
+        return {"status": got}
+
+    @app.post("/v1/experiments/{name}/lease", dependencies=guarded)
+    def lease(name: str, body: wire.LeaseIn) -> dict[str, Any]:
+        return lease_reply(
+            controller.lease(name, body.worker_id, member=body.member, generation=body.generation)
+        )
+
+    @app.post("/v1/lease", dependencies=guarded)
+    def lease_any(body: wire.LeaseIn) -> dict[str, Any]:
+        return lease_reply(controller.lease_any(body.worker_id))
+
+    @app.post("/v1/trials/{trial_id}/heartbeat", dependencies=guarded)
+    def heartbeat(trial_id: int, body: wire.HeartbeatIn) -> dict[str, Any]:
+        held = controller.trial(trial_id)
+        records = wire.reports_in(trial_id, held.member, body.reports)
+        return {"lease_expires": controller.heartbeat(trial_id, body.worker_id, records)}
+
+    @app.post("/v1/trials/{trial_id}/finish", dependencies=guarded)
+    def finish(trial_id: int, body: wire.FinishIn) -> dict[str, Any]:
+        held = controller.trial(trial_id)
+        records = wire.reports_in(trial_id, held.member, body.reports)
+        released = controller.finish(
+            trial_id, body.worker_id, records, checkpoint_name(body.checkpoint)
+        )
+        return {"released": released}
+
+    @app.post("/v1/trials/{trial_id}/fail", dependencies=guarded)
+    def fail(trial_id: int, body: wire.FailIn) -> dict[str, Any]:
+        released = controller.fail(trial_id, body.worker_id, body.error, penalize=body.penalize)
+        return {"released": released}
+
+    @app.post("/v1/experiments/{name}/release", dependencies=guarded)
+    def release(name: str, body: wire.ReleaseIn) -> dict[str, Any]:
+        return {"requeued": controller.release_worker(name, body.worker_id, body.reason)}
+
+    return _BodyLimit(app, max_body)
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, auth_key: str | None) -> None:
+    """Refuse to listen beyond this machine without a key.
+
+    Raises:
+        ConfigError: ``host`` is not a loopback address and no key was given.
+    """
+    if not auth_key and not _is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host} without an auth key: anyone who can reach it could "
+            "drive your experiments. Pass --auth-key (or PBTKIT_AUTH_KEY), or use 127.0.0.1"
+        )
+
+
+def serve(
+    storage: str,
+    checkpoint_root: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    auth_key: str | None = None,
+    lease_seconds: float = 60.0,
+    log_level: str = "warning",
+) -> None:
+    """Run the service in this process until interrupted."""
+    import uvicorn
+
+    check_exposure(host, auth_key)
+    app = create_app(storage, checkpoint_root, auth_key=auth_key, lease_seconds=lease_seconds)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+class PBTServer:
+    """A PBT server in a background thread of this process (the glass-box API).
+
+    Args:
+        port: TCP port on ``host``; 0 picks a free one (see :attr:`port`).
+        auth_key: The key clients must send; None for none (loopback only).
+        maximize_metric: Whether a higher metric is better for experiments whose config
+            names no ``mode``.
+        host: Address to listen on.
+        storage: Where the state lives.
+        checkpoint_root: Where clients' checkpoints must lie.
+        lease_seconds: How long a client may go silent before its trial is given back.
+
+    Use it as a context manager, or call :meth:`shutdown`.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        auth_key: str | None = None,
+        maximize_metric: bool = True,
+        *,
+        host: str = "127.0.0.1",
+        storage: str | Store = "sqlite:///pbt-server.db",
+        checkpoint_root: str | Path = "pbt-checkpoints",
+        lease_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        import uvicorn
+
+        check_exposure(host, auth_key)
+        app = create_app(
+            storage,
+            checkpoint_root,
+            auth_key=auth_key,
+            lease_seconds=lease_seconds,
+            maximize_metric=maximize_metric,
+            clock=clock,
+        )
+        self._socket = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
+        )
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.host = host
+        self.port: int = self._socket.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise StorageError(f"the PBT server on {host}:{self.port} did not start")
+            time.sleep(0.005)
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def shutdown(self) -> None:
+        """Stop serving and wait for the thread to end."""
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._socket.close()
+
+    def __enter__(self) -> PBTServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
