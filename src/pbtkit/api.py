@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, Literal
 from pbtkit._exceptions import ConfigError, PBTError
 from pbtkit._target import load_target, target_of
 from pbtkit.checkpoints import CheckpointStore
-from pbtkit.controller import Controller
+from pbtkit.controller import Controller, ControllerAPI
 from pbtkit.core.exploit import Exploiter, Truncation
 from pbtkit.core.explore import CustomExplore, Explorer, Perturb
 from pbtkit.core.fitness import Objective
@@ -20,7 +21,7 @@ from pbtkit.executors import Executor, ProcessExecutor, ThreadExecutor
 from pbtkit.progress import ProgressDisplay
 from pbtkit.result import Result
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store import Store, normalize_url, open_store
+from pbtkit.store import normalize_url, open_store
 from pbtkit.worker import TrainFn
 
 __all__ = ["run"]
@@ -52,6 +53,8 @@ def run(
     keep_checkpoints: Literal["latest", "all"] = "latest",
     resume: bool = True,
     progress: bool | None = None,
+    server: str | None = None,
+    auth_key: str | None = None,
 ) -> Result:
     """Train a population with Population Based Training and return the result.
 
@@ -89,6 +92,10 @@ def run(
         keep_checkpoints: ``"latest"`` (delete what nothing needs) or ``"all"``.
         resume: Continue an existing experiment of the same name (else raise).
         progress: Show live progress (default: when stderr is a terminal).
+        server: URL of a ``pbtkit serve``: the experiment lives there, ``storage`` and
+            ``checkpoint_dir`` are the server's, and any ``pbtkit worker --server URL``
+            on any machine works on it; ``workers`` more are started here (0: none).
+        auth_key: The server's key (default: ``PBTKIT_AUTH_KEY``).
 
     Returns:
         A :class:`~pbtkit.Result`.
@@ -105,7 +112,7 @@ def run(
         target = target_of(train) if executor == "process" else ""
     else:
         raise ConfigError(f"train must be a function taking a Trial, got {type(train).__name__}")
-    if not isinstance(workers, int) or workers < 1:
+    if not isinstance(workers, int) or workers < (0 if server else 1):
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if executor not in ("process", "thread"):
         raise ConfigError(f"executor must be 'process' or 'thread', got {executor!r}")
@@ -127,27 +134,19 @@ def run(
         max_attempts=max_attempts,
         keep_checkpoints=keep_checkpoints,
     )
-    store = open_store(url)
-    if executor == "process" and not store.shared_between_processes:
-        store.close()
-        raise ConfigError(
-            f"{url} lives inside one process; worker processes cannot share it. Use "
-            "executor='thread', or storage='sqlite:///pbt.db'"
-        )
+    controller, pool, close = _connect(
+        server, auth_key, url, name, train, target, executor, lease_seconds
+    )
     try:
-        controller = Controller(store, lease_seconds=lease_seconds)
         controller.create(name, spec, resume=resume)
         controller.reclaim_orphans(name)
-        pool: Executor
-        if executor == "thread":
-            pool = ThreadExecutor(controller, name, train)
-        else:
-            pool = ProcessExecutor(url, name, target, lease_seconds=lease_seconds)
         drive(controller, name, pool, workers, ProgressDisplay(name, progress))
-        CheckpointStore(spec.checkpoint_root).sweep(name, _kept(store, name, spec))
         result = Result(controller, name)
+        root = Path(result.spec.checkpoint_root)
+        if root.is_dir():  # a server's root may not be visible from here
+            CheckpointStore(root).sweep(name, _kept(result))
     except BaseException:
-        store.close()
+        close()
         raise
     if all(m.status == "failed" for m in result.members):
         last = next((e.detail for e in reversed(result.failures) if e.detail), "unknown")
@@ -158,8 +157,43 @@ def run(
     return result
 
 
+def _connect(
+    server: str | None,
+    auth_key: str | None,
+    url: str,
+    name: str,
+    train: TrainFn,
+    target: str,
+    executor: str,
+    lease_seconds: float,
+) -> tuple[ControllerAPI, Executor, Callable[[], None]]:
+    """The controller a run talks to, the executor of its workers, and how to close them."""
+    if server is not None:
+        from pbtkit.service.client import RemoteController
+
+        remote = RemoteController(server, auth_key)
+        if executor == "thread":
+            return remote, ThreadExecutor(remote, name, train), remote.close
+        key = auth_key or os.environ.get("PBTKIT_AUTH_KEY") or ""
+        pool = ProcessExecutor(
+            server, name, target, server=True, extra_env={"PBTKIT_AUTH_KEY": key}
+        )
+        return remote, pool, remote.close
+    store = open_store(url)
+    if executor == "process" and not store.shared_between_processes:
+        store.close()
+        raise ConfigError(
+            f"{url} lives inside one process; worker processes cannot share it. Use "
+            "executor='thread', or storage='sqlite:///pbt.db'"
+        )
+    controller = Controller(store, lease_seconds=lease_seconds)
+    if executor == "thread":
+        return controller, ThreadExecutor(controller, name, train), store.close
+    return controller, ProcessExecutor(url, name, target, lease_seconds=lease_seconds), store.close
+
+
 def drive(
-    controller: Controller,
+    controller: ControllerAPI,
     name: str,
     pool: Executor,
     workers: int,
@@ -232,15 +266,12 @@ def _checkpoint_root(checkpoint_dir: str | Path | None, url: str, name: str) -> 
     return Path.cwd() / "pbt-checkpoints"
 
 
-def _kept(store: Store, name: str, spec: ExperimentSpec) -> set[str]:
-    with store.read() as tx:
-        experiment = tx.get_experiment(name)
-        assert experiment is not None
-        trials = tx.trials(experiment.id)
-        members = tx.members(experiment.id)
-    if spec.keep_checkpoints == "all":
+def _kept(result: Result) -> set[str]:
+    trials = result.trials
+    if result.spec.keep_checkpoints == "all":
         return {t.checkpoint for t in trials if t.checkpoint}
-    keep = {m.checkpoint for m in members if m.checkpoint}
+    root = Path(result.spec.checkpoint_root)
+    keep = {m.checkpoint.relative_to(root).as_posix() for m in result.members if m.checkpoint}
     by_id = {t.id: t for t in trials}
     for t in trials:
         if t.status in ("pending", "running") and t.parent_id is not None:

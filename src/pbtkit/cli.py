@@ -94,15 +94,61 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from pbtkit._exceptions import ConfigError
     from pbtkit._target import load_target
     from pbtkit.controller import Controller, worker_identity
     from pbtkit.store import open_store
     from pbtkit.worker import run_worker
 
-    train = load_target(args.target)
+    target = args.target or args.target_option
+    if not target:
+        raise ConfigError("name the training function: pbtkit worker ... package.module:function")
+    if bool(args.server) == bool(args.storage):
+        raise ConfigError("give the worker either --server URL or --storage URL")
+    train = load_target(target)
+    worker_id = worker_identity(args.label)
+    if args.server:
+        from pbtkit.service.client import RemoteController
+
+        with RemoteController(args.server, _auth_key(args)) as remote:
+            run_worker(
+                remote,
+                args.experiment,
+                train,
+                worker_id,
+                checkpoint_root=args.checkpoint_root,
+                poll=0.25,
+            )
+        return 0
+    if args.experiment is None:
+        raise ConfigError("a worker on --storage needs --experiment NAME")
     with open_store(args.storage) as store:
         controller = Controller(store, lease_seconds=args.lease_seconds)
-        run_worker(controller, args.experiment, train, worker_identity(args.label))
+        run_worker(
+            controller, args.experiment, train, worker_id, checkpoint_root=args.checkpoint_root
+        )
+    return 0
+
+
+def _auth_key(args: argparse.Namespace) -> str | None:
+    import os
+
+    key = args.auth_key or os.environ.get("PBTKIT_AUTH_KEY")
+    return key or None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pbtkit.service.server import serve
+
+    serve(
+        args.storage,
+        args.checkpoint_root,
+        host=args.host,
+        port=args.port,
+        auth_key=_auth_key(args),
+        lease_seconds=args.lease_seconds,
+        log_level=args.log_level,
+    )
     return 0
 
 
@@ -147,13 +193,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="do not show live progress")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("worker", help="run trials of an experiment (started by `pbtkit run`)")
-    p.add_argument("--storage", required=True, help="storage URL")
-    p.add_argument("--experiment", required=True, help="experiment name")
-    p.add_argument("--target", required=True, help="the training function, module:function")
+    p = sub.add_parser(
+        "worker", help="run trials: from a server (--server) or a database (--storage)"
+    )
+    p.add_argument("target", nargs="?", help="the training function, package.module:function")
+    p.add_argument("--target", dest="target_option", help=argparse.SUPPRESS)
+    p.add_argument("--server", help="URL of a `pbtkit serve` (http://host:port)")
+    p.add_argument("--auth-key", help="the server's key (default: $PBTKIT_AUTH_KEY)")
+    p.add_argument("--storage", help="storage URL, to work without a server")
+    p.add_argument(
+        "--experiment",
+        help="only this experiment (required with --storage; with --server, "
+        "serve every running experiment when omitted)",
+    )
+    p.add_argument(
+        "--checkpoint-root", help="where this machine sees the checkpoint root, if elsewhere"
+    )
     p.add_argument("--label", default="", help="a label added to the worker's id")
     p.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
     p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("serve", help="serve the controller over HTTP for workers and clients")
+    p.add_argument("--storage", "-s", default="sqlite:///pbt.db", help="storage URL")
+    p.add_argument(
+        "--checkpoint-root", default="pbt-checkpoints", help="clients' checkpoints must lie here"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on")
+    p.add_argument("--auth-key", help="the key clients must send (default: $PBTKIT_AUTH_KEY)")
+    p.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
+    p.add_argument("--log-level", default="warning", help="uvicorn's log level")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -112,7 +112,10 @@ class ControllerAPI(Protocol):
     implements it over HTTP. One contract test suite runs against both.
     """
 
-    lease_seconds: float
+    @property
+    def lease_seconds(self) -> float:
+        """How long a lease lasts without a heartbeat."""
+        ...
 
     def create(self, name: str, spec: ExperimentSpec, *, resume: bool = True) -> ExperimentRecord:
         """Create an experiment or find the one to resume."""

@@ -16,7 +16,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 
-from pbtkit.controller import Controller, worker_identity
+from pbtkit.controller import ControllerAPI, worker_identity
 from pbtkit.worker import TrainFn, run_worker
 
 __all__ = ["Executor", "ProcessExecutor", "ThreadExecutor", "WorkerExit"]
@@ -54,7 +54,7 @@ class Executor(abc.ABC):
 class ThreadExecutor(Executor):
     """Workers as threads sharing this process's controller."""
 
-    def __init__(self, controller: Controller, experiment: str, train: TrainFn) -> None:
+    def __init__(self, controller: ControllerAPI, experiment: str, train: TrainFn) -> None:
         self._controller = controller
         self._experiment = experiment
         self._train = train
@@ -102,11 +102,14 @@ class ProcessExecutor(Executor):
     """Persistent local worker processes, each started as ``python -m pbtkit worker``.
 
     Args:
-        storage: The store URL (every worker opens it; it must be shareable).
+        storage: The store URL (every worker opens it; it must be shareable), or the URL
+            of a ``pbtkit serve`` when ``server`` is True.
         experiment: The experiment's name.
         target: The training function as ``module:qualname`` or ``file.py:qualname``.
         lease_seconds: Lease length the workers use.
         extra_env: Environment variables added for the workers.
+        server: Whether ``storage`` is a server's URL (workers then reach it over HTTP;
+            its key travels in ``PBTKIT_AUTH_KEY`` of ``extra_env``, never in argv).
     """
 
     storage: str
@@ -114,6 +117,7 @@ class ProcessExecutor(Executor):
     target: str
     lease_seconds: float = 60.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    server: bool = False
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
 
     def start(self, count: int) -> None:
@@ -130,12 +134,11 @@ class ProcessExecutor(Executor):
                     "-m",
                     "pbtkit",
                     "worker",
-                    "--storage",
+                    self.target,
+                    "--server" if self.server else "--storage",
                     self.storage,
                     "--experiment",
                     self.experiment,
-                    "--target",
-                    self.target,
                     "--label",
                     label,
                     "--lease-seconds",
