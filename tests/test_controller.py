@@ -1,17 +1,24 @@
-"""The controller's protocol, on the in-memory store with a clock the test moves."""
+"""The controller's protocol: one suite, run in process and over HTTP, on every store.
+
+Each test runs four ways: the in-process ``Controller`` and a ``RemoteController`` that
+talks to a real ``PBTServer`` on loopback, each over the in-memory store and a SQLite
+file. The tests move the controller's clock to expire leases without sleeping.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 import pbtkit as pk
 from pbtkit import ExperimentConflict, LeaseLost, MetricError
-from pbtkit.controller import FINISHED, WAIT, Controller, Lease
+from pbtkit.controller import FINISHED, WAIT, Controller, ControllerAPI, Lease
 from pbtkit.core.fitness import Objective
 from pbtkit.core.policy import PBT
+from pbtkit.service import PBTServer, RemoteController
 from pbtkit.spec import ExperimentSpec
 from pbtkit.store import MemoryStore, ReportRecord, Store, open_store
 
@@ -59,7 +66,40 @@ def clock() -> Clock:
     return Clock()
 
 
-def _lease(c: Controller, worker: str = "w") -> Lease:
+Make = Callable[..., ControllerAPI]
+
+
+@pytest.fixture(params=["local", "remote"])
+def make(
+    request: pytest.FixtureRequest, store: Store, clock: Clock, tmp_path: Path
+) -> Iterator[Make]:
+    """Builds the controller under test: in process, or behind a real server."""
+    servers: list[PBTServer] = []
+    remotes: list[RemoteController] = []
+
+    def build(lease_seconds: float = 60.0) -> ControllerAPI:
+        if request.param == "local":
+            return Controller(store, clock=clock, lease_seconds=lease_seconds)
+        server = PBTServer(
+            0,
+            "test-key",
+            storage=store,
+            checkpoint_root=tmp_path / "ckpt",
+            lease_seconds=lease_seconds,
+            clock=clock,
+        )
+        servers.append(server)
+        remotes.append(RemoteController(server.url, "test-key"))
+        return remotes[-1]
+
+    yield build
+    for remote in remotes:
+        remote.close()
+    for server in servers:
+        server.shutdown()
+
+
+def _lease(c: ControllerAPI, worker: str = "w") -> Lease:
     got = c.lease("e", worker)
     assert isinstance(got, Lease), got
     return got
@@ -81,8 +121,8 @@ def _finish(
     )
 
 
-def test_first_generation_is_sampled_inside_the_space(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock)
+def test_first_generation_is_sampled_inside_the_space(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=5))
     seen = [_lease(c, f"w{i}") for i in range(5)]
     assert len({s.trial.id for s in seen}) == 5
@@ -94,8 +134,8 @@ def test_first_generation_is_sampled_inside_the_space(store: Store, clock: Clock
     assert c.lease("e", "w9") == WAIT
 
 
-def test_every_member_gets_its_budget_and_the_run_finishes(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock)
+def test_every_member_gets_its_budget_and_the_run_finishes(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=3))
     ends: dict[int, list[tuple[int, int]]] = {0: [], 1: [], 2: []}
     while (got := c.lease("e", "w")) != FINISHED:
@@ -109,10 +149,8 @@ def test_every_member_gets_its_budget_and_the_run_finishes(store: Store, clock: 
     assert summary.steps_done == summary.steps_total == 90
 
 
-def test_exploit_starts_from_the_donor_checkpoint_and_is_recorded(
-    store: Store, clock: Clock
-) -> None:
-    c = Controller(store, clock=clock)
+def test_exploit_starts_from_the_donor_checkpoint_and_is_recorded(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=4, evolution="generational"))
     first = [_lease(c) for _ in range(4)]
     for lease in first:
@@ -138,8 +176,8 @@ def test_exploit_starts_from_the_donor_checkpoint_and_is_recorded(
     )
 
 
-def test_generational_barrier(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock)
+def test_generational_barrier(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=3, evolution="generational"))
     a, b, d = _lease(c), _lease(c), _lease(c)
     _finish(c, a, 1.0)
@@ -149,8 +187,10 @@ def test_generational_barrier(store: Store, clock: Clock) -> None:
     assert _lease(c).trial.generation == 1
 
 
-def test_expired_lease_goes_back_and_late_report_is_refused(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock, lease_seconds=30)
+def test_expired_lease_goes_back_and_late_report_is_refused(
+    store: Store, clock: Clock, make: Make
+) -> None:
+    c = make(lease_seconds=30)
     c.create("e", _spec(population=1))
     old = _lease(c, "slow")
     clock.now += 10
@@ -170,10 +210,8 @@ def test_expired_lease_goes_back_and_late_report_is_refused(store: Store, clock:
     assert trial.score == 1.0
 
 
-def test_failure_is_retried_then_member_failed_and_the_rest_go_on(
-    store: Store, clock: Clock
-) -> None:
-    c = Controller(store, clock=clock)
+def test_failure_is_retried_then_member_failed_and_the_rest_go_on(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=2, max_attempts=2))
     bad = _lease(c)
     good = _lease(c)
@@ -197,8 +235,8 @@ def test_failure_is_retried_then_member_failed_and_the_rest_go_on(
     assert "boom again" in (failed[0].detail or "")
 
 
-def test_generational_barrier_opens_when_a_member_fails(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock)
+def test_generational_barrier_opens_when_a_member_fails(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=2, evolution="generational", max_attempts=1))
     a, b = _lease(c), _lease(c)
     _finish(c, a, 1.0)
@@ -208,8 +246,8 @@ def test_generational_barrier_opens_when_a_member_fails(store: Store, clock: Clo
     assert nxt.trial.generation == 1
 
 
-def test_missing_objective_writes_nothing(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock)
+def test_missing_objective_writes_nothing(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=1))
     lease = _lease(c)
     reports = [ReportRecord(lease.trial.id, 0, 5, {"loss": 0.1})]
@@ -221,8 +259,8 @@ def test_missing_objective_writes_nothing(store: Store, clock: Clock) -> None:
         assert tx.reports(trial.experiment_id) == []
 
 
-def test_nan_score_is_stored_and_ranks_last(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock)
+def test_nan_score_is_stored_and_ranks_last(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=4, evolution="generational"))
     for lease in [_lease(c) for _ in range(4)]:
         _finish(c, lease, math.nan if lease.trial.member == 2 else float(lease.trial.member))
@@ -233,8 +271,8 @@ def test_nan_score_is_stored_and_ranks_last(store: Store, clock: Clock) -> None:
     assert summary.best_member == 3
 
 
-def test_worker_release_requeues_at_once(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock)
+def test_worker_release_requeues_at_once(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=2))
     held = _lease(c, "doomed")
     _lease(c, "alive")
@@ -243,8 +281,8 @@ def test_worker_release_requeues_at_once(store: Store, clock: Clock) -> None:
     assert again.trial.id == held.trial.id
 
 
-def test_resume_checks_the_settings(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock)
+def test_resume_checks_the_settings(store: Store, make: Make) -> None:
+    c = make()
     first = c.create("e", _spec(population=2))
     assert c.create("e", _spec(population=2)).id == first.id
     with pytest.raises(ExperimentConflict, match="population: stored 2, given 3"):
@@ -271,8 +309,8 @@ def test_decisions_are_reproducible(clock: Clock) -> None:
     assert history() == history()
 
 
-def test_checkpoints_nothing_needs_are_released(store: Store, clock: Clock) -> None:
-    c = Controller(store, clock=clock)
+def test_checkpoints_nothing_needs_are_released(store: Store, make: Make) -> None:
+    c = make()
     c.create("e", _spec(population=1))
     released: list[str] = []
     names = []
@@ -283,7 +321,7 @@ def test_checkpoints_nothing_needs_are_released(store: Store, clock: Clock) -> N
     assert released == names[:-1]  # all but the member's latest
 
 
-def test_a_decision_that_cannot_be_made_fails_only_that_member(store: Store, clock: Clock) -> None:
+def test_a_decision_that_cannot_be_made_fails_only_that_member(store: Store, make: Make) -> None:
     from pbtkit.core.explore import CustomExplore
     from tests import trainers
 
@@ -303,7 +341,7 @@ def test_a_decision_that_cannot_be_made_fails_only_that_member(store: Store, clo
         checkpoint_root=spec.checkpoint_root,
         evolution="generational",
     )
-    c = Controller(store, clock=clock)
+    c = make()
     c.create("e", broken)
     worse, better = _lease(c), _lease(c)
     _finish(c, worse, 1.0)
