@@ -357,3 +357,25 @@ def test_a_decision_that_cannot_be_made_fails_only_that_member(store: Store, mak
     assert "explore function" in (failed[0].detail or "")
     nxt = _lease(c)
     assert nxt.trial.member == better.trial.member
+
+
+def test_a_member_that_always_finishes_first_is_still_ranked_fairly(
+    store: Store, make: Make
+) -> None:
+    """Member 0 is the worst but always ends its round first, while the others are a
+    step behind: compared with their older scores it would look average and never
+    exploit. Compared at the steps both reached, it is the worst, and it exploits."""
+    c = make()
+    c.create("e", _spec(population=4))
+    leases = {lease.trial.member: lease for lease in (_lease(c) for _ in range(4))}
+    for member in (0, 1, 2, 3):  # round 0: scores 10, 20, 30, 40
+        _finish(c, leases[member], float((member + 1) * 10))
+    leases = {lease.trial.member: lease for lease in (_lease(c) for _ in range(4))}
+    # round 1: member 0 ends first; it gained 10 (10 -> 20), the others are still at step 10
+    _finish(c, leases[0], 20.0)
+    with store.read() as tx:
+        exp = tx.get_experiment("e")
+        assert exp is not None
+        exploits = tx.events(exp.id, kind="exploit")
+    assert [e.member for e in exploits] == [0]
+    assert exploits[0].donor_member == 3

@@ -698,7 +698,7 @@ class Controller:
             me = by_member[member]
             latest = tx.get_trial(me.trial_id)
             rng = np.random.default_rng([spec.seed, _DECIDE, me.trial_id])
-            population = self._at_same_step(tx, latest, views)
+            population = self._comparable(tx, latest, views)
             record = members[member]
             try:
                 decision = spec.policy.decide(me, population, spec.space, rng)
@@ -772,36 +772,61 @@ class Controller:
                 )
             else:
                 events.append(
-                    EventRecord(record.experiment_id, member, "continue", trial_id=nxt.id, at=now)
+                    EventRecord(
+                        record.experiment_id,
+                        member,
+                        "continue",
+                        trial_id=nxt.id,
+                        old_hparams=dict(me.hparams),
+                        new_hparams=hparams,
+                        at=now,
+                    )
                 )
         tx.add_events(events)
 
     @staticmethod
-    def _at_same_step(
+    def _comparable(
         tx: Transaction, latest: TrialRecord, views: list[MemberView]
     ) -> list[MemberView]:
-        """The population as it stood at the deciding member's step.
+        """The population as the deciding member can fairly compare itself with it.
 
-        With more members than workers, members finish a round at different times; ranking
-        a member against others that already trained further would make whoever runs
-        first in a round look strong and whoever runs last look weak. So a member that is
-        ahead is ranked by its score at this member's step, while as a donor it still
-        hands over its latest (better) checkpoint.
+        Members finish their trials at different times (more members than workers, or
+        glass-box clients of different speeds), and a score grows with training. So each
+        other member is compared at the latest step both have reached: one that is ahead
+        is scored by its result at this member's step; one that is behind, at step s, by
+        its score shifted by how much this member improved since s, so that ranking it
+        against this member is exactly comparing the two at step s. As donors, members
+        still hand over their latest checkpoints.
         """
-        if not any(v.step > latest.end_step for v in views):
+        step = latest.end_step
+        if all(v.step == step for v in views):
             return views
-        then = {
-            t.member: t.score
-            for t in tx.trials(
-                latest.experiment_id, statuses=("done",), generation=latest.generation
-            )
-        }
-        return [
-            dataclasses.replace(v, score=then[v.member])
-            if v.step > latest.end_step and v.member in then
-            else v
-            for v in views
-        ]
+        ahead: dict[int, float] = {}
+        if any(v.step > step for v in views):
+            ahead = {
+                t.member: t.score
+                for t in tx.trials(
+                    latest.experiment_id, statuses=("done",), generation=latest.generation
+                )
+            }
+        mine: dict[int, float] = {}
+        if any(v.step < step for v in views):
+            mine = {
+                t.end_step: t.score
+                for t in tx.trials(latest.experiment_id, statuses=("done",), member=latest.member)
+            }
+        out = []
+        for v in views:
+            if v.member == latest.member or v.step == step:
+                out.append(v)
+            elif v.step > step:
+                out.append(dataclasses.replace(v, score=ahead.get(v.member, v.score)))
+            else:
+                then = mine.get(v.step, math.nan)
+                gained = latest.score - then
+                fair = v.score + gained if math.isfinite(gained) else v.score
+                out.append(dataclasses.replace(v, score=fair))
+        return out
 
     def _release(
         self,

@@ -22,6 +22,7 @@ from typing import Any
 from pbtkit._exceptions import CheckpointError, LeaseLost, MetricError, PBTError
 from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
+from pbtkit.core.fitness import metric_value
 from pbtkit.store._base import ReportRecord
 
 __all__ = ["Trial", "TrainFn", "run_worker"]
@@ -102,7 +103,7 @@ class Trial:
                 f"step {step} is outside this trial's steps [{self.start_step}, {self.end_step}); "
                 "report the step you just trained (see trial.steps())"
             )
-        clean = {name: _real(name, value) for name, value in metrics.items()}
+        clean = {name: metric_value(name, value) for name, value in metrics.items()}
         with self._lock:
             self._reports.append(ReportRecord(self.trial_id, self.member, int(step), clean))
             self._seen.update(clean)
@@ -131,19 +132,6 @@ class Trial:
 
 
 TrainFn = Callable[[Trial], Any]
-
-
-def _real(name: str, value: Any) -> float:
-    """A metric value as a float: numbers, numpy and torch scalars, 0-d arrays."""
-    if not isinstance(value, bool):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    raise MetricError(
-        f"metric {name!r} must be a real number, got {type(value).__name__} {value!r}; "
-        "report a float such as loss.item()"
-    )
 
 
 class _Heartbeat:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pbtkit._exceptions import ConfigError, MetricError
 
-__all__ = ["Objective", "objective_from_dict"]
+__all__ = ["Objective", "metric_value", "objective_from_dict"]
 
 _MODES = ("max", "min")
 
@@ -111,3 +111,20 @@ def objective_from_dict(spec: Mapping[str, Any]) -> Objective:
             f"objective spec {dict(spec)!r}: {problem}; it takes the keys metric, mode"
         )
     return Objective(spec["metric"], spec.get("mode", "max"))
+
+
+def metric_value(name: str, value: Any) -> float:
+    """A reported value as a float: numbers, numpy and torch scalars, 0-d arrays; NaN allowed.
+
+    Raises:
+        MetricError: The value is a bool or cannot be read as a real number.
+    """
+    if not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise MetricError(
+        f"metric {name!r} must be a real number, got {type(value).__name__} {value!r}; "
+        "report a float such as loss.item()"
+    )

@@ -40,12 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pbtkit._exceptions import ConfigError, LeaseLost, PBTError
+from pbtkit._exceptions import ConfigError, LeaseLost, MetricError, PBTError
 from pbtkit.config import read_settings
 from pbtkit.controller import FINISHED, WAIT, Lease, worker_identity
 from pbtkit.core.exploit import Truncation, exploiter_from_dict
 from pbtkit.core.explore import Perturb, explorer_from_dict
-from pbtkit.core.fitness import Objective
+from pbtkit.core.fitness import Objective, metric_value
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import SearchSpace
 from pbtkit.service.client import RemoteController
@@ -122,6 +122,18 @@ class PBTClient:
         if server_port is not None:
             url = f"{url}:{server_port}"
         self._remote = RemoteController(url, server_key or "")
+        try:
+            self._join(config_path, member)
+        except BaseException:
+            self._remote.close()
+            raise
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._lost: LeaseLost | None = None
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="pbtkit-client")
+        self._beat.start()
+
+    def _join(self, config_path: str | Path, member: int | None) -> None:
         config = read_settings(config_path)
         self.experiment, spec = glassbox_spec(config, bool(self._remote.info["maximize_metric"]))
         self._remote.create(self.experiment, spec, resume=True)
@@ -141,15 +153,18 @@ class PBTClient:
             )
         self._lease: Lease | None = got
         self.member = got.trial.member
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="pbtkit-client")
-        self._beat.start()
 
     # what the loop asks ------------------------------------------------------------
     @property
     def done(self) -> bool:
-        """Whether this member has finished (its budget is spent, or it failed)."""
+        """Whether this member has finished (its budget is spent, or it failed).
+
+        Raises:
+            LeaseLost: The server gave this member to another client (this one was
+                silent for longer than the lease): stop training it.
+        """
+        if self._lost is not None:
+            raise self._lost
         return self._lease is None
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -163,25 +178,32 @@ class PBTClient:
 
         Args:
             ckpt_path: Where the checkpoint was written, inside the server's checkpoint
-                root (absolute, or relative to the root).
+                root: absolute, relative to where this client runs (if it exists here),
+                or else relative to the root.
             metric_val: The member's score now.
             metrics: Other values to record beside it (loss=..., ...).
 
         Raises:
             CheckpointError: ``ckpt_path`` lies outside the checkpoint root.
+            MetricError: A value is not a real number, or ``metrics`` repeats the objective.
             LeaseLost: The server gave this member to another client (this one was
                 silent for longer than the lease).
         """
+        if self._metric in metrics:
+            raise MetricError(
+                f"{self._metric!r} is the objective: pass it as metric_val, not as a keyword"
+            )
+        values = {self._metric: metric_value(self._metric, metric_val)}
+        values.update({name: metric_value(name, value) for name, value in metrics.items()})
+        path = Path(ckpt_path)
+        if not path.is_absolute() and path.exists():
+            # A path that exists here is meant from here, not from the root.
+            path = path.resolve()
         with self._lock:
             lease = self._current()
             trial = lease.trial
-            report = ReportRecord(
-                trial.id,
-                trial.member,
-                trial.end_step - 1,
-                {self._metric: float(metric_val), **metrics},
-            )
-            self._remote.finish(trial.id, self._worker_id, [report], str(ckpt_path))
+            report = ReportRecord(trial.id, trial.member, trial.end_step - 1, values)
+            self._remote.finish(trial.id, self._worker_id, [report], str(path))
             self._lease = self._next()
 
     def should_exploit(self) -> bool:
@@ -223,6 +245,8 @@ class PBTClient:
 
     # internals ---------------------------------------------------------------------
     def _current(self) -> Lease:
+        if self._lost is not None:
+            raise self._lost
         if self._lease is None:
             raise ConfigError(f"member {self.member} is done; stop training it")
         return self._lease
@@ -247,7 +271,8 @@ class PBTClient:
                     continue
                 try:
                     self._remote.heartbeat(self._lease.trial.id, self._worker_id)
-                except LeaseLost:
+                except LeaseLost as exc:
+                    self._lost = exc
                     self._lease = None
                     return
                 except PBTError:

@@ -1,0 +1,1 @@
+../src/pbtkit/examples/glassbox.py
