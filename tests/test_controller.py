@@ -87,6 +87,7 @@ def make(
             checkpoint_root=tmp_path / "ckpt",
             lease_seconds=lease_seconds,
             clock=clock,
+            allow_imports=("tests",),  # the suite's own explore functions
         )
         servers.append(server)
         remotes.append(RemoteController(server.url, "test-key"))
@@ -379,3 +380,34 @@ def test_a_member_that_always_finishes_first_is_still_ranked_fairly(
         exploits = tx.events(exp.id, kind="exploit")
     assert [e.member for e in exploits] == [0]
     assert exploits[0].donor_member == 3
+
+
+def test_a_zombie_or_a_reused_pid_does_not_hold_a_lease() -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from pbtkit.controller import _dead_local_owner
+
+    host = socket.gethostname()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            break
+        time.sleep(0.01)
+    try:
+        assert _dead_local_owner(f"{host}:{child.pid}:w", host)  # exited, not reaped
+    finally:
+        child.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        owner = f"{host}:{alive.pid}:w"
+        assert not _dead_local_owner(owner, host, since=time.time() + 60)  # older than lease
+        assert _dead_local_owner(owner, host, since=0.0)  # started after the lease: reused
+        assert not _dead_local_owner(f"elsewhere:{alive.pid}:w", host)  # other hosts wait
+    finally:
+        alive.kill()
+        alive.wait()

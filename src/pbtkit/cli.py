@@ -148,6 +148,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         auth_key=_auth_key(args),
         lease_seconds=args.lease_seconds,
         log_level=args.log_level,
+        allow_imports=args.allow_import,
     )
     return 0
 
@@ -223,6 +224,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-key", help="the key clients must send (default: $PBTKIT_AUTH_KEY)")
     p.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
     p.add_argument("--log-level", default="warning", help="uvicorn's log level")
+    p.add_argument(
+        "--allow-import",
+        action="append",
+        default=[],
+        metavar="PACKAGE",
+        help="let clients name functions of this package (custom explore); repeatable",
+    )
     p.set_defaults(func=_cmd_serve)
     return parser
 

@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -576,7 +577,7 @@ class Controller:
         with self.store.read() as tx:
             experiment = self._get_experiment(tx, name)
             running = tx.trials(experiment.id, statuses=("running",))
-        orphans = [t for t in running if _dead_local_owner(t.lease_owner, host)]
+        orphans = [t for t in running if _dead_local_owner(t.lease_owner, host, t.started_at)]
         for trial in orphans:
             self.fail(trial.id, None, "the run was interrupted; trial run again", penalize=False)
         return [t.id for t in orphans]
@@ -615,7 +616,9 @@ class Controller:
         experiment = tx.get_experiment(name)
         if experiment is None:
             known = ", ".join(e.name for e in tx.list_experiments()) or "none"
-            raise NotFound(f"no experiment named {name!r} in {self.store.url} (known: {known})")
+            raise NotFound(
+                f"no experiment named {name!r} in {self.store.display_url} (known: {known})"
+            )
         return experiment
 
     def _spec_of(self, experiment: ExperimentRecord) -> ExperimentSpec:
@@ -888,7 +891,12 @@ def _change_text(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     return ", ".join(changes) or "no change"
 
 
-def _dead_local_owner(owner: str | None, host: str) -> bool:
+def _dead_local_owner(owner: str | None, host: str, since: float | None = None) -> bool:
+    """Whether a lease owner ``host:pid:...`` is a process of this host that is gone.
+
+    A zombie (a killed worker nobody reaped) is gone; so is an owner whose pid now
+    belongs to a process that started after the lease was taken (the pid was reused).
+    """
     if not owner:
         return True
     parts = owner.split(":")
@@ -906,4 +914,23 @@ def _dead_local_owner(owner: str | None, host: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie_or_younger(pid, since)
+
+
+def _zombie_or_younger(pid: int, since: float | None) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return True
+        if since is None:
+            return False
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False  # no /proc (not Linux): trust the pid
+    return started > since + 1.0

@@ -14,6 +14,15 @@ __all__ = ["EVOLUTIONS", "ExperimentSpec"]
 
 EVOLUTIONS = ("async", "generational")
 KEEP = ("latest", "all")
+#: Members per experiment: the controller reads every member at each decision.
+MAX_POPULATION = 100_000
+MAX_ATTEMPTS = 1_000
+
+
+def _int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +52,17 @@ class ExperimentSpec:
     keep_checkpoints: Literal["latest", "all"] = "latest"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.population, int) or self.population < 1:
-            raise ConfigError(f"population must be a positive integer, got {self.population!r}")
+        _int("population", self.population, 1, MAX_POPULATION)
+        _int("seed", self.seed, 0, 2**63 - 1)
+        _int("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS)
         if self.evolution not in EVOLUTIONS:
             raise ConfigError(
                 f"evolution must be one of {', '.join(EVOLUTIONS)}, got {self.evolution!r}"
             )
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ConfigError(f"max_attempts must be an integer >= 1, got {self.max_attempts!r}")
         if self.keep_checkpoints not in KEEP:
             raise ConfigError(
                 f"keep_checkpoints must be one of {', '.join(KEEP)}, got {self.keep_checkpoints!r}"
             )
-        if not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
 
     @property
     def metric(self) -> str:
@@ -78,15 +84,29 @@ class ExperimentSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentSpec:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; values keep their JSON types and are validated.
+
+        Raises:
+            ConfigError: A setting is missing, of the wrong type, or out of range.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"an experiment spec must be an object, got {type(data).__name__}")
+        missing = [k for k in _SPEC_KEYS if k not in data]
+        if missing:
+            raise ConfigError(f"the experiment spec lacks {', '.join(missing)}")
+        unknown = sorted(str(k) for k in data if k not in _SPEC_KEYS)
+        if unknown:
+            raise ConfigError(f"the experiment spec has unknown settings: {', '.join(unknown)}")
+        if not isinstance(data["checkpoint_root"], str):
+            raise ConfigError("checkpoint_root must be a string")
         return cls(
             space=SearchSpace.from_dict(data["space"]),
             policy=PBT.from_dict(data["policy"]),
-            population=int(data["population"]),
-            checkpoint_root=str(data["checkpoint_root"]),
+            population=data["population"],
+            checkpoint_root=data["checkpoint_root"],
             evolution=cast(Literal["async", "generational"], data["evolution"]),
-            seed=int(data["seed"]),
-            max_attempts=int(data["max_attempts"]),
+            seed=data["seed"],
+            max_attempts=data["max_attempts"],
             keep_checkpoints=cast(Literal["latest", "all"], data["keep_checkpoints"]),
         )
 
@@ -94,6 +114,18 @@ class ExperimentSpec:
         """Lines naming each setting in which ``other`` differs, e.g.
         ``policy.exploit.fraction: stored 0.2, given 0.25``."""
         return _diff(self.to_dict(), other.to_dict(), "")
+
+
+_SPEC_KEYS = (
+    "space",
+    "policy",
+    "population",
+    "checkpoint_root",
+    "evolution",
+    "seed",
+    "max_attempts",
+    "keep_checkpoints",
+)
 
 
 def _diff(mine: Any, theirs: Any, path: str) -> list[str]:

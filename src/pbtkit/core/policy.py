@@ -21,9 +21,17 @@ __all__ = ["PBT"]
 _KEYS = ("objective", "exploit", "explore", "ready_every", "total_steps")
 
 
+#: Step counts stay well inside a 64-bit integer, sums of them included.
+MAX_STEPS = 2**62
+
+
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"PBT({name}={value!r}): {name} must be an integer >= 1")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not 1 <= int(value) <= MAX_STEPS
+    ):
+        raise ConfigError(f"PBT({name}={value!r}): {name} must be an integer in [1, 2**62]")
     return int(value)
 
 

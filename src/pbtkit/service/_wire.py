@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pbtkit.controller import Lease, Snapshot, Summary
 from pbtkit.store._base import (
@@ -33,18 +33,41 @@ __all__ = [
 ]
 
 MAX_REPORTS = 10_000
+MAX_INT = 2**63 - 1
 _NAME = Field(min_length=1, max_length=256)
 Metric = float | Literal["nan", "inf", "-inf"]
+
+
+def _utf8(value: Any, where: str) -> None:
+    """Refuse text that cannot be stored or sent back as UTF-8 (lone surrogates)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} holds text that is not valid UTF-8") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _utf8(key, where)
+            _utf8(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _utf8(item, where)
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="after")
+    def _text_is_utf8(self) -> Any:
+        for name in type(self).model_fields:
+            _utf8(getattr(self, name) if name != "reports" else None, name)
+        return self
+
 
 class ReportIn(_Body):
     """Metric values reported at one step."""
 
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=MAX_INT)
     metrics: dict[str, Metric] = Field(min_length=1, max_length=256)
 
 
@@ -60,8 +83,8 @@ class LeaseIn(_Body):
     """Ask for a pending trial."""
 
     worker_id: str = _NAME
-    member: int | None = Field(default=None, ge=0)
-    generation: int | None = Field(default=None, ge=0)
+    member: int | None = Field(default=None, ge=0, le=MAX_INT)
+    generation: int | None = Field(default=None, ge=0, le=MAX_INT)
 
 
 class HeartbeatIn(_Body):

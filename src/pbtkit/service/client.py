@@ -93,6 +93,12 @@ class RemoteController:
                 time.sleep(delay)
                 delay *= 2
                 continue
+            except (self._httpx.ReadError, self._httpx.RemoteProtocolError) as exc:
+                # The request may have been carried out: not safe to send again.
+                raise StorageError(
+                    f"the pbtkit server at {self.url} closed the connection before answering "
+                    f"{method} {path}: {exc}"
+                ) from exc
             if response.status_code == 503 and attempt < self._retries:
                 time.sleep(delay)
                 delay *= 2

@@ -8,18 +8,20 @@ sent by clients must resolve inside the checkpoint root. Nothing received is unp
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 try:
-    from fastapi import Depends, FastAPI, Request
+    from fastapi import Depends, FastAPI, Query, Request
+    from fastapi import Path as PathParam
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
@@ -95,6 +97,7 @@ class _BodyLimit:
             return
         seen = 0
         refused = False
+        answered = False
 
         async def limited() -> Message:
             nonlocal seen, refused
@@ -106,11 +109,19 @@ class _BodyLimit:
                     raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
+        async def unless_refused(message: Message) -> None:
+            # Once the body is refused, whatever the app makes of the broken read is
+            # replaced by our own 413.
+            nonlocal answered
             if refused:
-                await self._refuse(send)
+                return
+            answered = True
+            await send(message)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, limited, unless_refused)
+        if refused and not answered:
+            await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         import json
@@ -141,6 +152,7 @@ def create_app(
     maximize_metric: bool = True,
     max_body: int = MAX_BODY,
     clock: Callable[[], float] = time.time,
+    allow_imports: Sequence[str] = (),
 ) -> Any:
     """Build the ASGI application.
 
@@ -152,6 +164,9 @@ def create_app(
         maximize_metric: The mode clients get when their config names none.
         max_body: Largest request body accepted, in bytes.
         clock: The controller's clock (tests move it to expire leases).
+        allow_imports: Module prefixes whose functions a client's spec may name (a
+            custom explore function). By default the server imports nothing a client
+            names: importing runs code.
     """
     store = open_store(storage) if isinstance(storage, str) else storage
     controller = Controller(store, lease_seconds=lease_seconds, clock=clock)
@@ -170,7 +185,10 @@ def create_app(
         title="pbtkit",
         version=__version__,
         description="Population Based Training controller. Send `Authorization: Bearer <key>`.",
-        dependencies=[],
+        # The schema is served behind the key (/v1/openapi.json) and kept in the repo.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     guarded = [Depends(authorized)]
 
@@ -216,9 +234,10 @@ def create_app(
         )
 
     def spec_for_server(data: dict[str, Any]) -> ExperimentSpec:
+        _refuse_code(data, allow_imports)  # before anything is read: reading may import
         try:
             spec = ExperimentSpec.from_dict({**data, "checkpoint_root": str(checkpoints.root)})
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, PBTError):
                 raise
             raise ConfigError(f"the experiment spec is incomplete or malformed: {exc!r}") from exc
@@ -232,6 +251,10 @@ def create_app(
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/openapi.json", dependencies=guarded, include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
 
     @app.get("/v1/info", dependencies=guarded)
     def info() -> dict[str, Any]:
@@ -252,27 +275,27 @@ def create_app(
         return wire.experiment_out(controller.create(body.name, spec, resume=body.resume))
 
     @app.get("/v1/experiments/{name}", dependencies=guarded)
-    def experiment(name: str) -> dict[str, Any]:
+    def experiment(name: Name) -> dict[str, Any]:
         return wire.experiment_out(controller.experiment(name))
 
     @app.get("/v1/experiments/{name}/summary", dependencies=guarded)
-    def summary(name: str) -> dict[str, Any]:
+    def summary(name: Name) -> dict[str, Any]:
         return wire.summary_out(controller.summary(name))
 
     @app.get("/v1/experiments/{name}/snapshot", dependencies=guarded)
-    def snapshot(name: str) -> dict[str, Any]:
+    def snapshot(name: Name) -> dict[str, Any]:
         return wire.snapshot_out(controller.snapshot(name))
 
     @app.get("/v1/experiments/{name}/members", dependencies=guarded)
-    def members(name: str) -> list[dict[str, Any]]:
+    def members(name: Name) -> list[dict[str, Any]]:
         return [wire.member_out(m) for m in controller.snapshot(name).members]
 
     @app.get("/v1/experiments/{name}/reports", dependencies=guarded)
-    def reports(name: str, member: int | None = None) -> list[dict[str, Any]]:
+    def reports(name: Name, member: MemberQuery = None) -> list[dict[str, Any]]:
         return [wire.report_out(r) for r in controller.reports(name, member=member)]
 
     @app.get("/v1/trials/{trial_id}", dependencies=guarded)
-    def trial(trial_id: int) -> dict[str, Any]:
+    def trial(trial_id: TrialId) -> dict[str, Any]:
         return wire.trial_out(controller.trial(trial_id))
 
     def lease_reply(got: Lease | str) -> dict[str, Any]:
@@ -281,7 +304,7 @@ def create_app(
         return {"status": got}
 
     @app.post("/v1/experiments/{name}/lease", dependencies=guarded)
-    def lease(name: str, body: wire.LeaseIn) -> dict[str, Any]:
+    def lease(name: Name, body: wire.LeaseIn) -> dict[str, Any]:
         return lease_reply(
             controller.lease(name, body.worker_id, member=body.member, generation=body.generation)
         )
@@ -291,13 +314,13 @@ def create_app(
         return lease_reply(controller.lease_any(body.worker_id))
 
     @app.post("/v1/trials/{trial_id}/heartbeat", dependencies=guarded)
-    def heartbeat(trial_id: int, body: wire.HeartbeatIn) -> dict[str, Any]:
+    def heartbeat(trial_id: TrialId, body: wire.HeartbeatIn) -> dict[str, Any]:
         held = controller.trial(trial_id)
         records = wire.reports_in(trial_id, held.member, body.reports)
         return {"lease_expires": controller.heartbeat(trial_id, body.worker_id, records)}
 
     @app.post("/v1/trials/{trial_id}/finish", dependencies=guarded)
-    def finish(trial_id: int, body: wire.FinishIn) -> dict[str, Any]:
+    def finish(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
         held = controller.trial(trial_id)
         records = wire.reports_in(trial_id, held.member, body.reports)
         released = controller.finish(
@@ -306,12 +329,12 @@ def create_app(
         return {"released": released}
 
     @app.post("/v1/trials/{trial_id}/fail", dependencies=guarded)
-    def fail(trial_id: int, body: wire.FailIn) -> dict[str, Any]:
+    def fail(trial_id: TrialId, body: wire.FailIn) -> dict[str, Any]:
         released = controller.fail(trial_id, body.worker_id, body.error, penalize=body.penalize)
         return {"released": released}
 
     @app.post("/v1/experiments/{name}/release", dependencies=guarded)
-    def release(name: str, body: wire.ReleaseIn) -> dict[str, Any]:
+    def release(name: Name, body: wire.ReleaseIn) -> dict[str, Any]:
         return {"requeued": controller.release_worker(name, body.worker_id, body.reason)}
 
     return _BodyLimit(app, max_body)
@@ -319,6 +342,32 @@ def create_app(
 
 class _Unauthorized(Exception):
     pass
+
+
+Name = Annotated[str, PathParam(min_length=1, max_length=256)]
+TrialId = Annotated[int, PathParam(ge=1, le=wire.MAX_INT)]
+MemberQuery = Annotated[int | None, Query(ge=0, le=wire.MAX_INT)]
+
+
+def _refuse_code(data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    """Refuse a spec that names code this server was not told to import.
+
+    Raises:
+        ConfigError: A custom explore function outside ``allowed``, or any file path.
+    """
+    policy = data.get("policy") if isinstance(data, Mapping) else None
+    explore = policy.get("explore") if isinstance(policy, Mapping) else None
+    if not isinstance(explore, Mapping) or explore.get("type") != "custom":
+        return
+    target = explore.get("target")
+    module = target.rpartition(":")[0] if isinstance(target, str) else ""
+    is_path = not module or "/" in module or "\\" in module or module.endswith(".py")
+    if is_path or not any(module == p or module.startswith(f"{p}.") for p in allowed):
+        raise ConfigError(
+            f"this server imports no code named by clients (explore target {target!r}): start "
+            "it with --allow-import PACKAGE to allow functions of that package; file paths "
+            "are never accepted"
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -352,12 +401,19 @@ def serve(
     auth_key: str | None = None,
     lease_seconds: float = 60.0,
     log_level: str = "warning",
+    allow_imports: Sequence[str] = (),
 ) -> None:
     """Run the service in this process until interrupted."""
     import uvicorn
 
     check_exposure(host, auth_key)
-    app = create_app(storage, checkpoint_root, auth_key=auth_key, lease_seconds=lease_seconds)
+    app = create_app(
+        storage,
+        checkpoint_root,
+        auth_key=auth_key,
+        lease_seconds=lease_seconds,
+        allow_imports=allow_imports,
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
@@ -388,6 +444,7 @@ class PBTServer:
         checkpoint_root: str | Path = "pbt-checkpoints",
         lease_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
+        allow_imports: Sequence[str] = (),
     ) -> None:
         import uvicorn
 
@@ -399,6 +456,7 @@ class PBTServer:
             lease_seconds=lease_seconds,
             maximize_metric=maximize_metric,
             clock=clock,
+            allow_imports=allow_imports,
         )
         self._socket = socket.socket(
             socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM

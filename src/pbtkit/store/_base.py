@@ -256,6 +256,11 @@ class Store(abc.ABC):
     #: Whether several processes can share this store (False for the in-memory one).
     shared_between_processes: bool = True
 
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden, fit for messages and logs."""
+        return self.url
+
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A read-write transaction; commits on success, rolls back if the block raises."""

@@ -636,6 +636,11 @@ class SQLStore(Store):
                     f"{SCHEMA_VERSION}; upgrade or downgrade pbtkit to match, or use a new database"
                 )
 
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden."""
+        return self._engine.url.render_as_string(hide_password=True)
+
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         with self._engine.begin() as conn:
