@@ -389,16 +389,44 @@ class Controller:
         Raises:
             LeaseLost: The trial is no longer this worker's (stop training it).
         """
+        outcome = self.heartbeat_many([(trial_id, worker_id, reports)])[0]
+        if isinstance(outcome, LeaseLost):
+            raise outcome
+        return outcome
+
+    def heartbeat_many(
+        self, beats: Sequence[tuple[int, str, Sequence[ReportRecord]]]
+    ) -> list[float | LeaseLost]:
+        """Several heartbeats in one transaction (a server's group commit).
+
+        Each is checked before anything of it is written, so one that lost its lease
+        changes nothing and the others still count.
+
+        Returns:
+            For each heartbeat, its new expiry time or the LeaseLost it met.
+        """
+        outcomes: list[float | LeaseLost] = []
         with self.store.transaction() as tx:
-            trial = self._held(tx, trial_id, worker_id)
             expires = self.clock() + self.lease_seconds
-            metrics = _merge_metrics(trial.metrics, reports)
-            tx.update_trial(
-                dataclasses.replace(trial, lease_expires=expires, metrics=metrics),
-                expect_status="running",
-            )
-            tx.add_reports(trial.experiment_id, reports)
-            return expires
+            for trial_id, worker_id, reports in beats:
+                try:
+                    trial = self._held(tx, trial_id, worker_id)
+                except LeaseLost as lost:
+                    outcomes.append(lost)
+                    continue
+                except NotFound as missing:
+                    outcomes.append(LeaseLost(str(missing)))
+                    continue
+                owned = _owned(reports, trial)
+                tx.update_trial(
+                    dataclasses.replace(
+                        trial, lease_expires=expires, metrics=_merge_metrics(trial.metrics, owned)
+                    ),
+                    expect_status="running",
+                )
+                tx.add_reports(trial.experiment_id, owned)
+                outcomes.append(expires)
+        return outcomes
 
     # finishing ---------------------------------------------------------------------
     def finish(
@@ -421,6 +449,7 @@ class Controller:
             trial = self._held(tx, trial_id, worker_id)
             tx.lock_experiment(trial.experiment_id)
             spec = self._spec_by_id(tx, trial.experiment_id)
+            reports = _owned(reports, trial)
             metrics = _merge_metrics(trial.metrics, reports)
             score = spec.policy.objective.score(metrics)
             now = self.clock()
@@ -870,6 +899,16 @@ class Controller:
                 return WAIT
             self._mark_finished_if_done(tx, experiment.id, members)
             return FINISHED if all(m.status != "active" for m in members.values()) else WAIT
+
+
+def _owned(reports: Sequence[ReportRecord], trial: TrialRecord) -> list[ReportRecord]:
+    """Reports attributed to the trial they were sent for, whatever they claim."""
+    return [
+        r
+        if r.trial_id == trial.id and r.member == trial.member
+        else ReportRecord(trial.id, trial.member, r.step, r.metrics)
+        for r in reports
+    ]
 
 
 def _merge_metrics(

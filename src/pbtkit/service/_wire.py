@@ -123,9 +123,9 @@ def _unscore(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def reports_in(trial_id: int, member: int, reports: list[ReportIn]) -> list[ReportRecord]:
-    """Wire reports of one trial as records."""
-    return [ReportRecord(trial_id, member, r.step, decode_metrics(r.metrics)) for r in reports]
+def reports_in(trial_id: int, reports: list[ReportIn]) -> list[ReportRecord]:
+    """Wire reports of one trial as records (the controller fills in the member)."""
+    return [ReportRecord(trial_id, -1, r.step, decode_metrics(r.metrics)) for r in reports]
 
 
 def report_out(report: ReportRecord) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import json
 import math
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -581,8 +582,13 @@ class SQLStore(Store):
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # Writers of this process queue here instead of spinning on SQLite's lock;
+        # BEGIN IMMEDIATE's retry loop is left for writers in other processes.
+        self._write_lock = threading.RLock()
         try:
-            self._engine = sa.create_engine(url, connect_args=self._connect_args())
+            self._engine = sa.create_engine(
+                url, connect_args=self._connect_args(), pool_size=40, max_overflow=20
+            )
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(
                 f"cannot open storage {url!r}: {exc}. Use a URL like sqlite:///path/to/pbt.db"
@@ -643,7 +649,7 @@ class SQLStore(Store):
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        with self._engine.begin() as conn:
+        with self._write_lock, self._engine.begin() as conn:
             yield _SQLTransaction(conn)
 
     @contextmanager
