@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import pbtkit as pk
+from pbtkit.examples import run_in
 
 HIDDEN = 64
 BATCH = 32
@@ -140,24 +141,21 @@ def main(
     directory: str | Path = "pbt-demo", *, progress: bool | None = None, **overrides: object
 ) -> pk.Result:
     """8 members x 16 epochs, ready every 2 epochs, as in BENCHMARKS.md section 3."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    settings: dict[str, object] = {
-        "space": SPACE,
-        "metric": "accuracy",
-        "mode": "max",
-        "population": 8,
-        "workers": 2,
-        "ready_every": 2,
-        "total_steps": 16,
-        "exploit": pk.Truncation(0.25),
-        "storage": f"sqlite:///{directory / 'pbt.db'}",
-        "checkpoint_dir": directory / "checkpoints",
-        "name": "digits",
-        "progress": progress,
-    }
-    settings.update(overrides)
-    return pk.run(train, **settings)  # type: ignore[arg-type]
+    return run_in(
+        directory,
+        train,
+        overrides,
+        space=SPACE,
+        metric="accuracy",
+        mode="max",
+        population=8,
+        workers=2,
+        ready_every=2,
+        total_steps=16,
+        exploit=pk.Truncation(0.25),
+        name="digits",
+        progress=progress,
+    )
 
 
 if __name__ == "__main__":

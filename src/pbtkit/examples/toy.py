@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import pbtkit as pk
+from pbtkit.examples import run_in
 
 LEARNING_RATE = 0.01
 SPACE = {"h0": pk.Uniform(0.0, 1.0), "h1": pk.Uniform(0.0, 1.0)}
@@ -57,25 +58,22 @@ def main(
     directory: str | Path = "pbt-demo", *, progress: bool | None = None, **overrides: object
 ) -> pk.Result:
     """Population 8, 100 steps, ready every 10, 2 workers, truncation 25%, as in BENCHMARKS.md."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    settings: dict[str, object] = {
-        "space": SPACE,
-        "metric": "score",
-        "mode": "max",
-        "population": 8,
-        "workers": 2,
-        "ready_every": 10,
-        "total_steps": 100,
-        "exploit": pk.Truncation(0.25),
-        "explore": pk.Perturb((0.8, 1.2), resample_probability=0.25),
-        "storage": f"sqlite:///{directory / 'pbt.db'}",
-        "checkpoint_dir": directory / "checkpoints",
-        "name": "toy",
-        "progress": progress,
-    }
-    settings.update(overrides)
-    return pk.run(train, **settings)  # type: ignore[arg-type]
+    return run_in(
+        directory,
+        train,
+        overrides,
+        space=SPACE,
+        metric="score",
+        mode="max",
+        population=8,
+        workers=2,
+        ready_every=10,
+        total_steps=100,
+        exploit=pk.Truncation(0.25),
+        explore=pk.Perturb((0.8, 1.2), resample_probability=0.25),
+        name="toy",
+        progress=progress,
+    )
 
 
 if __name__ == "__main__":
