@@ -1,8 +1,8 @@
 """The controller's protocol: one suite, run in process and over HTTP, on every store.
 
-Each test runs four ways: the in-process ``Controller`` and a ``RemoteController`` that
-talks to a real ``PBTServer`` on loopback, each over the in-memory store and a SQLite
-file. The tests move the controller's clock to expire leases without sleeping.
+Each test runs six ways: the in-process ``Controller`` and a ``RemoteController`` that
+talks to a real ``PBTServer`` on loopback, each over the in-memory store, a SQLite file
+and a real PostgreSQL server. The tests move the controller's clock to expire leases without sleeping.
 """
 
 from __future__ import annotations
@@ -50,14 +50,17 @@ def _spec(
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
-    else:
+    elif request.param == "sqlite":
         with open_store(str(tmp_path_factory.mktemp("db") / "pbt.db")) as s:
+            yield s
+    else:
+        with open_store(request.getfixturevalue("postgres_url")) as s:
             yield s
 
 

@@ -166,7 +166,7 @@ pk.run(trainers.climb, space={{"x": pk.Uniform(0.1, 1.0)}}, metric="score", popu
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if log.exists() and len(log.read_text().split()) >= 8:
+            if log.exists() and len(log.read_text().splitlines()) >= 8:
                 break
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers, mid-flight
@@ -178,14 +178,14 @@ pk.run(trainers.climb, space={{"x": pk.Uniform(0.1, 1.0)}}, metric="score", popu
         done_before = {t.id for t in tx.trials(exp.id, statuses=("done",))}
         assert exp.status == "running"
     assert done_before
-    before = log.read_text().split()
+    before = log.read_text().splitlines()
     os.environ["PBTKIT_TEST_LOG"] = str(log)
     try:
         result = _run(tmp_path, total_steps=40)
     finally:
         del os.environ["PBTKIT_TEST_LOG"]
-    after = log.read_text().split()[len(before) :]
-    rerun = done_before & {int(x) for x in after}
+    after = log.read_text().splitlines()[len(before) :]
+    rerun = done_before & {int(line.split()[0]) for line in after}
     assert not rerun, f"finished trials ran again: {sorted(rerun)}"
     assert all(m.status == "done" and m.step == 40 for m in result.members)
 

@@ -82,3 +82,24 @@ def test_other_schema_version_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(SchemaMismatch, match="schema version 0"):
         open_store(str(path))
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    def store(self, postgres_url: str) -> Iterator[Store]:
+        with open_store(postgres_url) as s:
+            yield s
+
+
+def test_postgres_url_without_driver_name_works(postgres_url: str) -> None:
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with open_store(plain) as s, s.transaction() as tx:
+        tx.create_experiment("e", {}, 0.0)
+        assert tx.now() > 1.7e9  # the database server's clock
+
+
+def test_postgres_password_is_hidden_in_messages(postgres_url: str) -> None:
+    with_password = postgres_url.replace("pbtkit@", "pbtkit:hunter2@")
+    with open_store(with_password) as s:
+        assert "hunter2" not in s.display_url
+        assert "***" in s.display_url

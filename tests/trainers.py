@@ -46,7 +46,7 @@ def climb(trial: pk.Trial) -> None:
     log = os.environ.get("PBTKIT_TEST_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(f"{trial.trial_id}\n")
+            f.write(f"{trial.trial_id} {os.getpid()}\n")
 
 
 def climb_or_crash(trial: pk.Trial) -> None:

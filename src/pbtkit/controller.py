@@ -18,7 +18,6 @@ import dataclasses
 import math
 import os
 import socket
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +195,8 @@ class Controller:
 
     Args:
         store: Where everything is kept.
-        clock: Seconds since the epoch; replace it in tests to move time.
+        clock: Seconds since the epoch; by default the database's clock (so that workers
+            whose clocks disagree still agree on leases). Tests pass one they move.
         lease_seconds: How long a leased trial stays with a worker without a heartbeat.
     """
 
@@ -204,7 +204,7 @@ class Controller:
         self,
         store: Store,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         lease_seconds: float = 60.0,
     ) -> None:
         self.store = store
@@ -236,7 +236,7 @@ class Controller:
                         "or choose another name"
                     )
                 return existing
-            now = self.clock()
+            now = self._now(tx)
             record = tx.create_experiment(name, spec.to_dict(), now)
             members = []
             for member in range(spec.population):
@@ -334,7 +334,7 @@ class Controller:
             if pending is None:
                 self.requeue_expired(name)
                 continue
-            lease = self._claim(experiment, pending.id, worker_id)
+            lease = self._claim(experiment, worker_id, member, generation)
             if lease is not None:
                 return lease
             # Another worker claimed it between our read and our write: look again.
@@ -349,13 +349,21 @@ class Controller:
                 return got
         return WAIT
 
-    def _claim(self, experiment: ExperimentRecord, trial_id: int, worker_id: str) -> Lease | None:
+    def _claim(
+        self,
+        experiment: ExperimentRecord,
+        worker_id: str,
+        member: int | None,
+        generation: int | None,
+    ) -> Lease | None:
         spec = self._spec_of(experiment)
         with self.store.transaction() as tx:
-            trial = tx.get_trial(trial_id)
-            if trial.status != "pending":
+            # Locked with SKIP LOCKED where the database has it: concurrent workers each
+            # get a different pending trial instead of racing for the same one.
+            trial = tx.next_pending(experiment.id, member=member, generation=generation, claim=True)
+            if trial is None:
                 return None
-            now = self.clock()
+            now = self._now(tx)
             running = dataclasses.replace(
                 trial,
                 status="running",
@@ -407,7 +415,7 @@ class Controller:
         """
         outcomes: list[float | LeaseLost] = []
         with self.store.transaction() as tx:
-            expires = self.clock() + self.lease_seconds
+            expires = self._now(tx) + self.lease_seconds
             for trial_id, worker_id, reports in beats:
                 try:
                     trial = self._held(tx, trial_id, worker_id)
@@ -452,7 +460,7 @@ class Controller:
             reports = _owned(reports, trial)
             metrics = _merge_metrics(trial.metrics, reports)
             score = spec.policy.objective.score(metrics)
-            now = self.clock()
+            now = self._now(tx)
             done = dataclasses.replace(
                 trial,
                 status="done",
@@ -514,7 +522,7 @@ class Controller:
                 return []
             tx.lock_experiment(trial.experiment_id)
             spec = self._spec_by_id(tx, trial.experiment_id)
-            now = self.clock()
+            now = self._now(tx)
             tx.delete_reports(trial.id)
             attempt = trial.attempt if penalize else max(trial.attempt - 1, 0)
             base = dataclasses.replace(
@@ -676,8 +684,11 @@ class Controller:
             )
         return trial
 
+    def _now(self, tx: Transaction) -> float:
+        return self.clock() if self.clock is not None else tx.now()
+
     def _expired(self, tx: Transaction, experiment_id: int) -> list[TrialRecord]:
-        now = self.clock()
+        now = self._now(tx)
         return [
             t
             for t in tx.trials(experiment_id, statuses=("running",))

@@ -153,7 +153,7 @@ def create_app(
     lease_seconds: float = 60.0,
     maximize_metric: bool = True,
     max_body: int = MAX_BODY,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
     allow_imports: Sequence[str] = (),
 ) -> Any:
     """Build the ASGI application.
@@ -165,7 +165,7 @@ def create_app(
         lease_seconds: Lease length handed to workers.
         maximize_metric: The mode clients get when their config names none.
         max_body: Largest request body accepted, in bytes.
-        clock: The controller's clock (tests move it to expire leases).
+        clock: The controller's clock (default: the database's; tests move their own).
         allow_imports: Module prefixes whose functions a client's spec may name (a
             custom explore function). By default the server imports nothing a client
             names: importing runs code.
@@ -490,7 +490,7 @@ class PBTServer:
         storage: str | Store = "sqlite:///pbt-server.db",
         checkpoint_root: str | Path = "pbt-checkpoints",
         lease_seconds: float = 60.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         allow_imports: Sequence[str] = (),
     ) -> None:
         import uvicorn

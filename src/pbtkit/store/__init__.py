@@ -76,6 +76,16 @@ def open_store(url: str) -> Store:
     if url == "memory://":
         return MemoryStore(url)
     scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme in ("postgresql", "postgres"):
+        if "+" not in url.split("://", 1)[0]:
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                "PostgreSQL storage needs psycopg: pip install 'pbtkit[postgres]'"
+            ) from exc
+        return SQLStore(url)
     if scheme == "sqlite":
         if url in ("sqlite://", "sqlite:///:memory:"):
             raise ConfigError(
@@ -84,5 +94,6 @@ def open_store(url: str) -> Store:
             )
         return SQLStore(url)
     raise ConfigError(
-        f"unknown storage URL {url!r}: use sqlite:///path/to/pbt.db (default) or memory://"
+        f"unknown storage URL {url!r}: use sqlite:///path/to/pbt.db (default), "
+        "postgresql+psycopg://user:password@host/db, or memory://"
     )

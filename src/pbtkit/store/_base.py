@@ -203,12 +203,25 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def next_pending(
-        self, experiment_id: int, *, member: int | None = None, generation: int | None = None
+        self,
+        experiment_id: int,
+        *,
+        member: int | None = None,
+        generation: int | None = None,
+        claim: bool = False,
     ) -> TrialRecord | None:
         """The pending trial with the lowest ``(generation, priority, id)``, or None.
 
         ``member`` and ``generation`` restrict the choice to one member or generation.
+        ``claim`` locks the row for this transaction, skipping rows other transactions
+        hold (``FOR UPDATE SKIP LOCKED``), where the backend needs that to hand different
+        trials to concurrent workers.
         """
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch (the database server's, for a
+        server database, so that every worker agrees on when a lease expires)."""
 
     @abc.abstractmethod
     def update_trial(self, trial: TrialRecord, *, expect_status: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -120,12 +121,21 @@ class _MemoryTransaction(Transaction):
         return len(self.trials(experiment_id, statuses=statuses, generation=generation))
 
     def next_pending(
-        self, experiment_id: int, *, member: int | None = None, generation: int | None = None
+        self,
+        experiment_id: int,
+        *,
+        member: int | None = None,
+        generation: int | None = None,
+        claim: bool = False,
     ) -> TrialRecord | None:
+        del claim  # one lock serialises every transaction already
         pending = self.trials(
             experiment_id, statuses=("pending",), member=member, generation=generation
         )
         return min(pending, key=lambda t: (t.generation, t.priority, t.id), default=None)
+
+    def now(self) -> float:
+        return time.time()
 
     def update_trial(self, trial: TrialRecord, *, expect_status: str) -> bool:
         current = self.get_trial(trial.id)

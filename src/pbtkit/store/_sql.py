@@ -7,6 +7,7 @@ that writers queue for the lock instead of failing half-way with "database is lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -146,6 +147,11 @@ _Q_PENDING = (
 )
 _Q_PENDING_MEMBER = _Q_PENDING.where(trials.c.member == sa.bindparam("member"))
 _Q_PENDING_GENERATION = _Q_PENDING.where(trials.c.generation == sa.bindparam("generation"))
+_CLAIMING = {
+    query: query.with_for_update(skip_locked=True)
+    for query in (_Q_PENDING, _Q_PENDING_MEMBER, _Q_PENDING_GENERATION)
+}
+_Q_NOW = sa.select(sa.func.extract("epoch", sa.func.clock_timestamp()))
 _U_TRIAL = (
     trials.update()
     .where(trials.c.id == sa.bindparam("b_id"), trials.c.status == sa.bindparam("b_expect"))
@@ -308,6 +314,12 @@ def _event_from_row(row: Any) -> EventRecord:
 class _SQLTransaction(Transaction):
     def __init__(self, conn: Connection) -> None:
         self._c = conn
+        self._sqlite = conn.dialect.name == "sqlite"
+
+    def now(self) -> float:
+        if self._sqlite:
+            return time.time()  # one machine: the file's clock is this machine's
+        return float(self._c.execute(_Q_NOW).scalar_one())
 
     def create_experiment(
         self, name: str, config: Mapping[str, Any], now: float
@@ -425,7 +437,12 @@ class _SQLTransaction(Transaction):
         return int(self._c.execute(_Q_COUNT_GEN, params).scalar_one())
 
     def next_pending(
-        self, experiment_id: int, *, member: int | None = None, generation: int | None = None
+        self,
+        experiment_id: int,
+        *,
+        member: int | None = None,
+        generation: int | None = None,
+        claim: bool = False,
     ) -> TrialRecord | None:
         query = _Q_PENDING
         params: dict[str, Any] = {"eid": experiment_id}
@@ -433,6 +450,8 @@ class _SQLTransaction(Transaction):
             query, params["member"] = _Q_PENDING_MEMBER, member
         elif generation is not None:
             query, params["generation"] = _Q_PENDING_GENERATION, generation
+        if claim and not self._sqlite:
+            query = _CLAIMING[query]
         row = self._c.execute(query, params).first()
         return None if row is None else _trial_from_row(row)
 
@@ -649,7 +668,8 @@ class SQLStore(Store):
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        with self._write_lock, self._engine.begin() as conn:
+        lock = self._write_lock if self.is_sqlite else contextlib.nullcontext()
+        with lock, self._engine.begin() as conn:
             yield _SQLTransaction(conn)
 
     @contextmanager
