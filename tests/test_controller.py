@@ -2,7 +2,8 @@
 
 Each test runs six ways: the in-process ``Controller`` and a ``RemoteController``
 that talks to a real ``PBTServer`` on loopback, each over the in-memory store, a
-SQLite file and a real PostgreSQL server. The tests move the controller's clock to expire leases without sleeping.
+SQLite file and a real PostgreSQL server. The tests move the controller's clock to expire leases
+without sleeping.
 """
 
 from __future__ import annotations
