@@ -130,6 +130,22 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db(args: argparse.Namespace) -> int:
+    from pbtkit.store import normalize_url
+    from pbtkit.store._sql import SCHEMA_VERSION, schema_version, upgrade
+
+    url = normalize_url(args.storage)
+    if args.action == "version":
+        print(f"schema version {schema_version(url)} (this pbtkit uses {SCHEMA_VERSION})")
+        return 0
+    before, after = upgrade(url)
+    if before == after:
+        print(f"schema version {after}: already up to date")
+    else:
+        print(f"upgraded the schema from version {before} to {after}; the data is kept")
+    return 0
+
+
 def _auth_key(args: argparse.Namespace) -> str | None:
     import os
 
@@ -213,6 +229,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="", help="a label added to the worker's id")
     p.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
     p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("db", help="the database schema: show its version, or upgrade it")
+    p.add_argument("action", choices=("upgrade", "version"))
+    p.add_argument("--storage", "-s", required=True, help="storage URL")
+    p.set_defaults(func=_cmd_db)
 
     p = sub.add_parser("serve", help="serve the controller over HTTP for workers and clients")
     p.add_argument("--storage", "-s", default="sqlite:///pbt.db", help="storage URL")

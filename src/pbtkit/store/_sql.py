@@ -16,12 +16,19 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from pbtkit._exceptions import ExperimentConflict, NotFound, SchemaMismatch, StorageError
 from pbtkit.store._base import (
@@ -37,10 +44,11 @@ from pbtkit.store._base import (
     iter_chunks,
 )
 
-__all__ = ["SCHEMA_VERSION", "SQLStore"]
+__all__ = ["SCHEMA_VERSION", "SQLStore", "schema_version", "upgrade"]
 
-#: Bumped whenever a table changes; a database of another version is refused on open.
-SCHEMA_VERSION = 1
+#: Bumped with every migration (migrations/versions); an older database is refused on
+#: open until ``pbtkit db upgrade`` brings it up to date.
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -100,6 +108,7 @@ trials = sa.Table(
     sa.Column("priority", sa.Float, nullable=False),
     sa.Index("ix_pbt_trials_queue", "experiment_id", "status", "generation", "priority", "id"),
     sa.Index("ix_pbt_trials_parent", "parent_id", "status"),
+    sa.Index("ix_pbt_trials_member", "experiment_id", "member", "status", "end_step"),
 )
 
 reports = sa.Table(
@@ -528,6 +537,70 @@ class _SQLTransaction(Transaction):
         return int(self._c.execute(_Q_COUNT_EVENTS, params).scalar_one())
 
 
+def _connect_args(url: str) -> dict[str, Any]:
+    return {"timeout": 60, "check_same_thread": False} if url.startswith("sqlite") else {}
+
+
+def _version(conn: Connection) -> int:
+    value = conn.execute(
+        sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+    ).scalar_one_or_none()
+    return int(value or 0)
+
+
+def _migrate(conn: Connection, revision: str) -> None:
+    """Run the Alembic migrations up (or down) to ``revision`` on this connection."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = conn
+    if revision == "head" or _version(conn) < int(revision):
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+
+
+@contextmanager
+def _raw(url: str) -> Iterator[Connection]:
+    """A transaction on the database at ``url`` that does not check its schema version."""
+    engine = sa.create_engine(url, connect_args=_connect_args(url))
+    if url.startswith("sqlite"):
+        _configure_sqlite(engine)
+    try:
+        with engine.begin() as conn:
+            if not sa.inspect(conn).has_table(meta_table.name):
+                shown = engine.url.render_as_string(hide_password=True)
+                raise StorageError(f"{shown!r} holds no pbtkit database")
+            yield conn
+    except OperationalError as exc:
+        raise StorageError(f"cannot open storage: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+
+
+def schema_version(url: str) -> int:
+    """The schema version of the pbtkit database at ``url``."""
+    with _raw(url) as conn:
+        return _version(conn)
+
+
+def upgrade(url: str, revision: str = "head") -> tuple[int, int]:
+    """Bring the database at ``url`` to ``revision`` (the newest by default), keeping its data.
+
+    Returns:
+        The schema version before and after.
+
+    Raises:
+        StorageError: The database cannot be opened, or holds no pbtkit schema.
+    """
+    with _raw(url) as conn:
+        before = _version(conn)
+        _migrate(conn, revision)
+        return before, _version(conn)
+
+
 def _as_dict(trial: TrialRecord) -> dict[str, Any]:
     return {name: getattr(trial, name) for name in TrialRecord.__slots__}
 
@@ -624,14 +697,14 @@ class SQLStore(Store):
             ) from exc
 
     def _connect_args(self) -> dict[str, Any]:
-        return {"timeout": 60, "check_same_thread": False} if self.url.startswith("sqlite") else {}
+        return _connect_args(self.url)
 
     def _prepare(self, create: bool) -> None:
         for attempt in range(50):
             try:
                 self._create_or_check(create)
                 return
-            except IntegrityError:
+            except (IntegrityError, ProgrammingError):
                 # Another process created the schema at the same moment; look again.
                 time.sleep(0.01 * (attempt + 1))
         self._create_or_check(create)
@@ -646,25 +719,32 @@ class SQLStore(Store):
                         "point storage at a new file or database"
                     )
                 if not create:
-                    raise StorageError(f"{self.url!r} holds no pbtkit database")
-                metadata.create_all(conn)
-                conn.execute(
-                    meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
-                )
+                    raise StorageError(f"{self.display_url!r} holds no pbtkit database")
+                _migrate(conn, "head")
                 return
-            version = conn.execute(
-                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-            ).scalar_one_or_none()
-            if version != str(SCHEMA_VERSION):
+            version = _version(conn)
+            if version < SCHEMA_VERSION:
                 raise SchemaMismatch(
-                    f"{self.url!r} has pbtkit schema version {version}, this pbtkit uses "
-                    f"{SCHEMA_VERSION}; upgrade or downgrade pbtkit to match, or use a new database"
+                    f"{self.display_url!r} has pbtkit schema version {version}, this pbtkit "
+                    f"uses {SCHEMA_VERSION}: run `pbtkit db upgrade --storage URL` (your data "
+                    "is kept), then try again"
+                )
+            if version > SCHEMA_VERSION:
+                raise SchemaMismatch(
+                    f"{self.display_url!r} has pbtkit schema version {version}, newer than this "
+                    f"pbtkit's {SCHEMA_VERSION}: upgrade pbtkit to use it"
                 )
 
     @property
     def display_url(self) -> str:
         """The URL with any password hidden."""
         return self._engine.url.render_as_string(hide_password=True)
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the database."""
+        with self._engine.begin() as conn:
+            return _version(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

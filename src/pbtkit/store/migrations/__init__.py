@@ -1,0 +1,1 @@
+"""Schema migrations (Alembic). ``pbtkit db upgrade --storage URL`` applies them."""
