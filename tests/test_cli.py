@@ -104,3 +104,16 @@ def test_demo_quick(tmp_path: Path) -> None:
     assert "toy problem" in out.stdout
     assert "test accuracy of the best member" in out.stdout
     assert (tmp_path / "d" / "pbt.db").exists()
+
+
+def test_ray_resources_are_parsed_and_bad_ones_explained() -> None:
+    from pbtkit.cli import _resources
+
+    assert _resources("CPU=1, GPU=0.5,accelerator=2") == {
+        "CPU": 1.0,
+        "GPU": 0.5,
+        "accelerator": 2.0,
+    }
+    for bad in ("CPU", "CPU=lots", "=1"):
+        with pytest.raises(pk.ConfigError, match="NAME=NUMBER pairs"):
+            _resources(bad)

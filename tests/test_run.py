@@ -118,7 +118,7 @@ def _kill_a_worker_mid_trial(db: Path, done: threading.Event, killed: list[int])
         if running and finished >= 3:
             pid = int(str(running[0].lease_owner).split(":")[1])
             os.kill(pid, signal.SIGKILL)
-            killed.append(running[0].id)
+            killed.append(pid)
             return
         time.sleep(0.02)
 
@@ -130,7 +130,7 @@ def test_killing_a_worker_process_mid_trial_still_completes(
     (tmp_path / "ckpt").mkdir()
     open_store(f"sqlite:///{tmp_path / 'pbt.db'}").close()
     done = threading.Event()
-    killed: list[int] = []
+    killed: list[int] = []  # the pid of the killed worker
     killer = threading.Thread(
         target=_kill_a_worker_mid_trial, args=(tmp_path / "pbt.db", done, killed)
     )
@@ -142,10 +142,12 @@ def test_killing_a_worker_process_mid_trial_still_completes(
         killer.join()
     assert killed, "the test did not manage to kill a worker"
     assert all(m.status == "done" and m.step == 20 for m in result.members)
+    # whatever trial the killed process held (it may have moved on since it was seen
+    # holding another) was given back at once and finished by another worker
     retried = [e for e in result.failures if e.kind == "retry"]
-    assert [e.trial_id for e in retried] == killed
-    assert "exited with code -9" in (retried[0].detail or "")
-    trial = next(t for t in result.trials if t.id == killed[0])
+    assert len(retried) == 1
+    assert f"worker process {killed[0]} exited with code -9" in (retried[0].detail or "")
+    trial = next(t for t in result.trials if t.id == retried[0].trial_id)
     assert trial.status == "done"
     assert trial.attempt == 2
 

@@ -17,7 +17,7 @@ from pbtkit.core.explore import CustomExplore, Explorer, Perturb
 from pbtkit.core.fitness import Objective
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import Domain, SearchSpace
-from pbtkit.executors import Executor, ProcessExecutor, ThreadExecutor
+from pbtkit.executors import Executor, ProcessExecutor, RayExecutor, ThreadExecutor
 from pbtkit.progress import ProgressDisplay
 from pbtkit.result import Result
 from pbtkit.spec import ExperimentSpec
@@ -47,7 +47,7 @@ def run(
     exploit: Exploiter | None = None,
     explore: Explorer | Callable[..., Any] | None = None,
     seed: int = 0,
-    executor: Literal["process", "thread"] = "process",
+    executor: Literal["process", "thread", "ray"] = "process",
     max_attempts: int = 3,
     lease_seconds: float = 60.0,
     keep_checkpoints: Literal["latest", "all"] = "latest",
@@ -55,6 +55,8 @@ def run(
     progress: bool | None = None,
     server: str | None = None,
     auth_key: str | None = None,
+    ray_address: str | None = None,
+    ray_resources: Mapping[str, float] | None = None,
 ) -> Result:
     """Train a population with Population Based Training and return the result.
 
@@ -66,8 +68,8 @@ def run(
         train: ``train(trial)``: load ``trial.parent_checkpoint`` if set, train
             ``trial.steps()`` with ``trial.hparams``, ``trial.report(step, **metrics)``,
             save into ``trial.checkpoint_dir``. Must be a module-level function for
-            ``executor="process"``; its import path ``"package.module:function"`` or
-            ``"path/file.py:function"`` may be given instead.
+            ``executor="process"`` and ``executor="ray"``; its import path
+            ``"package.module:function"`` or ``"path/file.py:function"`` may be given instead.
         space: Hyperparameter name -> domain (``pk.Uniform(0, 1)``...) or dict spec.
         metric: The reported metric to optimise (its last value in each trial counts).
         mode: ``"max"`` or ``"min"``.
@@ -75,8 +77,9 @@ def run(
         workers: Trials trained at once.
         ready_every: Steps per trial (how often a member is ranked).
         total_steps: Steps each member trains in all.
-        storage: Where the state lives: ``sqlite:///file.db`` (default) or ``memory://``
-            (with ``executor="thread"`` only).
+        storage: Where the state lives: ``sqlite:///file.db`` (default),
+            ``postgresql+psycopg://...`` (many machines) or ``memory://`` (with
+            ``executor="thread"`` only). With ``executor="ray"`` every node opens it.
         checkpoint_dir: Checkpoint root; defaults to ``<name>-checkpoints`` beside a
             SQLite file, else in the working directory.
         name: The experiment's name; running again with the same name resumes it.
@@ -86,7 +89,11 @@ def run(
         explore: ``pk.Perturb()`` (default), ``pk.Resample(p)``, or your function
             ``f(hparams, space, rng) -> hparams``.
         seed: Seeds the initial hyperparameters and every decision.
-        executor: ``"process"`` (persistent local worker processes) or ``"thread"``.
+        executor: ``"process"`` (persistent local worker processes), ``"thread"``, or
+            ``"ray"`` (persistent workers as Ray actors on a Ray cluster; a worker lost
+            with its node has its trial run again by another; ``pip install 'pbtkit[ray]'``).
+            With ``"ray"`` the storage (or ``server``) and the checkpoints must be
+            reachable from every node, and the training function importable there.
         max_attempts: Tries per trial before its member is marked failed.
         lease_seconds: A worker silent this long loses its trial to another.
         keep_checkpoints: ``"latest"`` (delete what nothing needs) or ``"all"``.
@@ -96,6 +103,12 @@ def run(
             ``checkpoint_dir`` are the server's, and any ``pbtkit worker --server URL``
             on any machine works on it; ``workers`` more are started here (0: none).
         auth_key: The server's key (default: ``PBTKIT_AUTH_KEY``).
+        ray_address: With ``executor="ray"``, the cluster to join if Ray is not
+            initialised yet (``"auto"``, ``"ray://head:10001"``); None does what
+            ``ray.init()`` does. Call ``ray.init(...)`` yourself first for other options
+            (a ``runtime_env`` to ship code, say).
+        ray_resources: With ``executor="ray"``, the resource bundle of each worker:
+            ``{"CPU": 1, "GPU": 1}`` and any custom resource (default ``{"CPU": 1}``).
 
     Returns:
         A :class:`~pbtkit.Result`.
@@ -109,13 +122,17 @@ def run(
     if isinstance(train, str):
         target, train = train, load_target(train)
     elif callable(train):
-        target = target_of(train) if executor == "process" else ""
+        target = target_of(train) if executor in ("process", "ray") else ""
     else:
         raise ConfigError(f"train must be a function taking a Trial, got {type(train).__name__}")
     if not isinstance(workers, int) or workers < (0 if server else 1):
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
-    if executor not in ("process", "thread"):
-        raise ConfigError(f"executor must be 'process' or 'thread', got {executor!r}")
+    if executor not in ("process", "thread", "ray"):
+        raise ConfigError(f"executor must be 'process', 'thread' or 'ray', got {executor!r}")
+    if executor != "ray" and (ray_address is not None or ray_resources is not None):
+        raise ConfigError(
+            f"ray_address and ray_resources are settings of executor='ray', not {executor!r}"
+        )
     name = name or getattr(train, "__name__", None) or "pbt"
     url = normalize_url(storage)
     spec = ExperimentSpec(
@@ -135,16 +152,25 @@ def run(
         keep_checkpoints=keep_checkpoints,
     )
     controller, pool, close = _connect(
-        server, auth_key, url, name, train, target, executor, lease_seconds
+        server,
+        auth_key,
+        url,
+        name,
+        train,
+        target,
+        executor,
+        lease_seconds,
+        ray_address=ray_address,
+        ray_resources=ray_resources,
     )
     try:
         controller.create(name, spec, resume=resume)
         controller.reclaim_orphans(name)
         drive(controller, name, pool, workers, ProgressDisplay(name, progress))
         result = Result(controller, name)
-        root = Path(result.spec.checkpoint_root)
-        if root.is_dir():  # a server's root may not be visible from here
-            CheckpointStore(root).sweep(name, _kept(result))
+        checkpoints = CheckpointStore(result.spec.checkpoint_root, create=False)
+        if checkpoints.exists():  # a server's root may not be visible from here
+            checkpoints.sweep(name, _kept(result, checkpoints))
     except BaseException:
         close()
         raise
@@ -166,29 +192,51 @@ def _connect(
     target: str,
     executor: str,
     lease_seconds: float,
+    *,
+    ray_address: str | None = None,
+    ray_resources: Mapping[str, float] | None = None,
 ) -> tuple[ControllerAPI, Executor, Callable[[], None]]:
     """The controller a run talks to, the executor of its workers, and how to close them."""
+    # Ray is imported (or found missing) before anything is opened or created.
+    ray_pool = (
+        RayExecutor(
+            server if server is not None else url,
+            name,
+            target,
+            lease_seconds=lease_seconds,
+            server=server is not None,
+            auth_key=auth_key or os.environ.get("PBTKIT_AUTH_KEY") or None,
+            address=ray_address,
+            resources=ray_resources,
+        )
+        if executor == "ray"
+        else None
+    )
     if server is not None:
         from pbtkit.service.client import RemoteController
 
         remote = RemoteController(server, auth_key)
         if executor == "thread":
             return remote, ThreadExecutor(remote, name, train), remote.close
+        if ray_pool is not None:
+            return remote, ray_pool, remote.close
         key = auth_key or os.environ.get("PBTKIT_AUTH_KEY") or ""
         pool = ProcessExecutor(
             server, name, target, server=True, extra_env={"PBTKIT_AUTH_KEY": key}
         )
         return remote, pool, remote.close
     store = open_store(url)
-    if executor == "process" and not store.shared_between_processes:
+    if executor != "thread" and not store.shared_between_processes:
         store.close()
         raise ConfigError(
-            f"{url} lives inside one process; worker processes cannot share it. Use "
-            "executor='thread', or storage='sqlite:///pbt.db'"
+            f"{url} lives inside one process; workers in other processes cannot share it. "
+            "Use executor='thread', or storage='sqlite:///pbt.db'"
         )
     controller = Controller(store, lease_seconds=lease_seconds)
     if executor == "thread":
         return controller, ThreadExecutor(controller, name, train), store.close
+    if ray_pool is not None:
+        return controller, ray_pool, store.close
     return controller, ProcessExecutor(url, name, target, lease_seconds=lease_seconds), store.close
 
 
@@ -258,20 +306,21 @@ def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:
     )
 
 
-def _checkpoint_root(checkpoint_dir: str | Path | None, url: str, name: str) -> Path:
+def _checkpoint_root(checkpoint_dir: str | Path | None, url: str, name: str) -> Path | str:
     if checkpoint_dir is not None:
-        return Path(checkpoint_dir).expanduser().resolve()
+        # An absolute path for a directory; an object store's URL (s3://...) as given.
+        return CheckpointStore(checkpoint_dir, create=False).root
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///") :]).resolve().parent / "pbt-checkpoints"
     return Path.cwd() / "pbt-checkpoints"
 
 
-def _kept(result: Result) -> set[str]:
+def _kept(result: Result, checkpoints: CheckpointStore) -> set[str]:
     trials = result.trials
     if result.spec.keep_checkpoints == "all":
         return {t.checkpoint for t in trials if t.checkpoint}
-    root = Path(result.spec.checkpoint_root)
-    keep = {m.checkpoint.relative_to(root).as_posix() for m in result.members if m.checkpoint}
+    # a local Path or an object store's URL: either way, back to its stored name
+    keep = {checkpoints.relative(str(m.checkpoint)) for m in result.members if m.checkpoint}
     by_id = {t.id: t for t in trials}
     for t in trials:
         if t.status in ("pending", "running") and t.parent_id is not None:

@@ -20,7 +20,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pbtkit.config import load_config, run_kwargs
 
     kwargs = run_kwargs(load_config(args.config))
-    for key in ("storage", "name", "workers", "population", "checkpoint_dir", "executor", "seed"):
+    if args.ray_resources is not None:
+        kwargs["ray_resources"] = _resources(args.ray_resources)
+    for key in (
+        "storage", "name", "workers", "population", "checkpoint_dir", "executor", "seed",
+        "ray_address",
+    ):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
             kwargs[key] = value
@@ -29,6 +34,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = run(args.target, progress=not args.no_progress and None, **kwargs)
     print(result.summary_text())
     return 0
+
+
+def _resources(text: str) -> dict[str, float]:
+    from pbtkit._exceptions import ConfigError
+
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--ray-resources wants NAME=NUMBER pairs like CPU=1,GPU=0.5, got {part!r}"
+            )
+    return out
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -194,7 +216,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="override the number of workers")
     p.add_argument("--population", type=int, help="override the population size")
     p.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="override the checkpoint root")
-    p.add_argument("--executor", choices=("process", "thread"), help="how workers run")
+    p.add_argument("--executor", choices=("process", "thread", "ray"), help="how workers run")
+    p.add_argument("--ray-address", help="the Ray cluster to start workers on (default: local)")
+    p.add_argument(
+        "--ray-resources", metavar="CPU=1,GPU=0.5", help="each Ray worker's resource bundle"
+    )
     p.add_argument("--seed", type=int, help="override the seed")
     p.add_argument("--no-progress", action="store_true", help="do not show live progress")
     p.set_defaults(func=_cmd_run)

@@ -52,7 +52,8 @@ __all__ = ["load_config", "read_settings", "run_kwargs"]
 _KNOWN = {
     "name", "metric", "mode", "population", "workers", "ready_every", "total_steps",
     "evolution", "storage", "checkpoint_dir", "seed", "max_attempts", "lease_seconds",
-    "keep_checkpoints", "space", "exploit", "explore", "executor",
+    "keep_checkpoints", "space", "exploit", "explore", "executor", "ray_address",
+    "ray_resources",
 }  # fmt: skip
 _REQUIRED = ("metric", "ready_every", "total_steps", "space")
 
@@ -107,7 +108,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         out["storage"]
     ).startswith("sqlite:////"):
         out["storage"] = f"sqlite:///{base / str(out['storage'])[len('sqlite:///') :]}"
-    if "checkpoint_dir" in out:
+    if "checkpoint_dir" in out and "://" not in str(out["checkpoint_dir"]):
         out["checkpoint_dir"] = str(base / str(out["checkpoint_dir"]))
     return out
 

@@ -3,23 +3,33 @@
 - :class:`ThreadExecutor`: workers as threads of this process (tests, ``memory://``).
 - :class:`ProcessExecutor`: persistent local worker processes (the default). Each is a
   ``python -m pbtkit worker`` that imports the user's module once and runs many trials.
+- :class:`RayExecutor`: persistent workers as Ray actors on a Ray cluster (many machines).
+  Ray is an optional extra (``pip install 'pbtkit[ray]'``), imported only here and only
+  when a :class:`RayExecutor` is made.
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
+import math
 import os
 import subprocess
 import sys
 import threading
 import traceback
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from pbtkit.controller import ControllerAPI, worker_identity
+from pbtkit._exceptions import ConfigError
+from pbtkit._target import load_target
+from pbtkit.controller import Controller, ControllerAPI, worker_identity
+from pbtkit.store import open_store
 from pbtkit.worker import TrainFn, run_worker
 
-__all__ = ["Executor", "ProcessExecutor", "ThreadExecutor", "WorkerExit"]
+__all__ = ["Executor", "ProcessExecutor", "RayExecutor", "ThreadExecutor", "WorkerExit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +187,227 @@ class ProcessExecutor(Executor):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _import_ray() -> Any:
+    """The ``ray`` module, or a ConfigError that says how to install it."""
+    try:
+        return importlib.import_module("ray")
+    except ImportError as exc:
+        raise ConfigError(
+            f"executor='ray' needs Ray, which cannot be imported ({exc}): pip install 'pbtkit[ray]'"
+        ) from exc
+
+
+def _actor_options(resources: Mapping[str, float] | None) -> dict[str, Any]:
+    """Ray actor options for one worker's resource bundle (``{"CPU": 1, "GPU": 0.5, ...}``)."""
+    bundle = dict(resources) if resources is not None else {}
+    for key, value in bundle.items():
+        if (
+            not isinstance(key, str)
+            or isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ConfigError(
+                f"ray_resources must map resource names to non-negative numbers, e.g. "
+                f"{{'CPU': 1, 'GPU': 1}}; got {key!r}: {value!r}"
+            )
+    options: dict[str, Any] = {
+        "num_cpus": bundle.pop("CPU", 1),
+        "num_gpus": bundle.pop("GPU", 0),
+        # A dead worker is replaced by the run (which first gives its trial back), not by Ray.
+        "max_restarts": 0,
+        "max_task_retries": 0,
+    }
+    if "memory" in bundle:
+        options["memory"] = bundle.pop("memory")
+    if bundle:
+        options["resources"] = bundle
+    return options
+
+
+class _RayWorker:
+    """The body of one Ray actor: a persistent worker running trial after trial.
+
+    Its worker id (``host:pid:label``) can only be known inside the actor, on whichever
+    node Ray placed it, so the executor asks for it with :meth:`identity`.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.worker_id = worker_identity(label)
+
+    def identity(self) -> str:
+        """The id this worker leases trials with."""
+        return self.worker_id
+
+    def run(
+        self,
+        storage: str,
+        experiment: str,
+        target: str,
+        server: bool,
+        auth_key: str | None,
+        lease_seconds: float,
+    ) -> int:
+        """Run trials until the experiment is finished; returns how many this worker ran."""
+        train = load_target(target)
+        if server:
+            from pbtkit.service.client import RemoteController
+
+            with RemoteController(storage, auth_key or None) as remote:
+                return run_worker(remote, experiment, train, self.worker_id, poll=0.25)
+        with open_store(storage) as store:
+            controller = Controller(store, lease_seconds=lease_seconds)
+            return run_worker(controller, experiment, train, self.worker_id)
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    identity: Any  # ObjectRef[str]
+    done: Any  # ObjectRef[int]
+    label: str
+
+
+class RayExecutor(Executor):
+    """Persistent workers as Ray actors, one per resource bundle, on a Ray cluster.
+
+    Each actor imports the training function by its target once and runs the ordinary
+    worker loop. With a storage URL the actor opens the store itself, so the store must
+    be reachable from every node (PostgreSQL, or a SQLite file on a filesystem they
+    share); with a server URL it talks to ``pbtkit serve`` over HTTP. Checkpoints must be
+    on a filesystem every node sees at the same path.
+
+    An actor that dies (its node lost, killed, out of memory) is reported by :meth:`reap`
+    with a non-zero code and Ray's explanation, so the run gives its trial back at once
+    and starts another worker, which Ray may place on another node. A worker's id is
+    ``host:pid:ray-xxxxxxxx`` and its actor is named ``pbtkit-ray-xxxxxxxx``, so
+    ``ray.get_actor`` finds the actor that holds a trial.
+
+    Args:
+        storage: The store URL, or a ``pbtkit serve`` URL when ``server`` is True.
+        experiment: The experiment's name.
+        target: The training function as ``module:qualname`` or ``file.py:qualname``;
+            it must be importable on the nodes (ship code with Ray's ``runtime_env`` by
+            calling ``ray.init(..., runtime_env=...)`` before the run).
+        lease_seconds: Lease length the workers use.
+        server: Whether ``storage`` is a server's URL.
+        auth_key: The server's key; handed to each actor as an argument, never logged.
+        address: The Ray cluster to join when Ray is not initialised yet: ``"auto"``, or
+            ``"ray://host:10001"``, ...; None does what ``ray.init()`` does (joins the
+            cluster named by ``RAY_ADDRESS`` or running on this machine, else starts one).
+            If this executor initialised Ray it shuts it down in :meth:`stop`.
+        resources: One worker's resource bundle: ``"CPU"`` (default 1), ``"GPU"``
+            (default 0), ``"memory"`` (bytes) and any custom resource of the cluster.
+
+    Raises:
+        ConfigError: Ray is not installed, or ``resources`` is not a bundle.
+    """
+
+    def __init__(
+        self,
+        storage: str,
+        experiment: str,
+        target: str,
+        *,
+        lease_seconds: float = 60.0,
+        server: bool = False,
+        auth_key: str | None = None,
+        address: str | None = None,
+        resources: Mapping[str, float] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.experiment = experiment
+        self.target = target
+        self.lease_seconds = lease_seconds
+        self.server = server
+        self.address = address
+        self._auth_key = auth_key
+        self._options = _actor_options(resources)
+        self._ray = _import_ray()
+        self._actors: dict[str, _Actor] = {}
+        self._actor_class: Any = None
+        self._owns_ray = False
+
+    def __repr__(self) -> str:  # keeps the key out of logs and tracebacks
+        return (
+            f"RayExecutor(storage={self.storage!r}, experiment={self.experiment!r}, "
+            f"target={self.target!r}, address={self.address!r}, workers={len(self._actors)})"
+        )
+
+    def start(self, count: int) -> None:
+        ray = self._ray
+        if not ray.is_initialized():
+            ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=True)
+            self._owns_ray = True
+        if self._actor_class is None:
+            self._actor_class = ray.remote(_RayWorker)
+        for _ in range(count):
+            label = f"ray-{uuid.uuid4().hex[:8]}"
+            handle = self._actor_class.options(name=f"pbtkit-{label}", **self._options).remote(
+                label
+            )
+            # An actor runs its calls in order: identity() answers before run() starts.
+            self._actors[label] = _Actor(
+                handle=handle,
+                identity=handle.identity.remote(),
+                done=handle.run.remote(
+                    self.storage,
+                    self.experiment,
+                    self.target,
+                    self.server,
+                    self._auth_key,
+                    self.lease_seconds,
+                ),
+                label=label,
+            )
+
+    def reap(self) -> list[WorkerExit]:
+        if not self._actors:
+            return []
+        ray = self._ray
+        by_ref = {a.done: a for a in self._actors.values()}
+        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0)
+        exits = []
+        for ref in ready:
+            actor = by_ref[ref]
+            del self._actors[actor.label]
+            code, reason = 0, ""
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:  # the worker loop itself raised
+                code, reason = 1, str(exc)
+            except ray.exceptions.RayError as exc:  # the actor is gone: killed, node lost...
+                # Ray's full account first; the last line is what events and errors show.
+                said = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+                code = 1
+                reason = "\n".join(
+                    [*said, f"Ray actor pbtkit-{actor.label} died: {said[-1] if said else exc!r}"]
+                )
+            exits.append(WorkerExit(self._worker_id(actor), code, reason))
+        return exits
+
+    def _worker_id(self, actor: _Actor) -> str:
+        """The id the actor leased with; a stand-in if it died before it could lease."""
+        try:
+            return str(self._ray.get(actor.identity, timeout=0))
+        except self._ray.exceptions.RayError:
+            return f"unknown:{actor.label}"
+
+    def alive(self) -> int:
+        # Actors still waiting for resources count: starting more would not help them.
+        return len(self._actors)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        ray = self._ray
+        actors, self._actors = list(self._actors.values()), {}
+        for actor in actors:
+            ray.kill(actor.handle, no_restart=True)
+        if actors:
+            # Wait until Ray has seen them die, so nothing of this run outlives it.
+            ray.wait([a.done for a in actors], num_returns=len(actors), timeout=timeout)
+        if self._owns_ray:
+            ray.shutdown()
+            self._owns_ray = False

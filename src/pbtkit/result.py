@@ -31,7 +31,9 @@ class MemberResult:
         metrics: The last reported value of each metric in that trial.
         score: The objective's value there (NaN if it was not finite).
         step: Steps trained.
-        checkpoint: Directory of its latest checkpoint, or None.
+        checkpoint: Where its latest checkpoint is: a local directory (a
+            :class:`~pathlib.Path`) under a local checkpoint root, the checkpoint's URL (a
+            ``str``) under an object store (``s3://...``); None if it has none.
         trial_id: Its latest finished trial, or None if none finished.
     """
 
@@ -41,7 +43,7 @@ class MemberResult:
     metrics: dict[str, float]
     score: float
     step: int
-    checkpoint: Path | None
+    checkpoint: Path | str | None
     trial_id: int | None
 
 
@@ -70,7 +72,7 @@ class Result:
                     metrics=dict(latest.metrics) if latest else {},
                     score=m.score,
                     step=m.step,
-                    checkpoint=checkpoints.resolve(m.checkpoint) if m.checkpoint else None,
+                    checkpoint=_where(checkpoints, m.checkpoint),
                     trial_id=m.latest_trial_id,
                 )
             )
@@ -186,6 +188,13 @@ class Result:
 
     def __repr__(self) -> str:
         return f"Result(name={self.name!r}, status={self.status!r}, best={self.best!r})"
+
+
+def _where(checkpoints: CheckpointStore, name: str | None) -> Path | str | None:
+    """A checkpoint's local directory, or its URL in an object store."""
+    if not name:
+        return None
+    return checkpoints.location(name) if checkpoints.remote else checkpoints.resolve(name)
 
 
 def _fmt(value: Any) -> str:

@@ -38,10 +38,12 @@ class Trial:
         generation: How many trials this member has run before this one.
         start_step: The member's step count when this trial starts.
         end_step: The step count it must reach (exclusive end of :meth:`steps`).
-        parent_checkpoint: Directory to load weights from (the member's own previous
+        parent_checkpoint: Local directory to load weights from (the member's own previous
             checkpoint, or the donor's after an exploit), verified against its manifest;
-            None for a first trial or when the parent saved nothing.
-        checkpoint_dir: An empty directory: write this trial's checkpoint files here.
+            a cached download when checkpoints live in an object store; None for a first
+            trial or when the parent saved nothing.
+        checkpoint_dir: An empty local directory: write this trial's checkpoint files here
+            (they are uploaded when the checkpoint root is an object store).
         donor: The member whose checkpoint this trial starts from after an exploit, else None.
         attempt: 1 for the first try, 2 after one failure, ...
     """
@@ -201,7 +203,8 @@ def run_worker(
         max_trials: Return after this many trials (tests, and workers recycled on purpose).
         verify_checkpoints: Check each parent checkpoint's SHA-256 sums before loading.
         checkpoint_root: Where this machine sees the checkpoint root, if not at the path
-            the experiment names (a shared filesystem mounted elsewhere).
+            or URL the experiment names (a shared filesystem mounted elsewhere). An
+            object store's credentials come from this process's environment.
         poll: Longest wait between two asks when there is nothing to do.
 
     Returns:
@@ -248,11 +251,8 @@ def _run_trial(
     try:
         parent = None
         if lease.parent_checkpoint is not None:
-            parent = (
-                checkpoints.verify(lease.parent_checkpoint)
-                if verify
-                else checkpoints.resolve(lease.parent_checkpoint)
-            )
+            # A local directory either way: under an object store, a checked cached copy.
+            parent = checkpoints.fetch(lease.parent_checkpoint, verify=verify)
         trial = Trial(lease, staging, parent)
         with _Heartbeat(controller, trial, worker_id, beat_every) as beat:
             train(trial)
