@@ -105,3 +105,56 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
 
 
 Factory = Callable[[], str]
+
+
+# An S3-compatible server on loopback (moto) ----------------------------------------
+import logging  # noqa: E402
+from typing import Any  # noqa: E402
+
+import fsspec  # noqa: E402
+
+BUCKET = "pbtkit-checkpoints"
+
+
+def need(module: str) -> Any:
+    """Import an optional test dependency; missing, it skips here and fails in CI."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        message = f"{module} is not installed: pip install 'pbtkit[dev]'"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-compatible server on loopback with one bucket; yields its endpoint URL.
+
+    The endpoint and credentials go into the environment, as a user would set them, so
+    that worker processes started by a run reach the same server.
+    """
+    moto_server = need("moto.server")
+    s3fs = need("s3fs")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    nowhere = str(tmp_path_factory.mktemp("aws") / "none")
+    with pytest.MonkeyPatch.context() as env:
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            env.delenv(key, raising=False)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.setenv("AWS_ENDPOINT_URL", endpoint)
+        env.setenv("AWS_CONFIG_FILE", nowhere)  # a developer's own profile must not leak in
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", nowhere)
+        s3fs.S3FileSystem.clear_instance_cache()
+        try:
+            fsspec.filesystem("s3").mkdir(BUCKET)
+            yield endpoint
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
+            server.stop()
