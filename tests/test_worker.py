@@ -89,3 +89,40 @@ def test_numpy_values_are_accepted(tmp_path: Path) -> None:
     with pytest.raises(pk.MetricError, match="must be an integer"):
         trial.report(0.5, score=1.0)  # type: ignore[arg-type]
     assert [r.metrics for r in trial._take_reports()] == [{"score": 0.5, "loss": 1.5}]
+
+
+def test_a_worker_that_lost_its_lease_cannot_touch_the_retry_s_checkpoint(
+    tmp_path: Path,
+) -> None:
+    from pbtkit.checkpoints import CheckpointStore
+    from pbtkit.worker import _run_trial
+
+    now = [1000.0]
+    store = open_store(str(tmp_path / "pbt.db"))
+    controller = Controller(store, clock=lambda: now[0], lease_seconds=10)
+    controller.create(
+        "w",
+        ExperimentSpec(
+            space=pk.SearchSpace({"x": pk.Uniform(0.1, 1.0)}),
+            policy=PBT(objective=Objective("score"), ready_every=5, total_steps=15),
+            population=1,
+            checkpoint_root=str(tmp_path / "ckpt"),
+        ),
+    )
+    checkpoints = CheckpointStore(tmp_path / "ckpt")
+    slow = controller.lease("w", "slow")
+    assert isinstance(slow, pk.controller.Lease)
+    now[0] += 60  # the slow worker falls silent; its lease expires
+    fast = controller.lease("w", "fast")
+    assert isinstance(fast, pk.controller.Lease)
+    assert fast.trial.id == slow.trial.id
+    _run_trial(controller, checkpoints, fast, trainers.climb, "fast", 5.0, True)
+    with store.read() as tx:
+        kept = tx.get_trial(fast.trial.id).checkpoint
+    assert kept is not None
+    # the slow worker now finishes the same trial, commits late, and is told it lost
+    _run_trial(controller, checkpoints, slow, trainers.climb, "slow", 5.0, True)
+    assert (checkpoints.verify(kept) / "state.json").exists()
+    late = CheckpointStore.name_for("w", slow.trial.id, slow.trial.attempt)
+    assert late != kept
+    assert not (tmp_path / "ckpt" / late).exists()  # its own late commit was removed

@@ -210,12 +210,19 @@ class CheckpointStore:
         return path
 
     @staticmethod
-    def name_for(experiment: str, trial_id: int) -> str:
-        """The stored (relative) name of a trial's committed checkpoint."""
-        return f"{_safe(experiment)}/trial-{trial_id:06d}"
+    def name_for(experiment: str, trial_id: int, attempt: int = 1) -> str:
+        """The stored (relative) name of a trial's committed checkpoint.
+
+        Each attempt has its own name, so a worker that lost its lease and commits late
+        can never overwrite or delete the checkpoint of the attempt that replaced it.
+        """
+        suffix = "" if attempt <= 1 else f"-a{attempt}"
+        return f"{_safe(experiment)}/trial-{trial_id:06d}{suffix}"
 
     # commit / verify ---------------------------------------------------------------
-    def commit(self, staging: Path, experiment: str, trial_id: int) -> str | None:
+    def commit(
+        self, staging: Path, experiment: str, trial_id: int, *, attempt: int = 1
+    ) -> str | None:
         """Seal a staging directory and move it into place.
 
         Returns:
@@ -236,7 +243,7 @@ class CheckpointStore:
             f.flush()
             if self.durable:
                 os.fsync(f.fileno())
-        name = self.name_for(experiment, trial_id)
+        name = self.name_for(experiment, trial_id, attempt)
         target = self._dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
@@ -468,7 +475,9 @@ class ObjectCheckpointStore(CheckpointStore):
         return path
 
     # commit / verify ---------------------------------------------------------------
-    def commit(self, staging: Path, experiment: str, trial_id: int) -> str | None:
+    def commit(
+        self, staging: Path, experiment: str, trial_id: int, *, attempt: int = 1
+    ) -> str | None:
         """Upload a staging directory's files, then its manifest (the commit marker).
 
         A checkpoint left by an earlier attempt of the trial is removed first (its
@@ -486,7 +495,7 @@ class ObjectCheckpointStore(CheckpointStore):
             shutil.rmtree(staging, ignore_errors=True)
             return None
         manifest = _manifest(staging, files, trial_id, durable=False)
-        name = self.name_for(experiment, trial_id)
+        name = self.name_for(experiment, trial_id, attempt)
         target = self._remote(name)
         with self._errors(f"cannot upload checkpoint {name!r} to {self.location(name)}"):
             # A previous attempt of this trial may have uploaded some or all of it.

@@ -259,7 +259,7 @@ def _run_trial(
         if beat.lost is not None:
             raise beat.lost
         trial._check_objective()
-        name = checkpoints.commit(staging, lease.experiment, record.id)
+        name = checkpoints.commit(staging, lease.experiment, record.id, attempt=record.attempt)
     except LeaseLost:
         shutil.rmtree(staging, ignore_errors=True)
         return
