@@ -87,7 +87,9 @@ def _storage(directory: Path) -> str:
     return f"sqlite:///{directory / 's.db'}"
 
 
-def _error(response: httpx.Response, status: int, error: str, fragment: str = "") -> dict[str, Any]:
+def check_error(
+    response: httpx.Response, status: int, error: str, fragment: str = ""
+) -> dict[str, Any]:
     """Assert an error response: its status, its JSON shape, its type and its message."""
     where = f"{response.request.method} {response.request.url.path}"
     assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
@@ -447,7 +449,7 @@ def test_a_checkpoint_outside_the_root_is_refused_and_nothing_is_written(
         f"/v1/trials/{trial.id}/finish",
         json={"worker_id": "w", "reports": [_wire_report(9, 1.0)], "checkpoint": checkpoint},
     )
-    _error(response, 400, "CheckpointError", OUTSIDE)
+    check_error(response, 400, "CheckpointError", OUTSIDE)
     with pytest.raises(pk.CheckpointError, match=OUTSIDE):
         remote.finish(trial.id, "w", [_report(trial, 9, 1.0)], checkpoint)
 
@@ -497,14 +499,14 @@ def test_a_body_over_the_limit_is_refused_by_its_content_length(
     body = _big_lease_body(5000)
     response = small.post(path, content=body, headers={"content-type": "application/json"})
     assert response.request.headers["content-length"] == str(len(body))
-    _error(response, 413, "RequestTooLarge", "4096 bytes")
+    check_error(response, 413, "RequestTooLarge", "4096 bytes")
 
 
 def test_a_body_under_the_limit_is_read(small: httpx.Client) -> None:
     body = _big_lease_body(4000)
     response = small.post("/v1/lease", content=body, headers={"content-type": "application/json"})
     # Read and validated (a worker id longer than 256), not refused for its size.
-    _error(response, 422, "InvalidRequest", "worker_id")
+    check_error(response, 422, "InvalidRequest", "worker_id")
 
 
 def test_a_small_chunked_body_is_read(small: httpx.Client) -> None:
@@ -532,7 +534,7 @@ def test_a_chunked_body_over_the_limit_is_refused(small: httpx.Client) -> None:
     )
     assert response.request.headers.get("transfer-encoding") == "chunked"
     assert "content-length" not in response.request.headers
-    _error(response, 413, "RequestTooLarge", "4096 bytes")
+    check_error(response, 413, "RequestTooLarge", "4096 bytes")
 
 
 # malformed requests ----------------------------------------------------------------
@@ -581,7 +583,7 @@ def test_a_malformed_request_is_422_naming_the_field(
 ) -> None:
     raw = body if isinstance(body, bytes) else None
     response = _json_request(shared, "POST", path, None if raw else body, raw=raw)
-    _error(response, 422, "InvalidRequest", field)
+    check_error(response, 422, "InvalidRequest", field)
 
 
 def _scalars(ints: st.SearchStrategy[int]) -> st.SearchStrategy[Any]:
@@ -934,11 +936,11 @@ def test_a_late_report_after_the_lease_expired_is_refused_and_changes_nothing(
         assert (fast.id, fast.attempt, slow.attempt) == (slow.id, 2, 1)
 
         late = {"worker_id": "slow", "reports": [_wire_report(9, 99.0)], "checkpoint": "x/slow"}
-        _error(http.post(f"/v1/trials/{slow.id}/finish", json=late), 409, "LeaseLost", "fast")
+        check_error(http.post(f"/v1/trials/{slow.id}/finish", json=late), 409, "LeaseLost", "fast")
         with pytest.raises(pk.LeaseLost):
             remote.finish(slow.id, "slow", [_report(slow, 9, 99.0)], "x/slow")
         beat = {"worker_id": "slow", "reports": [_wire_report(5, 99.0)]}
-        _error(http.post(f"/v1/trials/{slow.id}/heartbeat", json=beat), 409, "LeaseLost")
+        check_error(http.post(f"/v1/trials/{slow.id}/heartbeat", json=beat), 409, "LeaseLost")
         with pytest.raises(pk.LeaseLost):
             remote.heartbeat(slow.id, "slow", [_report(slow, 5, 99.0)])
 
@@ -1077,16 +1079,16 @@ def test_status_map_covers_every_error_the_service_names() -> None:
 def test_errors_cross_the_wire_with_their_status_name_and_type(
     remote: RemoteController, http: httpx.Client
 ) -> None:
-    _error(http.get("/v1/experiments/nope"), 404, "NotFound", "nope")
+    check_error(http.get("/v1/experiments/nope"), 404, "NotFound", "nope")
     with pytest.raises(pk.NotFound, match="nope"):
         remote.experiment("nope")
-    _error(http.get("/v1/trials/424242"), 404, "NotFound", "424242")
+    check_error(http.get("/v1/trials/424242"), 404, "NotFound", "424242")
     with pytest.raises(pk.NotFound):
         remote.trial(424242)
 
     remote.create("x", _spec(population=1))
     other = _spec(population=3).to_dict()
-    _error(
+    check_error(
         http.post("/v1/experiments", json={"name": "x", "spec": other}),
         409,
         "ExperimentConflict",
@@ -1094,7 +1096,7 @@ def test_errors_cross_the_wire_with_their_status_name_and_type(
     )
     with pytest.raises(pk.ExperimentConflict, match="population"):
         remote.create("x", _spec(population=3))
-    _error(
+    check_error(
         http.post(
             "/v1/experiments", json={"name": "x", "spec": SPEC | {"population": 1}, "resume": False}
         ),
@@ -1104,7 +1106,7 @@ def test_errors_cross_the_wire_with_their_status_name_and_type(
     )
 
     trial = _leased(remote, "w").trial
-    _error(
+    check_error(
         http.post(f"/v1/trials/{trial.id}/heartbeat", json={"worker_id": "intruder"}),
         409,
         "LeaseLost",
