@@ -213,7 +213,7 @@ def test_a_function_the_cluster_cannot_import_stops_the_run_with_the_reason(
     monkeypatch.syspath_prepend(str(tmp_path))
     import only_here  # type: ignore[import-not-found]
 
-    with pytest.raises(pk.PBTError, match=r"keep dying .*cannot import 'only_here'"):
+    with pytest.raises(pk.PBTError, match=r"keep dying .*cannot import module 'only_here'"):
         _run(
             f"sqlite:///{tmp_path / 'pbt.db'}",
             tmp_path,

@@ -80,8 +80,8 @@ def load_target(target: str) -> Callable[..., Any]:
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
-            f"cannot import {module_name!r} for target {target!r}: {exc}. Check the name and "
-            "that the module is on the Python path of the worker"
+            f"cannot import module {module_name!r} for target {target!r}: {exc}. Check the "
+            "name and that the module is on the Python path of the worker"
         ) from exc
     obj: Any = module
     for part in qualname.split("."):

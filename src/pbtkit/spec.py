@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from pbtkit._exceptions import ConfigError
+from pbtkit.core._specs import check_keys
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import SearchSpace
 
@@ -91,12 +92,7 @@ class ExperimentSpec:
         """
         if not isinstance(data, Mapping):
             raise ConfigError(f"an experiment spec must be an object, got {type(data).__name__}")
-        missing = [k for k in _SPEC_KEYS if k not in data]
-        if missing:
-            raise ConfigError(f"the experiment spec lacks {', '.join(missing)}")
-        unknown = sorted(str(k) for k in data if k not in _SPEC_KEYS)
-        if unknown:
-            raise ConfigError(f"the experiment spec has unknown settings: {', '.join(unknown)}")
+        check_keys("the experiment spec", data, _SPEC_KEYS, _SPEC_KEYS)
         if not isinstance(data["checkpoint_root"], str):
             raise ConfigError("checkpoint_root must be a string")
         return cls(

@@ -9,7 +9,6 @@ with the controller's methods, so the same loop serves threads, local processes 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import numbers
 import shutil
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 from pbtkit._exceptions import CheckpointError, LeaseLost, MetricError, PBTError
 from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
-from pbtkit.core.fitness import metric_value
+from pbtkit.core.fitness import metric_value, require_metric
 from pbtkit.store._base import ReportRecord
 
 __all__ = ["Trial", "TrainFn", "run_worker"]
@@ -116,15 +115,7 @@ class Trial:
         return taken
 
     def _check_objective(self) -> None:
-        if self.metric not in self._seen:
-            seen = sorted(self._seen)
-            close = difflib.get_close_matches(self.metric, seen, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise MetricError(
-                f"train() returned without reporting the objective metric {self.metric!r}; it "
-                f"reported: {', '.join(seen) or 'nothing'}{hint}. Call "
-                f"trial.report(step, {self.metric}=value), or set metric= to a name you report"
-            )
+        require_metric(self.metric, self._seen)
 
     def __repr__(self) -> str:
         return (

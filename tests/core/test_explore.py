@@ -274,14 +274,17 @@ def test_custom_spec_imports_nested_names() -> None:
     [
         ({"type": "mutate"}, "valid types: perturb, resample, custom"),
         ({"factors": [0.8]}, "has type None"),
-        ({"type": "perturb", "resample": 0.2}, "unknown resample; a 'perturb' explore spec takes"),
+        (
+            {"type": "perturb", "resample": 0.2},
+            "unknown resample; it takes the keys type, factors, resample_probability",
+        ),
         ({"type": "resample", "probability": 3}, "not a probability"),
         ({"type": "custom"}, "missing target"),
         ({"type": "custom", "target": "explore_fn"}, "must be an import path 'module:qualname'"),
         ({"type": "custom", "target": "no_such_module_xyz:fn"}, "cannot import module"),
         ({"type": "custom", "target": "tests.core.test_explore:nope"}, "has no attribute 'nope'"),
         ({"type": "custom", "target": "json:dumps.nope"}, "has no attribute 'dumps.nope'"),
-        ({"type": "custom", "target": "json:__doc__"}, "fn must be a function"),
+        ({"type": "custom", "target": "json:__doc__"}, "is str, not a function"),
         ("perturb", "an explore spec must be a mapping"),
     ],
 )

@@ -330,7 +330,7 @@ def test_values_just_outside_a_range_are_rejected(
         ({"low": 0, "high": 1}, "has type None; valid types"),
         ({"type": "uniform", "low": 0}, "missing high"),
         ({"type": "uniform", "low": 0, "high": 1, "step": 2}, "unknown step"),
-        ({"type": "choice"}, "missing values; a 'choice' domain takes the keys type, values"),
+        ({"type": "choice"}, "of type 'choice': missing values; it takes the keys type, values"),
         ({"type": "loguniform", "low": 0, "high": 1}, "low must be above 0"),
         ({"type": "uniform", "low": "zero", "high": 1}, "low must be a real number"),
         (["uniform", 0, 1], "a domain spec must be a mapping"),

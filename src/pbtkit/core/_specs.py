@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pbtkit._exceptions import ConfigError
 
-__all__ = ["typed_spec"]
+__all__ = ["check_keys", "typed_spec"]
+
+
+def check_keys(
+    subject: str, spec: Mapping[str, Any], required: Sequence[str], allowed: Sequence[str]
+) -> None:
+    """Refuse a spec that lacks a required key or has one not allowed.
+
+    Raises:
+        ConfigError: ``"<subject>: missing a; unknown b; it takes the keys ..."``.
+    """
+    missing = [key for key in required if key not in spec]
+    unknown = sorted(str(key) for key in spec if key not in allowed)
+    if missing or unknown:
+        problems = [f"missing {', '.join(missing)}"] if missing else []
+        problems += [f"unknown {', '.join(unknown)}"] if unknown else []
+        raise ConfigError(
+            f"{subject}: {'; '.join(problems)}; it takes the keys {', '.join(allowed)}"
+        )
 
 
 def typed_spec(
@@ -31,10 +49,5 @@ def typed_spec(
             f"{what} spec {dict(spec)!r} has type {kind!r}; valid types: {', '.join(keys_by_type)}"
         )
     keys = keys_by_type[kind]
-    unknown = sorted(str(key) for key in spec if key != "type" and key not in keys)
-    if unknown:
-        raise ConfigError(
-            f"{what} spec {dict(spec)!r}: unknown {', '.join(unknown)}; a {kind!r} {what} "
-            f"spec takes the keys {', '.join(('type', *keys))}"
-        )
+    check_keys(f"{what} spec {dict(spec)!r} of type {kind!r}", spec, (), ("type", *keys))
     return kind, {key: spec[key] for key in keys if key in spec}

@@ -7,10 +7,8 @@ generator. Every explorer returns values that lie in the space, so
 
 from __future__ import annotations
 
-import importlib
 import math
 import numbers
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -240,29 +238,10 @@ def _import_target(target: Any) -> Any:
             f"custom explore target {target!r} must be an import path 'module:qualname', "
             f"e.g. 'mypkg.search:explore'"
         )
-    module_name, _, qualname = target.rpartition(":")
-    if module_name.endswith(".py") or os.sep in module_name:
-        # A function of a script run as __main__ is named by its file; loading files is the
-        # job of the one place that names training functions too.
-        from pbtkit._target import load_target
+    # Importing runs code: the one place that names functions for workers does it.
+    from pbtkit._target import load_target
 
-        return load_target(target)
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(
-            f"custom explore target {target!r}: cannot import module {module_name!r} ({error}); "
-            f"check the name and that it is importable on every worker"
-        ) from None
-    for part in qualname.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(
-                f"custom explore target {target!r}: {module_name!r} has no attribute "
-                f"{qualname!r}; check the spelling"
-            ) from None
-    return obj
+    return load_target(target)
 
 
 def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:

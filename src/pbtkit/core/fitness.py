@@ -5,13 +5,13 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pbtkit._exceptions import ConfigError, MetricError
 
-__all__ = ["Objective", "metric_value", "objective_from_dict"]
+__all__ = ["Objective", "metric_value", "objective_from_dict", "require_metric"]
 
 _MODES = ("max", "min")
 
@@ -56,16 +56,7 @@ class Objective:
         Raises:
             MetricError: The metric was not reported, or is not a number.
         """
-        if self.metric not in metrics:
-            reported = sorted(str(name) for name in metrics)
-            shown = ", ".join(reported) if reported else "nothing"
-            close = difflib.get_close_matches(self.metric, reported, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise MetricError(
-                f"the objective metric {self.metric!r} was never reported; reported: "
-                f"{shown}{hint} — report it with trial.report(step, {self.metric}=...) or set "
-                f"metric= to one you report"
-            )
+        require_metric(self.metric, metrics)
         value = metrics[self.metric]
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise MetricError(
@@ -111,6 +102,24 @@ def objective_from_dict(spec: Mapping[str, Any]) -> Objective:
             f"objective spec {dict(spec)!r}: {problem}; it takes the keys metric, mode"
         )
     return Objective(spec["metric"], spec.get("mode", "max"))
+
+
+def require_metric(metric: str, reported: Iterable[str]) -> None:
+    """Raise if ``metric`` is not among the names reported, suggesting a close one.
+
+    Raises:
+        MetricError: It was never reported.
+    """
+    names = sorted(str(name) for name in reported)
+    if metric in names:
+        return
+    close = difflib.get_close_matches(metric, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise MetricError(
+        f"the objective metric {metric!r} was never reported; reported: "
+        f"{', '.join(names) or 'nothing'}{hint} — report it with trial.report(step, "
+        f"{metric}=...) or set metric= to one you report"
+    )
 
 
 def metric_value(name: str, value: Any) -> float:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from pbtkit._exceptions import ConfigError
+from pbtkit.core._specs import check_keys
 from pbtkit.core.decisions import Continue, Decision, Exploit, MemberView, Stop
 from pbtkit.core.exploit import Exploiter, Truncation, exploiter_from_dict
 from pbtkit.core.explore import Explorer, Perturb, explorer_from_dict
@@ -155,18 +156,7 @@ class PBT:
         """
         if not isinstance(spec, Mapping):
             raise ConfigError(f"a policy spec must be a mapping, got {type(spec).__name__}")
-        required = ("objective", "ready_every", "total_steps")
-        missing = [key for key in required if key not in spec]
-        unknown = sorted(str(key) for key in spec if key not in _KEYS)
-        if missing or unknown:
-            problems = []
-            if missing:
-                problems.append(f"missing {', '.join(missing)}")
-            if unknown:
-                problems.append(f"unknown {', '.join(unknown)}")
-            raise ConfigError(
-                f"policy spec: {'; '.join(problems)}; it takes the keys {', '.join(_KEYS)}"
-            )
+        check_keys("policy spec", spec, ("objective", "ready_every", "total_steps"), _KEYS)
         exploit = exploiter_from_dict(spec["exploit"]) if "exploit" in spec else Truncation()
         explore = explorer_from_dict(spec["explore"]) if "explore" in spec else Perturb()
         return cls(

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
+from pbtkit.core._specs import check_keys
 
 __all__ = [
     "Choice",
@@ -539,18 +540,7 @@ def domain_from_dict(spec: Mapping[str, Any]) -> Domain:
             f"domain spec {dict(spec)!r} has type {kind!r}; valid types: {valid_types}"
         )
     cls, keys = _DOMAIN_TYPES[kind.lower()]
-    missing = [key for key in keys if key not in spec]
-    unknown = sorted(str(key) for key in spec if key != "type" and key not in keys)
-    if missing or unknown:
-        problems = []
-        if missing:
-            problems.append(f"missing {', '.join(missing)}")
-        if unknown:
-            problems.append(f"unknown {', '.join(unknown)}")
-        raise ConfigError(
-            f"domain spec {dict(spec)!r}: {'; '.join(problems)}; a {kind!r} domain takes "
-            f"the keys type, {', '.join(keys)}"
-        )
+    check_keys(f"domain spec {dict(spec)!r} of type {kind!r}", spec, keys, ("type", *keys))
     if keys == _RANGE_KEYS:
         return cls(_number_from_text(spec["low"]), _number_from_text(spec["high"]))  # type: ignore[call-arg]
     return cls(spec["values"])  # type: ignore[call-arg]
