@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -70,8 +71,8 @@ def _finish_first_generation(store: Store, name: str) -> None:
         experiment = tx.get_experiment(name)
         assert experiment is not None
         spec = controller.spec(name)
-        members = {m.member: m for m in tx.members(experiment.id)}
-        controller._decide(tx, spec, members, list(members), time.time())
+        cache = controller._population(tx, experiment.id, spec)
+        controller._decide(tx, spec, cache, list(cache.records), time.time())
 
 
 def measure(store_name: str, url: str, population: int, trials: int) -> dict[str, object]:
@@ -112,19 +113,42 @@ def measure(store_name: str, url: str, population: int, trials: int) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--populations", type=int, nargs="+", default=[1_000, 10_000])
+    parser.add_argument("--populations", type=int, nargs="+", default=[100, 1_000, 10_000])
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--postgres", help="an empty PostgreSQL database to measure too")
     args = parser.parse_args()
+    results: dict[str, list[dict[str, object]]] = {"sqlite": [], "postgres": []}
     with tempfile.TemporaryDirectory() as tmp:
         for population in args.populations:
             url = f"sqlite:///{Path(tmp) / f'p{population}.db'}"
-            print(json.dumps(measure("sqlite", url, population, args.trials)), flush=True)
+            results["sqlite"].append(measure("sqlite", url, population, args.trials))
+            print(json.dumps(results["sqlite"][-1]), flush=True)
             if args.postgres:
-                print(
-                    json.dumps(measure("postgres", args.postgres, population, args.trials)),
-                    flush=True,
+                results["postgres"].append(
+                    measure("postgres", args.postgres, population, args.trials)
                 )
+                print(json.dumps(results["postgres"][-1]), flush=True)
+    for store_name, rows in results.items():
+        if len(rows) >= 2:
+            print(json.dumps(_growth(store_name, rows)), flush=True)
+
+
+def _growth(store_name: str, rows: list[dict[str, object]]) -> dict[str, object]:
+    """How the cost of one decision grows with the population: the exponent b of
+    cost ~ population^b between the smallest and the largest population (1 is linear)."""
+    first, last = rows[0], rows[-1]
+    n0, n1 = float(first["population"]), float(last["population"])  # type: ignore[arg-type]
+    c0 = float(first["finish_and_decide_ms_p50"])  # type: ignore[arg-type]
+    c1 = float(last["finish_and_decide_ms_p50"])  # type: ignore[arg-type]
+    return {
+        "benchmark": "decision_growth",
+        "store": store_name,
+        "populations": [r["population"] for r in rows],
+        "finish_and_decide_ms_p50": [r["finish_and_decide_ms_p50"] for r in rows],
+        "cost_ratio": round(c1 / c0, 2),
+        "population_ratio": round(n1 / n0, 2),
+        "exponent": round(math.log(c1 / c0) / math.log(n1 / n0), 2),
+    }
 
 
 if __name__ == "__main__":

@@ -27,12 +27,15 @@ from pbtkit._exceptions import (
 )
 from pbtkit._version import __version__
 from pbtkit.api import run
-from pbtkit.core.exploit import BinaryTournament, Truncation
-from pbtkit.core.explore import Perturb, Resample
-from pbtkit.core.fitness import Objective
+from pbtkit.core.exploit import BinaryTournament, Initiator, NoExploit, Truncation, TTest
+from pbtkit.core.explore import GaussianNoise, Keep, Perturb, Resample
+from pbtkit.core.fitness import MultiObjective, Objective
+from pbtkit.core.inheritance import ShrinkPerturb, shrink_perturb
 from pbtkit.core.lineage import Schedule, Segment
+from pbtkit.core.pb2 import PB2
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import Choice, IntUniform, LogUniform, Ordinal, SearchSpace, Uniform
+from pbtkit.replay import ReplayResult, replay, replay_schedule
 from pbtkit.result import MemberResult, Result
 from pbtkit.worker import Trial
 
@@ -43,28 +46,40 @@ __all__ = [
     "Choice",
     "ConfigError",
     "ExperimentConflict",
+    "GaussianNoise",
+    "Initiator",
     "IntUniform",
+    "Keep",
     "LeaseLost",
     "LogUniform",
     "MemberResult",
     "MetricError",
+    "MultiObjective",
+    "NoExploit",
     "NotFound",
     "Objective",
     "Ordinal",
     "OutOfSpace",
+    "PB2",
     "PBTError",
     "Perturb",
+    "ReplayResult",
     "Resample",
     "Result",
     "Schedule",
     "SchemaMismatch",
     "SearchSpace",
+    "ShrinkPerturb",
     "Segment",
     "StorageError",
+    "TTest",
     "Trial",
     "TrialFailed",
     "Truncation",
     "Uniform",
     "__version__",
+    "replay",
+    "replay_schedule",
     "run",
+    "shrink_perturb",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,8 @@ from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import Controller, ControllerAPI
 from pbtkit.core.exploit import Exploiter, Truncation
 from pbtkit.core.explore import CustomExplore, Explorer, Perturb
-from pbtkit.core.fitness import Objective
+from pbtkit.core.fitness import Fitness, Objective
+from pbtkit.core.inheritance import ShrinkPerturb
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import Domain, SearchSpace
 from pbtkit.executors import Executor, ProcessExecutor, RayExecutor, ThreadExecutor
@@ -34,7 +36,7 @@ def run(
     train: TrainFn | str,
     *,
     space: SearchSpace | Mapping[str, Domain | Mapping[str, Any]],
-    metric: str,
+    metric: str | Fitness,
     mode: Literal["max", "min"] = "max",
     population: int = 8,
     workers: int = 2,
@@ -47,6 +49,8 @@ def run(
     exploit: Exploiter | None = None,
     explore: Explorer | Callable[..., Any] | None = None,
     seed: int = 0,
+    initial: Sequence[Mapping[str, Any]] = (),
+    inherit: Literal["all", "hparams", "weights"] | ShrinkPerturb = "all",
     executor: Literal["process", "thread", "ray"] = "process",
     max_attempts: int = 3,
     lease_seconds: float = 60.0,
@@ -57,6 +61,7 @@ def run(
     auth_key: str | None = None,
     ray_address: str | None = None,
     ray_resources: Mapping[str, float] | None = None,
+    tensorboard: bool | str | os.PathLike[str] | None = None,
 ) -> Result:
     """Train a population with Population Based Training and return the result.
 
@@ -71,8 +76,10 @@ def run(
             ``executor="process"`` and ``executor="ray"``; its import path
             ``"package.module:function"`` or ``"path/file.py:function"`` may be given instead.
         space: Hyperparameter name -> domain (``pk.Uniform(0, 1)``...) or dict spec.
-        metric: The reported metric to optimise (its last value in each trial counts).
-        mode: ``"max"`` or ``"min"``.
+        metric: The reported metric to optimise (its last value in each trial counts),
+            or a fitness over several: ``pk.MultiObjective({"acc": "max", "ms": "min"},
+            weights=... | combine="pareto")``.
+        mode: ``"max"`` or ``"min"`` (of a single ``metric``).
         population: Members in the population (may exceed ``workers``).
         workers: Trials trained at once.
         ready_every: Steps per trial (how often a member is ranked).
@@ -85,10 +92,20 @@ def run(
         name: The experiment's name; running again with the same name resumes it.
             Defaults to the training function's name.
         evolution: ``"async"`` or ``"generational"``.
-        exploit: ``pk.Truncation(0.2)`` (default) or ``pk.BinaryTournament()``.
-        explore: ``pk.Perturb()`` (default), ``pk.Resample(p)``, or your function
-            ``f(hparams, space, rng) -> hparams``.
+        exploit: ``pk.Truncation(0.2)`` (default), ``pk.BinaryTournament()``,
+            ``pk.TTest()``, ``pk.Initiator(window=2)`` (initiator-based evolution) or
+            ``pk.NoExploit()`` (explore only; ``NoExploit(explore=False)``: random search).
+        explore: ``pk.Perturb()`` (default; per-parameter settings with ``per_param=``),
+            ``pk.Resample(p)``, ``pk.GaussianNoise(sigma)``, ``pk.PB2()``, ``pk.Keep()``
+            (exploit only), or your function ``f(hparams, space, rng) -> hparams``.
         seed: Seeds the initial hyperparameters and every decision.
+        initial: Starting hyperparameters of the first members, one dict each (a grid,
+            or hand-set members); values left out, and the other members, are sampled.
+        inherit: What an exploiting member takes from its donor: ``"all"`` (weights and
+            hyperparameters), ``"hparams"`` (hyperparameters only), ``"weights"``
+            (weights only; the member explores its own hyperparameters) or
+            ``pk.ShrinkPerturb(shrink, noise)`` (weights shrunk and perturbed: load them
+            with ``trial.inherited(...)``).
         executor: ``"process"`` (persistent local worker processes), ``"thread"``, or
             ``"ray"`` (persistent workers as Ray actors on a Ray cluster; a worker lost
             with its node has its trial run again by another; ``pip install 'pbtkit[ray]'``).
@@ -109,6 +126,14 @@ def run(
             (a ``runtime_env`` to ship code, say).
         ray_resources: With ``executor="ray"``, the resource bundle of each worker:
             ``{"CPU": 1, "GPU": 1}`` and any custom resource (default ``{"CPU": 1}``).
+        tensorboard: TensorBoard event files of every member (metrics, the hyperparameters
+            in force, exploits), written while the run goes on: None (default) writes
+            them when ``pbtkit[viz]`` is installed, into ``tensorboard/<name>/`` beside
+            the SQLite file, else beside a local checkpoint root (with ``server`` or
+            object-store checkpoints there is no such place: none are written); True
+            insists (``./tensorboard/<name>/`` when there is no such place); False
+            writes none; a directory writes them into ``<directory>/<name>/``. Watch
+            them with ``tensorboard --logdir <that folder>``.
 
     Returns:
         A :class:`~pbtkit.Result`.
@@ -138,11 +163,12 @@ def run(
     spec = ExperimentSpec(
         space=SearchSpace.coerce(space),
         policy=PBT(
-            objective=Objective(metric, mode),
+            objective=metric if isinstance(metric, Fitness) else Objective(metric, mode),
             exploit=exploit if exploit is not None else Truncation(0.2),
             explore=_explorer(explore),
             ready_every=ready_every,
             total_steps=total_steps,
+            inherit=inherit,
         ),
         population=population,
         checkpoint_root=str(_checkpoint_root(checkpoint_dir, url, name)),
@@ -150,6 +176,7 @@ def run(
         seed=seed,
         max_attempts=max_attempts,
         keep_checkpoints=keep_checkpoints,
+        initial=tuple(initial),
     )
     controller, pool, close = _connect(
         server,
@@ -166,7 +193,8 @@ def run(
     try:
         controller.create(name, spec, resume=resume)
         controller.reclaim_orphans(name)
-        drive(controller, name, pool, workers, ProgressDisplay(name, progress))
+        with _tensorboard(tensorboard, controller, name, url, server, spec.checkpoint_root):
+            drive(controller, name, pool, workers, ProgressDisplay(name, progress))
         result = Result(controller, name)
         checkpoints = CheckpointStore(result.spec.checkpoint_root, create=False)
         if checkpoints.exists():  # a server's root may not be visible from here
@@ -268,7 +296,9 @@ def drive(
             exits = pool.reap()
             for gone in exits:
                 if gone.code != 0:
-                    controller.release_worker(name, gone.worker_id, gone.reason)
+                    controller.release_worker(
+                        name, gone.worker_id, gone.reason, penalize=not gone.lost
+                    )
             now = time.monotonic()
             if exits or now >= next_summary:
                 summary = controller.summary(name)
@@ -292,6 +322,27 @@ def drive(
     finally:
         pool.stop()
         display.close()
+
+
+def _tensorboard(
+    setting: bool | str | os.PathLike[str] | None,
+    controller: ControllerAPI,
+    name: str,
+    url: str,
+    server: str | None,
+    checkpoint_root: str,
+) -> AbstractContextManager[object]:
+    """Live TensorBoard logging around the loop (see ``tensorboard`` in :func:`run`)."""
+    from pbtkit.viz.tensorboard import live
+
+    local = server is None  # a server's storage and checkpoint root are not this machine's
+    return live(
+        setting,
+        controller,
+        name,
+        storage_url=url if local else None,
+        checkpoint_root=checkpoint_root if local else None,
+    )
 
 
 def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:

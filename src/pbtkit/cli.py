@@ -1,4 +1,4 @@
-"""The ``pbtkit`` command: run, status, demo, worker."""
+"""The ``pbtkit`` command: run, status, demo, worker, serve, db; plot, export, best, dashboard."""
 
 from __future__ import annotations
 
@@ -178,6 +178,13 @@ def _auth_key(args: argparse.Namespace) -> str | None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from pbtkit.service.server import serve
 
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"pbtkit serve: API at http://{shown}:{args.port}/v1, dashboard at "
+        f"http://{shown}:{args.port}/dashboard (the same key signs you in)",
+        file=sys.stderr,
+        flush=True,
+    )
     serve(
         args.storage,
         args.checkpoint_root,
@@ -189,6 +196,283 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         allow_imports=args.allow_import,
     )
     return 0
+
+
+# looking at a run: plot, export, best, dashboard ---------------------------------------
+def _open_experiment(args: argparse.Namespace) -> tuple[Any, str]:
+    """The controller of an existing store (nothing is created) and the experiment to
+    show: the one named, or the only one there is."""
+    from pbtkit._exceptions import ConfigError
+    from pbtkit.controller import Controller
+    from pbtkit.viz._view import open_existing
+
+    controller = Controller(open_existing(args.storage))
+    if args.experiment is not None:
+        return controller, args.experiment
+    names = [e.name for e in controller.experiments()]
+    if len(names) == 1:
+        return controller, names[0]
+    controller.store.close()
+    raise ConfigError(
+        f"name the experiment with --experiment; {args.storage} holds "
+        + (", ".join(repr(n) for n in names) if names else "none")
+    )
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pbtkit._exceptions import ConfigError
+    from pbtkit.viz import RunView, plot
+
+    paths: tuple[str, str] | None = None
+    if args.paths is not None:
+        parts = [p.strip() for p in args.paths.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(
+                f"--paths wants two metric names like theta0,theta1, got {args.paths!r}"
+            )
+        paths = (parts[0], parts[1])
+    objective = None
+    if args.contours is not None:
+        from pbtkit._target import load_target
+
+        if paths is None:
+            raise ConfigError("--contours draws under the paths: give --paths X,Y too")
+        objective = load_target(args.contours)
+    controller, name = _open_experiment(args)
+    try:
+        view = RunView.load(controller, name)
+        formats = args.format or ["png", "svg"]
+        written = plot(
+            view, args.out, formats=formats, metric=args.metric, paths=paths, objective=objective
+        )
+    finally:
+        controller.store.close()
+    for path in written:
+        print(path)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from pbtkit._exceptions import ConfigError
+    from pbtkit.export import to_json, write_csv
+
+    if args.format == "csv" and args.out is None:
+        raise ConfigError(
+            "CSV export writes trials.csv, reports.csv and events.csv: give --out FOLDER"
+        )
+    controller, name = _open_experiment(args)
+    try:
+        if args.format == "csv":
+            for path in write_csv(controller, name, args.out):
+                print(path)
+            return 0
+        text = json.dumps(to_json(controller, name), indent=1, allow_nan=False) + "\n"
+    finally:
+        controller.store.close()
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        from pathlib import Path
+
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(args.out)
+    return 0
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    import json
+
+    from pbtkit.result import Result
+
+    controller, name = _open_experiment(args)
+    try:
+        result = Result(controller, name)
+        best = result.best
+        schedule = result.schedule(best.member)
+    finally:
+        controller.store.close()
+    if args.json:
+        out = {
+            "experiment": name,
+            "member": best.member,
+            "metric": result.metric,
+            "score": best.score if math.isfinite(best.score) else None,
+            "step": best.step,
+            "hparams": dict(best.hparams),
+            "metrics": {k: v if math.isfinite(v) else str(v) for k, v in best.metrics.items()},
+            "checkpoint": None if best.checkpoint is None else str(best.checkpoint),
+            "schedule": schedule.to_dict(),
+        }
+        print(json.dumps(out, indent=1))
+        return 0
+    hp = ", ".join(f"{k}={_short(v)}" for k, v in best.hparams.items())
+    print(f"best member of {name!r}: member {best.member} ({best.status})")
+    print(f"  {result.metric} = {_short(best.score)} at step {best.step}")
+    print(f"  hyperparameters: {hp}")
+    print(f"  checkpoint: {best.checkpoint}")
+    print("  schedule (from step: values):")
+    for step, values in schedule.changes():
+        print(f"    {step:>6}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from pbtkit.viz.dashboard import serve_dashboard
+
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"pbtkit dashboard on http://{shown}:{args.port}/dashboard", flush=True)
+    serve_dashboard(
+        args.storage,
+        host=args.host,
+        port=args.port,
+        auth_key=_auth_key(args),
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _add_viewing_commands(sub: Any) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--storage", "-s", default="sqlite:///pbt.db", help="storage URL")
+        p.add_argument(
+            "--experiment", "-e", help="experiment name (may be left out when there is one)"
+        )
+
+    p = sub.add_parser("plot", help="plot a run: curves, schedules, family tree (PNG and SVG)")
+    common(p)
+    p.add_argument("--out", "-o", default="pbt-plots", help="folder for the images")
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=("png", "svg", "pdf"),
+        help="image format; repeatable (default: png and svg)",
+    )
+    p.add_argument("--metric", help="the metric of the curves (default: the objective)")
+    p.add_argument(
+        "--paths",
+        metavar="X,Y",
+        help="also plot each member's path through two reported metrics (theta0,theta1)",
+    )
+    p.add_argument(
+        "--contours",
+        metavar="MODULE:FUNCTION",
+        help="f(x, y) -> objective on numpy arrays, for the contours under --paths "
+        "(default: a quadratic fit of the reported objective)",
+    )
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("export", help="write a run's trials, reports and events (CSV or JSON)")
+    common(p)
+    p.add_argument("--format", "-f", choices=("csv", "json"), default="json")
+    p.add_argument(
+        "--out", "-o", help="a folder for CSV; a file for JSON (default: standard output)"
+    )
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "best", help="the best member: its score, hyperparameters, checkpoint and schedule"
+    )
+    common(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_best)
+
+    p = sub.add_parser(
+        "dashboard", help="serve the live dashboard of a store, read-only (pbtkit serve has it too)"
+    )
+    p.add_argument("--storage", "-s", default="sqlite:///pbt.db", help="storage URL")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8766, help="port to listen on")
+    p.add_argument("--auth-key", help="the key a browser must give (default: $PBTKIT_AUTH_KEY)")
+    p.add_argument("--log-level", default="warning", help="uvicorn's log level")
+    p.set_defaults(func=_cmd_dashboard)
+
+
+# replay ----------------------------------------------------------------------------------
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pbtkit._exceptions import ConfigError
+    from pbtkit.replay import load_schedule, replay, replay_schedule
+
+    if args.schedule is not None:
+        if args.experiment is not None or args.member is not None or args.trial is not None:
+            raise ConfigError(
+                "--schedule FILE replays a saved schedule: leave out --experiment, --member "
+                "and --trial"
+            )
+        schedule = load_schedule(args.schedule)
+    elif args.experiment is None:
+        raise ConfigError("name the experiment with --experiment NAME, or give --schedule FILE")
+    else:
+        schedule = replay_schedule(
+            args.storage, args.experiment, member=args.member, trial=args.trial
+        )
+    if args.train is None and (args.steps or args.checkpoint_dir or args.start_checkpoint):
+        raise ConfigError("--steps, --checkpoint-dir and --start-checkpoint need --train")
+    if args.train is not None and args.checkpoint_dir is None:
+        raise ConfigError("--train needs --checkpoint-dir DIR, where the replay's checkpoints go")
+    text = json.dumps(schedule.to_dict(), indent=2)
+    if args.out is not None:
+        Path(args.out).write_text(text + "\n")
+        print(
+            f"wrote the schedule ({len(schedule)} segments, steps {schedule.start_step}.."
+            f"{schedule.end_step}) to {args.out}"
+        )
+    elif args.train is None:
+        print(text)
+    if args.train is None:
+        return 0
+    start, end = _replay_steps(args.steps)
+    result = replay(
+        args.train,
+        schedule,
+        checkpoint_dir=args.checkpoint_dir,
+        start_step=start,
+        end_step=end,
+        start_checkpoint=args.start_checkpoint,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    print(result.summary_text())
+    return 0
+
+
+def _replay_steps(text: str | None) -> tuple[int | None, int | None]:
+    from pbtkit._exceptions import ConfigError
+
+    if not text:
+        return None, None
+    first, sep, last = text.partition(":")
+    try:
+        if sep:
+            return (int(first) if first.strip() else None), (int(last) if last.strip() else None)
+    except ValueError:
+        pass
+    raise ConfigError(f"--steps wants A:B (A: or :B for open ends), got {text!r}")
+
+
+def _add_replay_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="write the hyperparameter schedule of a lineage as JSON, and train along it",
+    )
+    p.add_argument("--storage", "-s", default="sqlite:///pbt.db", help="storage URL")
+    p.add_argument("--experiment", "-e", help="experiment name")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--member", type=int, help="this member's lineage (default: the best)")
+    which.add_argument("--trial", type=int, help="this finished trial's lineage")
+    p.add_argument("--schedule", help="replay a schedule saved with --out instead of the store's")
+    p.add_argument("--out", "-o", help="write the schedule here (default: stdout)")
+    p.add_argument("--train", metavar="TARGET", help="train along it: package.module:function")
+    p.add_argument("--checkpoint-dir", help="where the replay's checkpoints go (with --train)")
+    p.add_argument("--steps", metavar="A:B", help="replay only steps A..B-1 (with --train)")
+    p.add_argument("--start-checkpoint", help="a checkpoint with the weights at step A")
+    p.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep each trial's checkpoint, not one"
+    )
+    p.set_defaults(func=_cmd_replay)
 
 
 def _short(value: Any) -> str:
@@ -279,6 +563,8 @@ def _parser() -> argparse.ArgumentParser:
         help="let clients name functions of this package (custom explore); repeatable",
     )
     p.set_defaults(func=_cmd_serve)
+    _add_viewing_commands(sub)
+    _add_replay_command(sub)
     return parser
 
 

@@ -3,8 +3,9 @@
 The format (TOML shown; YAML has the same keys)::
 
     name = "toy"                  # experiment name (default: the function's name)
-    metric = "score"              # required: the metric to optimise
+    metric = "score"              # required (or [objective]): the metric to optimise
     mode = "max"                  # or "min"
+    inherit = "all"               # or "hparams", or {type = "shrink_perturb", ...}
     population = 8
     workers = 2
     ready_every = 10              # required: steps per trial
@@ -23,13 +24,18 @@ The format (TOML shown; YAML has the same keys)::
     batch = { type = "ordinal", values = [16, 32, 64] }
 
     [exploit]                     # default: truncation with fraction 0.2
-    type = "truncation"           # or "binary_tournament"
-    fraction = 0.25
+    type = "truncation"           # or "binary_tournament", "ttest", "initiator" (window),
+    fraction = 0.25               #   "no_exploit"
 
     [explore]                     # default: perturb x0.8/x1.2, resample probability 0.25
-    type = "perturb"              # or "resample" (probability), or "custom" (target)
+    type = "perturb"              # or "resample", "gaussian", "pb2", "keep", "custom"
     factors = [0.8, 1.2]
     resample_probability = 0.25
+
+    [objective]                   # instead of metric/mode: several metrics
+    combine = "weighted"          # or "pareto"
+    metrics = [{metric = "acc", mode = "max", weight = 1.0},
+               {metric = "ms", mode = "min", weight = 0.01}]
 
 Relative ``storage`` and ``checkpoint_dir`` paths are relative to the config file.
 """
@@ -46,6 +52,8 @@ import yaml
 from pbtkit._exceptions import ConfigError
 from pbtkit.core.exploit import exploiter_from_dict
 from pbtkit.core.explore import explorer_from_dict
+from pbtkit.core.fitness import objective_from_dict
+from pbtkit.core.inheritance import inherit_from_dict
 
 __all__ = ["load_config", "read_settings", "run_kwargs"]
 
@@ -53,9 +61,9 @@ _KNOWN = {
     "name", "metric", "mode", "population", "workers", "ready_every", "total_steps",
     "evolution", "storage", "checkpoint_dir", "seed", "max_attempts", "lease_seconds",
     "keep_checkpoints", "space", "exploit", "explore", "executor", "ray_address",
-    "ray_resources",
+    "ray_resources", "initial", "inherit", "objective", "tensorboard",
 }  # fmt: skip
-_REQUIRED = ("metric", "ready_every", "total_steps", "space")
+_REQUIRED = ("ready_every", "total_steps", "space")
 
 
 def read_settings(path: str | Path) -> dict[str, Any]:
@@ -98,6 +106,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
             f"known: {', '.join(sorted(_KNOWN))}"
         )
     missing = [k for k in _REQUIRED if k not in data]
+    if "metric" not in data and "objective" not in data:
+        missing.append("metric (or objective)")
     if missing:
         raise ConfigError(f"config file {path} lacks required settings: {', '.join(missing)}")
     out = dict(data)
@@ -115,7 +125,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 def run_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     """Turn a loaded config into keyword arguments for :func:`pbtkit.run`."""
-    kwargs = {k: v for k, v in config.items() if k not in ("exploit", "explore")}
+    kwargs = {k: v for k, v in config.items() if k not in ("exploit", "explore", "objective")}
+    if "objective" in config:  # e.g. {metrics = [{metric = "acc", mode = "max"}, ...]}
+        kwargs["metric"] = objective_from_dict(config["objective"])
+    if "inherit" in config:
+        kwargs["inherit"] = inherit_from_dict(config["inherit"])
     if "exploit" in config:
         kwargs["exploit"] = exploiter_from_dict(config["exploit"])
     if "explore" in config:

@@ -14,11 +14,13 @@ A trial's life::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,7 +28,11 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from pbtkit._exceptions import ExperimentConflict, LeaseLost, NotFound, PBTError
+from pbtkit._popcache import Column, PopulationCache
 from pbtkit.core.decisions import Continue, Exploit, MemberView, Stop
+from pbtkit.core.exploit import Initiator
+from pbtkit.core.policy import MAX_STEPS
+from pbtkit.core.population import Population
 from pbtkit.spec import ExperimentSpec
 from pbtkit.store._base import (
     EventRecord,
@@ -75,6 +81,8 @@ class Lease:
     parent_checkpoint: str | None
     donor: int | None
     lease_expires: float
+    #: Every metric the objective needs (``metric`` alone unless it combines several).
+    metrics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +173,11 @@ class ControllerAPI(Protocol):
         """Give a trial back after an error."""
         ...
 
-    def release_worker(self, name: str, worker_id: str, reason: str) -> list[int]:
-        """Give back every trial a dead worker holds."""
+    def release_worker(
+        self, name: str, worker_id: str, reason: str, *, penalize: bool = True
+    ) -> list[int]:
+        """Give back every trial a dead worker holds (``penalize=False``: its machine was
+        lost, which does not count as an attempt of the trial)."""
         ...
 
     def reclaim_orphans(self, name: str) -> list[int]:
@@ -211,6 +222,8 @@ class Controller:
         self.clock = clock
         self.lease_seconds = lease_seconds
         self._specs: dict[str, tuple[int, ExperimentSpec]] = {}
+        self._caches: dict[int, PopulationCache] = {}
+        self._caches_lock = threading.Lock()
 
     # experiments -------------------------------------------------------------------
     def create(self, name: str, spec: ExperimentSpec, *, resume: bool = True) -> ExperimentRecord:
@@ -241,7 +254,7 @@ class Controller:
             members = []
             for member in range(spec.population):
                 rng = np.random.default_rng([spec.seed, _SAMPLE, member])
-                hparams = spec.space.sample(rng)
+                hparams = spec.first_hparams(member, rng)
                 tx.insert_trial(
                     TrialRecord(
                         id=0,
@@ -384,6 +397,7 @@ class Controller:
             parent_checkpoint=None if parent is None else parent.checkpoint,
             donor=None if parent is None or parent.member == trial.member else parent.member,
             lease_expires=running.lease_expires or now,
+            metrics=tuple(spec.policy.objective.metric_names),
         )
 
     def heartbeat(
@@ -453,7 +467,7 @@ class Controller:
             LeaseLost: The trial is no longer this worker's; nothing was written.
             MetricError: The objective metric was never reported; nothing was written.
         """
-        with self.store.transaction() as tx:
+        with self._forgetting_on_error(), self.store.transaction() as tx:
             trial = self._held(tx, trial_id, worker_id)
             tx.lock_experiment(trial.experiment_id)
             spec = self._spec_by_id(tx, trial.experiment_id)
@@ -474,24 +488,39 @@ class Controller:
             if not tx.update_trial(done, expect_status="running"):
                 raise LeaseLost(f"trial {trial_id} changed while it was being finished")
             tx.add_reports(trial.experiment_id, reports)
-            members = {m.member: m for m in tx.members(trial.experiment_id)}
-            previous = members[trial.member].latest_trial_id
-            members[trial.member] = dataclasses.replace(
-                members[trial.member],
-                latest_trial_id=done.id,
-                step=done.end_step,
-                score=done.score,
-                hparams=done.hparams,
-                checkpoint=checkpoint,
+            cache = self._population(tx, trial.experiment_id, spec)
+            previous = cache.records[trial.member].latest_trial_id
+            _put(
+                tx,
+                cache,
+                dataclasses.replace(
+                    cache.records[trial.member],
+                    latest_trial_id=done.id,
+                    step=done.end_step,
+                    score=done.score,
+                    hparams=done.hparams,
+                    checkpoint=checkpoint,
+                    metrics=metrics,
+                ),
             )
-            tx.put_members([members[trial.member]])
             if spec.evolution == "async":
                 decided = [trial.member]
             else:
-                decided = self._barrier_members(tx, trial, members)
-            self._decide(tx, spec, members, decided, now)
-            released = self._release(tx, spec, members, [trial.parent_id, previous])
-            self._mark_finished_if_done(tx, trial.experiment_id, members)
+                decided = self._barrier_members(tx, trial, cache)
+            self._decide(tx, spec, cache, decided, now)
+            candidates = [trial.parent_id, previous]
+            if _window(spec):  # this member's trial that just left its own window
+                candidates += [
+                    t.id
+                    for t in tx.trials(
+                        trial.experiment_id,
+                        statuses=("done",),
+                        member=trial.member,
+                        generation=trial.generation - _window(spec),
+                    )
+                ]
+            released = self._release(tx, spec, cache, candidates)
+            self._mark_finished_if_done(tx, trial.experiment_id, cache)
         return released
 
     def fail(
@@ -514,7 +543,7 @@ class Controller:
         Returns:
             Checkpoint names nothing needs any more.
         """
-        with self.store.transaction() as tx:
+        with self._forgetting_on_error(), self.store.transaction() as tx:
             trial = (
                 tx.get_trial(trial_id) if worker_id is None else self._held(tx, trial_id, worker_id)
             )
@@ -553,9 +582,8 @@ class Controller:
             tx.update_trial(
                 dataclasses.replace(base, status="failed", finished_at=now), expect_status="running"
             )
-            members = {m.member: m for m in tx.members(trial.experiment_id)}
-            members[trial.member] = dataclasses.replace(members[trial.member], status="failed")
-            tx.put_members([members[trial.member]])
+            cache = self._population(tx, trial.experiment_id, spec)
+            _put(tx, cache, dataclasses.replace(cache.records[trial.member], status="failed"))
             tx.add_events(
                 [
                     EventRecord(
@@ -572,10 +600,10 @@ class Controller:
                 ]
             )
             if spec.evolution == "generational":
-                decided = self._barrier_members(tx, trial, members)
-                self._decide(tx, spec, members, decided, now)
-            released = self._release(tx, spec, members, [trial.parent_id])
-            self._mark_finished_if_done(tx, trial.experiment_id, members)
+                decided = self._barrier_members(tx, trial, cache)
+                self._decide(tx, spec, cache, decided, now)
+            released = self._release(tx, spec, cache, [trial.parent_id])
+            self._mark_finished_if_done(tx, trial.experiment_id, cache)
             return released
 
     # recovery ----------------------------------------------------------------------
@@ -590,8 +618,19 @@ class Controller:
             )
         return [t.id for t in expired]
 
-    def release_worker(self, name: str, worker_id: str, reason: str) -> list[int]:
-        """Give back every trial a worker holds, at once (it is known to be dead)."""
+    def release_worker(
+        self, name: str, worker_id: str, reason: str, *, penalize: bool = True
+    ) -> list[int]:
+        """Give back every trial a worker holds, at once (it is known to be dead).
+
+        Args:
+            name: The experiment.
+            worker_id: The dead worker.
+            reason: Why it is dead (kept on the trial and in an event).
+            penalize: Whether this counts as an attempt of its trials: yes when the
+                worker's process died (the trial may be what killed it), no when its
+                machine or Ray node was lost.
+        """
         with self.store.read() as tx:
             experiment = self._get_experiment(tx, name)
             held = [
@@ -600,7 +639,7 @@ class Controller:
                 if t.lease_owner == worker_id
             ]
         for trial in held:
-            self.fail(trial.id, None, reason)
+            self.fail(trial.id, None, reason, penalize=penalize)
         return [t.id for t in held]
 
     def reclaim_orphans(self, name: str) -> list[int]:
@@ -696,62 +735,77 @@ class Controller:
         ]
 
     def _barrier_members(
-        self, tx: Transaction, trial: TrialRecord, members: Mapping[int, MemberRecord]
+        self, tx: Transaction, trial: TrialRecord, cache: PopulationCache
     ) -> list[int]:
         """Generational mode: the members to decide now (all of them once the last of a
         generation has finished; none before)."""
         if tx.count_trials(trial.experiment_id, ACTIVE_STATUSES, generation=trial.generation):
             return []
-        decided = []
-        for m in members.values():
-            if m.status != "active" or m.latest_trial_id is None:
-                continue
-            latest = tx.get_trial(m.latest_trial_id)
-            if latest.generation == trial.generation:
-                decided.append(m.member)
-        return decided
+        # A member's latest trial is of this generation exactly when it ended at its step.
+        ready = cache.active & (cache.trial >= 0) & (cache.step == trial.end_step)
+        return [int(m) for m in np.flatnonzero(ready)]
+
+    # population cache ----------------------------------------------------------------
+    def _population(
+        self, tx: Transaction, experiment_id: int, spec: ExperimentSpec
+    ) -> PopulationCache:
+        """The experiment's members, current as of this transaction (which holds the
+        experiment's lock)."""
+        with self._caches_lock:
+            cache = self._caches.get(experiment_id)
+            if cache is None:
+                cache = PopulationCache(experiment_id, 0.0, spec.population)
+                self._caches[experiment_id] = cache
+        cache.refresh(tx)
+        return cache
+
+    @contextlib.contextmanager
+    def _forgetting_on_error(self) -> Iterator[None]:
+        """Drop every cached population when a transaction fails: it may have cached rows
+        the database rolled back."""
+        try:
+            yield
+        except BaseException:
+            with self._caches_lock:
+                self._caches.clear()
+            raise
 
     def _decide(
         self,
         tx: Transaction,
         spec: ExperimentSpec,
-        members: dict[int, MemberRecord],
+        cache: PopulationCache,
         decided: Sequence[int],
         now: float,
     ) -> None:
         if not decided:
             return
-        views = []
-        for m in members.values():
-            if m.latest_trial_id is None or m.status == "failed":
-                continue
-            views.append(
-                MemberView(
-                    member=m.member,
-                    trial_id=m.latest_trial_id,
-                    step=m.step,
-                    score=m.score,
-                    hparams=m.hparams,
-                    has_checkpoint=m.checkpoint is not None,
-                )
-            )
-        by_member = {v.member: v for v in views}
+        rows = np.flatnonzero((cache.trial >= 0) & ~cache.failed)
+        shared: dict[int, Population] = {}  # members deciding at one step share one ranking
         events: list[EventRecord] = []
         for member in decided:
-            me = by_member[member]
+            record = cache.records[member]
+            assert record.latest_trial_id is not None
+            me = MemberView(
+                member=member,
+                trial_id=record.latest_trial_id,
+                step=record.step,
+                score=float(cache.score[member]),
+                hparams=record.hparams,
+                has_checkpoint=record.checkpoint is not None,
+                metrics=record.metrics,
+            )
             latest = tx.get_trial(me.trial_id)
             rng = np.random.default_rng([spec.seed, _DECIDE, me.trial_id])
-            population = self._comparable(tx, latest, views)
-            record = members[member]
+            population = self._comparable(tx, spec, latest, cache, rows, shared)
             try:
                 decision = spec.policy.decide(me, population, spec.space, rng)
-                if isinstance(decision, Exploit):
+                if not isinstance(decision, Stop):
                     spec.space.validate(decision.hparams)
             except PBTError as exc:
                 # A decision that cannot be made (a user's explore function leaving the
                 # space) fails this member only; its finished trial stays done.
-                members[member] = dataclasses.replace(record, status="failed")
-                tx.put_members([members[member]])
+                _put(tx, cache, dataclasses.replace(record, status="failed"))
                 events.append(
                     EventRecord(
                         record.experiment_id,
@@ -764,8 +818,7 @@ class Controller:
                 )
                 continue
             if isinstance(decision, Stop):
-                members[member] = dataclasses.replace(record, status="done")
-                tx.put_members([members[member]])
+                _put(tx, cache, dataclasses.replace(record, status="done"))
                 events.append(
                     EventRecord(
                         record.experiment_id,
@@ -777,13 +830,21 @@ class Controller:
                     )
                 )
                 continue
+            inherit: dict[str, Any] | None = None
+            hparams = spec.space.validate(decision.hparams)
             if isinstance(decision, Exploit):
-                parent_id = decision.donor_trial
-                hparams = spec.space.validate(decision.hparams)
+                # "hparams": only the donor's hyperparameters; the weights stay the member's
+                own = decision.inherit == "hparams"
+                parent_id = me.trial_id if own else decision.donor_trial
+                if decision.inherit == "shrink_perturb":
+                    inherit = {
+                        "mode": "shrink_perturb",
+                        "shrink": decision.shrink,
+                        "noise": decision.noise,
+                    }
             else:
                 assert isinstance(decision, Continue)
                 parent_id = me.trial_id
-                hparams = dict(decision.hparams)
             nxt = tx.insert_trial(
                 TrialRecord(
                     id=0,
@@ -796,6 +857,7 @@ class Controller:
                     end_step=me.step + spec.policy.trial_steps(me.step),
                     created_at=now,
                     priority=float(rng.random()),
+                    inherit=inherit,
                 )
             )
             if isinstance(decision, Exploit):
@@ -809,7 +871,10 @@ class Controller:
                         donor_trial=decision.donor_trial,
                         old_hparams=dict(decision.old_hparams),
                         new_hparams=hparams,
-                        detail=_change_text(decision.old_hparams, hparams),
+                        detail=_change_text(decision.old_hparams, hparams)
+                        + _INHERIT_TEXT.get(decision.inherit, "").format(
+                            shrink=decision.shrink, noise=decision.noise
+                        ),
                         at=now,
                     )
                 )
@@ -829,8 +894,13 @@ class Controller:
 
     @staticmethod
     def _comparable(
-        tx: Transaction, latest: TrialRecord, views: list[MemberView]
-    ) -> list[MemberView]:
+        tx: Transaction,
+        spec: ExperimentSpec,
+        latest: TrialRecord,
+        cache: PopulationCache,
+        rows: np.ndarray,
+        shared: dict[int, Population],
+    ) -> Population:
         """The population as the deciding member can fairly compare itself with it.
 
         Members finish their trials at different times (more members than workers, or
@@ -840,54 +910,92 @@ class Controller:
         its score shifted by how much this member improved since s, so that ranking it
         against this member is exactly comparing the two at step s. As donors, members
         still hand over their latest checkpoints.
+
+        The work is a few numpy passes over the cached columns; the store is read only
+        for scores at this step that this process has not seen yet (once per step) and
+        for this member's own past scores.
         """
         step = latest.end_step
-        if all(v.step == step for v in views):
-            return views
-        ahead: dict[int, float] = {}
-        if any(v.step > step for v in views):
-            ahead = {
-                t.member: t.score
-                for t in tx.trials(
-                    latest.experiment_id, statuses=("done",), generation=latest.generation
-                )
-            }
-        mine: dict[int, float] = {}
-        if any(v.step < step for v in views):
-            mine = {
-                t.end_step: t.score
-                for t in tx.trials(latest.experiment_id, statuses=("done",), member=latest.member)
-            }
-        out = []
-        for v in views:
-            if v.member == latest.member or v.step == step:
-                out.append(v)
-            elif v.step > step:
-                out.append(dataclasses.replace(v, score=ahead.get(v.member, v.score)))
-            else:
-                then = mine.get(v.step, math.nan)
+        steps = cache.step[rows]
+        level = bool((steps == step).all())
+        if level and step in shared:
+            return shared[step]
+        scores = cache.score[rows].copy()
+        if not level:
+            ahead = rows[steps > step]
+            if len(ahead):
+                at_step, known = cache.scores_at(step)
+                if not known[ahead].all():
+                    for t in tx.trials(
+                        latest.experiment_id, statuses=("done",), generation=latest.generation
+                    ):
+                        if t.end_step == step:
+                            at_step[t.member] = t.score if math.isfinite(t.score) else math.nan
+                            known[t.member] = True
+                fair = np.where(known[ahead], at_step[ahead], cache.score[ahead])
+                scores[steps > step] = fair
+            behind = steps < step
+            if behind.any():
+                mine = {
+                    t.end_step: t.score
+                    for t in tx.trials(
+                        latest.experiment_id, statuses=("done",), member=latest.member
+                    )
+                }
+                # few distinct steps: look each up once
+                past, where = np.unique(steps[behind], return_inverse=True)
+                then = np.array([mine.get(int(s), math.nan) for s in past])[where]
                 gained = latest.score - then
-                fair = v.score + gained if math.isfinite(gained) else v.score
-                out.append(dataclasses.replace(v, score=fair))
-        return out
+                scores[behind] += np.where(np.isfinite(gained), gained, 0.0)
+            scores[rows == latest.member] = cache.score[latest.member]
+        population = Population(
+            members=rows,
+            trial_ids=cache.trial[rows],
+            steps=steps,
+            scores=scores,
+            has_checkpoint=cache.has_checkpoint[rows],
+            hparams=Column(cache.records, rows, "hparams"),
+            metrics=Column(cache.records, rows, "metrics"),
+            history=lambda member, k: _history(tx, spec, latest.experiment_id, member, k),
+            recent=lambda generations: _recent(tx, latest, generations),
+        )
+        if level:
+            shared[step] = population
+        return population
 
     def _release(
         self,
         tx: Transaction,
         spec: ExperimentSpec,
-        members: Mapping[int, MemberRecord],
+        cache: PopulationCache,
         candidates: Sequence[int | None],
     ) -> list[str]:
-        """Mark as released the candidate checkpoints that nothing can need any more."""
+        """Mark as released the candidate checkpoints that nothing can need any more.
+
+        With initiator-based evolution a trial of the last ``window`` generations may
+        still become a parent, so its checkpoint is kept until every active member has
+        moved past that window (a few that are passed over then go in the run's final
+        sweep).
+        """
         if spec.keep_checkpoints == "all":
             return []
-        latest = {m.latest_trial_id for m in members.values()}
+        horizon = math.inf
+        window = _window(spec)
+        if window:
+            active = cache.active & (cache.trial >= 0)
+            lowest = int(cache.step[active].min()) if active.any() else MAX_STEPS
+            # A member at step s decides next at s + ready_every (asynchronous), or at s
+            # itself while it waits at a generational barrier.
+            reach = window if spec.evolution == "generational" else window - 1
+            horizon = lowest - reach * spec.policy.ready_every
         released = []
         for trial_id in {c for c in candidates if c is not None}:
-            if trial_id in latest:
+            if (cache.trial == trial_id).any():  # some member's latest
                 continue
             trial = tx.get_trial(trial_id)
             if trial.checkpoint is None or trial.checkpoint_released:
+                continue
+            if trial.end_step > horizon:  # may still be drawn as an opponent
                 continue
             if tx.children_count(trial_id, ACTIVE_STATUSES):
                 continue
@@ -898,9 +1006,9 @@ class Controller:
         return released
 
     def _mark_finished_if_done(
-        self, tx: Transaction, experiment_id: int, members: Mapping[int, MemberRecord]
+        self, tx: Transaction, experiment_id: int, cache: PopulationCache
     ) -> None:
-        if all(m.status != "active" for m in members.values()):
+        if not cache.active.any():
             tx.set_experiment_status(experiment_id, "finished")
 
     def _finish_if_done(self, experiment: ExperimentRecord) -> Literal["wait", "finished"]:
@@ -908,8 +1016,77 @@ class Controller:
             members = {m.member: m for m in tx.members(experiment.id)}
             if tx.count_trials(experiment.id, ACTIVE_STATUSES):
                 return WAIT
-            self._mark_finished_if_done(tx, experiment.id, members)
+            if all(m.status != "active" for m in members.values()):
+                tx.set_experiment_status(experiment.id, "finished")
             return FINISHED if all(m.status != "active" for m in members.values()) else WAIT
+
+
+def _window(spec: ExperimentSpec) -> int:
+    """How many recent generations may still hand over a checkpoint (initiator-based
+    evolution); 0 when only members' latest trials are donors."""
+    exploit = spec.policy.exploit
+    return exploit.window if isinstance(exploit, Initiator) else 0
+
+
+_INHERIT_TEXT = {
+    "hparams": " (hyperparameters only: the member keeps its own weights)",
+    "weights": " (weights only: the member explores its own hyperparameters)",
+    "shrink_perturb": " (weights shrunk by {shrink} and perturbed with noise {noise})",
+}
+
+
+def _history(
+    tx: Transaction, spec: ExperimentSpec, experiment_id: int, member: int, k: int
+) -> list[float]:
+    """A member's last ``k`` values of the objective, oldest first: from its reports that
+    carry every metric the objective needs."""
+    values: list[float] = []
+    for report in reversed(tx.reports(experiment_id, member=member)):
+        if len(values) >= k:
+            break
+        try:
+            values.append(spec.policy.objective.score(report.metrics))
+        except PBTError:  # a report of other metrics only
+            continue
+    return values[::-1]
+
+
+def _recent(tx: Transaction, latest: TrialRecord, generations: int) -> list[MemberView]:
+    """The finished trials of the last ``generations`` generations up to ``latest``'s, with
+    each one's gain (its score minus its parent's)."""
+    first = max(latest.generation - generations + 1, 0)
+    loaded: dict[int, TrialRecord] = {}
+    for generation in range(max(first - 1, 0), latest.generation + 1):
+        for t in tx.trials(latest.experiment_id, statuses=("done",), generation=generation):
+            loaded[t.id] = t
+    views = []
+    for t in loaded.values():
+        if t.generation < first:
+            continue
+        parent = loaded.get(t.parent_id) if t.parent_id is not None else None
+        if parent is None and t.parent_id is not None:
+            parent = tx.get_trial(t.parent_id)
+        gain = t.score - parent.score if parent is not None else math.nan
+        views.append(
+            MemberView(
+                member=t.member,
+                trial_id=t.id,
+                step=t.end_step,
+                score=t.score,
+                hparams=t.hparams,
+                has_checkpoint=t.checkpoint is not None and not t.checkpoint_released,
+                metrics=t.metrics,
+                gain=gain,
+                generation=t.generation,
+            )
+        )
+    return views
+
+
+def _put(tx: Transaction, cache: PopulationCache, record: MemberRecord) -> None:
+    """Write a member row and keep the cache in step with it."""
+    tx.put_members([record])
+    cache.put(record)
 
 
 def _owned(reports: Sequence[ReportRecord], trial: TrialRecord) -> list[ReportRecord]:

@@ -34,11 +34,15 @@ __all__ = ["Executor", "ProcessExecutor", "RayExecutor", "ThreadExecutor", "Work
 
 @dataclass(frozen=True, slots=True)
 class WorkerExit:
-    """A worker that ended: its id, exit code (0 = finished normally) and why."""
+    """A worker that ended: its id, exit code (0 = finished normally) and why.
+
+    ``lost`` says its machine went away (a Ray node died), which is not its trial's fault.
+    """
 
     worker_id: str
     code: int
     reason: str = ""
+    lost: bool = False
 
 
 class Executor(abc.ABC):
@@ -374,7 +378,7 @@ class RayExecutor(Executor):
         for ref in ready:
             actor = by_ref[ref]
             del self._actors[actor.label]
-            code, reason = 0, ""
+            code, reason, lost = 0, "", False
             try:
                 ray.get(ref)
             except ray.exceptions.RayTaskError as exc:  # the worker loop itself raised
@@ -382,11 +386,11 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError as exc:  # the actor is gone: killed, node lost...
                 # Ray's full account first; the last line is what events and errors show.
                 said = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-                code = 1
+                code, lost = 1, True
                 reason = "\n".join(
                     [*said, f"Ray actor pbtkit-{actor.label} died: {said[-1] if said else exc!r}"]
                 )
-            exits.append(WorkerExit(self._worker_id(actor), code, reason))
+            exits.append(WorkerExit(self._worker_id(actor), code, reason, lost))
         return exits
 
     def _worker_id(self, actor: _Actor) -> str:

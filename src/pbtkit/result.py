@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pbtkit._exceptions import NotFound
+from pbtkit._exceptions import ConfigError, NotFound
 from pbtkit.checkpoints import CheckpointStore
+from pbtkit.core.decisions import MemberView
 from pbtkit.core.lineage import Schedule, TrialNode, ancestry, schedule
+from pbtkit.core.population import Population
 from pbtkit.spec import ExperimentSpec
 
 if TYPE_CHECKING:
@@ -96,12 +99,31 @@ class Result:
 
     @property
     def best(self) -> MemberResult:
-        """The member with the best final score (NaN and failed members rank last)."""
+        """The member with the best final score (NaN and failed members rank last); with
+        several metrics, the best by the objective's own ranking (weights or Pareto)."""
         objective = self.spec.policy.objective
+        population = Population.from_views(
+            MemberView(
+                member=m.member,
+                trial_id=m.trial_id if m.trial_id is not None else 0,
+                step=m.step,
+                score=m.score,
+                metrics=m.metrics,
+            )
+            for m in self.members
+        )
+        keys = dict(zip(population.members.tolist(), objective.keys(population), strict=True))
         return max(
             self.members,
-            key=lambda m: (m.trial_id is not None, objective.key(m.score), -m.member),
+            key=lambda m: (m.trial_id is not None, keys[m.member], -m.member),
         )
+
+    def plot(self, out: str | Path, **options: Any) -> list[Path]:
+        """Write the plots of this run into ``out`` (see :func:`pbtkit.viz.plot`; needs
+        ``pbtkit[viz]``): curves, schedules, the family tree, and paths when asked."""
+        from pbtkit.viz import plot
+
+        return plot(self, out, **options)
 
     @property
     def exploits(self) -> list[EventRecord]:
@@ -113,7 +135,7 @@ class Result:
         """Retries and members given up on, with the error's last line."""
         return [e for e in self.events if e.kind in ("retry", "failed")]
 
-    def schedule(self, member: int | None = None) -> Schedule:
+    def schedule(self, member: int | None = None, *, trial: int | None = None) -> Schedule:
         """The hyperparameter schedule that produced a member's final weights.
 
         It follows the member's latest trial back through every parent, across exploits
@@ -123,16 +145,35 @@ class Result:
 
         Args:
             member: Which member; the best one by default.
+            trial: Follow this finished trial's lineage instead of a member's latest.
+
+        Raises:
+            NotFound: No such member, or it has not finished a trial; no finished trial
+                of that id in this experiment.
+            ConfigError: Both ``member`` and ``trial`` were given.
         """
-        target = self.best if member is None else self._member(member)
-        if target.trial_id is None:
-            raise NotFound(f"member {target.member} has not finished a trial yet")
         nodes = {
             t.id: TrialNode(t.id, t.member, t.parent_id, t.start_step, t.end_step, t.hparams)
             for t in self.trials
             if t.status == "done"
         }
-        chain = ancestry(nodes, target.trial_id)
+        if trial is not None:
+            if member is not None:
+                raise ConfigError("name a member or a trial, not both")
+            if trial not in nodes:
+                done = sorted(nodes)
+                ids = f"{done[0]}..{done[-1]}" if done else "none yet"
+                raise NotFound(
+                    f"experiment {self.name!r} has no finished trial {trial} (its finished "
+                    f"trials have ids {ids}); pick one of those"
+                )
+            final = trial
+        else:
+            target = self.best if member is None else self._member(member)
+            if target.trial_id is None:
+                raise NotFound(f"member {target.member} has not finished a trial yet")
+            final = target.trial_id
+        chain = ancestry(nodes, final)
         rebased: dict[int, TrialNode] = {}
         step = 0
         parent: int | None = None
@@ -143,7 +184,8 @@ class Result:
             )
             step += length
             parent = node.trial_id
-        return schedule(rebased, target.trial_id)
+        plan = schedule(rebased, final)
+        return dataclasses.replace(plan, experiment=self.name, metric=self.metric)
 
     def curves(self, metric: str | None = None) -> dict[int, list[tuple[int, float]]]:
         """Each member's reported values of a metric over its steps (the objective by default).

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
+
+import numpy as np
 
 from pbtkit._exceptions import ConfigError
 from pbtkit.core._specs import check_keys
@@ -41,6 +43,9 @@ class ExperimentSpec:
         max_attempts: How often a trial is tried before its member is marked failed.
         keep_checkpoints: ``"latest"`` deletes checkpoints nothing can need any more;
             ``"all"`` keeps every one.
+        initial: Starting hyperparameters of the first ``len(initial)`` members (a grid,
+            or the paper's hand-set toy members); a value left out is sampled, and the
+            other members are sampled from the space.
     """
 
     space: SearchSpace
@@ -51,9 +56,11 @@ class ExperimentSpec:
     seed: int = 0
     max_attempts: int = 3
     keep_checkpoints: Literal["latest", "all"] = "latest"
+    initial: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         _int("population", self.population, 1, MAX_POPULATION)
+        self.policy.check_space(self.space)
         _int("seed", self.seed, 0, 2**63 - 1)
         _int("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS)
         if self.evolution not in EVOLUTIONS:
@@ -64,6 +71,39 @@ class ExperimentSpec:
             raise ConfigError(
                 f"keep_checkpoints must be one of {', '.join(KEEP)}, got {self.keep_checkpoints!r}"
             )
+        initial = self.initial
+        if isinstance(initial, Mapping) or not isinstance(initial, Sequence | tuple):
+            raise ConfigError(
+                f"initial must be a list of hyperparameter dicts, one per member, got {initial!r}"
+            )
+        if len(initial) > self.population:
+            raise ConfigError(
+                f"initial names {len(initial)} members but the population is {self.population}"
+            )
+        checked = []
+        for member, values in enumerate(initial):
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"initial[{member}] must be a dict of hyperparameters")
+            unknown = sorted(str(name) for name in values if name not in self.space)
+            if unknown:
+                raise ConfigError(
+                    f"initial[{member}] names {', '.join(map(repr, unknown))}, not in the "
+                    f"space ({', '.join(self.space)})"
+                )
+            try:
+                checked.append(
+                    {name: self.space[name].validate(name, value) for name, value in values.items()}
+                )
+            except ConfigError as exc:
+                raise ConfigError(f"initial[{member}]: {exc}") from None
+        object.__setattr__(self, "initial", tuple(checked))
+
+    def first_hparams(self, member: int, rng: np.random.Generator) -> dict[str, Any]:
+        """The hyperparameters ``member`` starts with: sampled, then its ``initial`` values."""
+        hparams = self.space.sample(rng)
+        if member < len(self.initial):
+            hparams.update(self.initial[member])
+        return hparams
 
     @property
     def metric(self) -> str:
@@ -81,6 +121,7 @@ class ExperimentSpec:
             "seed": self.seed,
             "max_attempts": self.max_attempts,
             "keep_checkpoints": self.keep_checkpoints,
+            "initial": [dict(values) for values in self.initial],
         }
 
     @classmethod
@@ -92,7 +133,7 @@ class ExperimentSpec:
         """
         if not isinstance(data, Mapping):
             raise ConfigError(f"an experiment spec must be an object, got {type(data).__name__}")
-        check_keys("the experiment spec", data, _SPEC_KEYS, _SPEC_KEYS)
+        check_keys("the experiment spec", data, _SPEC_KEYS, (*_SPEC_KEYS, "initial"))
         if not isinstance(data["checkpoint_root"], str):
             raise ConfigError("checkpoint_root must be a string")
         return cls(
@@ -104,6 +145,7 @@ class ExperimentSpec:
             seed=data["seed"],
             max_attempts=data["max_attempts"],
             keep_checkpoints=cast(Literal["latest", "all"], data["keep_checkpoints"]),
+            initial=tuple(data.get("initial", ())),
         )
 
     def differences(self, other: ExperimentSpec) -> list[str]:

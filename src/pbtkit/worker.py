@@ -14,14 +14,17 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pbtkit._exceptions import CheckpointError, LeaseLost, MetricError, PBTError
 from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.core.fitness import metric_value, require_metric
+from pbtkit.core.inheritance import shrink_perturb
 from pbtkit.store._base import ReportRecord
 
 __all__ = ["Trial", "TrainFn", "run_worker"]
@@ -45,6 +48,9 @@ class Trial:
             (they are uploaded when the checkpoint root is an object store).
         donor: The member whose checkpoint this trial starts from after an exploit, else None.
         attempt: 1 for the first try, 2 after one failure, ...
+        replay: True when :func:`pbtkit.replay` calls the function to re-train along a
+            recorded schedule (no exploits; the time to train on training plus
+            validation data, say); False in a PBT run.
     """
 
     def __init__(
@@ -52,6 +58,8 @@ class Trial:
         lease: Lease,
         checkpoint_dir: Path,
         parent_checkpoint: Path | None,
+        *,
+        replay: bool = False,
     ) -> None:
         record = lease.trial
         self.hparams: dict[str, Any] = dict(record.hparams)
@@ -65,6 +73,9 @@ class Trial:
         self.donor = lease.donor
         self.attempt = record.attempt
         self.metric = lease.metric
+        self._needed = lease.metrics or (lease.metric,)
+        self.replay = replay
+        self._inherit = dict(record.inherit) if record.inherit else None
         self._reports: list[ReportRecord] = []
         self._lock = threading.Lock()
         self._seen: set[str] = set()
@@ -78,6 +89,30 @@ class Trial:
     def is_exploit(self) -> bool:
         """Whether this trial starts from another member's checkpoint."""
         return self.donor is not None
+
+    @property
+    def shrink_perturb(self) -> tuple[float, float] | None:
+        """``(shrink, noise)`` when this trial inherits its donor's weights shrunk and
+        perturbed (``PBT(inherit=ShrinkPerturb(...))``), else None. :meth:`inherited`
+        applies it."""
+        if self._inherit is None or self._inherit.get("mode") != "shrink_perturb":
+            return None
+        return float(self._inherit["shrink"]), float(self._inherit["noise"])
+
+    def inherited(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        """The parent checkpoint's arrays as this trial must start from them.
+
+        Unchanged, except after an exploit with shrink-and-perturb inheritance, where each
+        float array becomes ``shrink * w + noise * N(0, 1)`` (seeded by the trial id, so a
+        retry starts from the same weights). Call it on what you load from
+        :attr:`parent_checkpoint`, e.g. ``weights = trial.inherited(np.load(...))``.
+        """
+        found = self.shrink_perturb
+        if found is None:
+            return dict(arrays)
+        shrink, noise = found
+        rng = np.random.default_rng([self.trial_id, 0x5EED])
+        return shrink_perturb(arrays, shrink, noise, rng)
 
     def steps(self) -> range:
         """The steps this trial must train: ``range(start_step, end_step)``."""
@@ -115,7 +150,8 @@ class Trial:
         return taken
 
     def _check_objective(self) -> None:
-        require_metric(self.metric, self._seen)
+        for name in self._needed:
+            require_metric(name, self._seen)
 
     def __repr__(self) -> str:
         return (

@@ -174,6 +174,9 @@ def test_schedule_of_any_chain(rounds: list[tuple[int, float]]) -> None:
     values = [segment.hparams["lr"] for segment in plan.segments]
     assert all(a != b for a, b in itertools.pairwise(values))
     assert Schedule.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    # a replay calls the training function once per recorded trial
+    pieces = [(p.start_step, p.end_step, p.trial_id, dict(p.hparams)) for p in plan.pieces()]
+    assert pieces == [(t.start_step, t.end_step, t.trial_id, t.hparams) for t in trials.values()]
 
 
 def test_schedule_round_trips_through_json() -> None:
@@ -195,3 +198,69 @@ def test_schedule_validates_its_segments() -> None:
     assert empty.end_step == 0
     with pytest.raises(ValueError, match="outside the schedule"):
         empty.at(0)
+
+
+def test_a_schedule_keeps_the_ancestry_as_its_trials() -> None:
+    plan = schedule(two_members(), 7)
+    assert [t.trial_id for t in plan.trials] == [1, 3, 6, 7]
+    assert [(s.start_step, s.end_step, s.trial_id) for s in plan.segments] == [
+        (0, 20, 3),
+        (20, 40, 7),
+    ]
+    data = plan.to_dict()
+    assert (data["member"], data["trial_id"], data["start_step"], data["end_step"]) == (1, 7, 0, 40)
+    assert [t["parent_id"] for t in data["trials"]] == [None, 1, 3, 6]
+
+
+def test_pieces_cut_the_schedule_at_every_recorded_trial() -> None:
+    plan = schedule(two_members(), 7)
+
+    def spans(pieces: list[Segment]) -> list[tuple[int, int, int, int, float]]:
+        return [(p.start_step, p.end_step, p.member, p.trial_id, p.hparams["lr"]) for p in pieces]
+
+    assert spans(plan.pieces()) == [
+        (0, 10, 0, 1, 0.1),
+        (10, 20, 0, 3, 0.1),
+        (20, 30, 1, 6, 0.12),
+        (30, 40, 1, 7, 0.12),
+    ]
+    assert spans(plan.pieces(5, 25)) == [
+        (5, 10, 0, 1, 0.1),
+        (10, 20, 0, 3, 0.1),
+        (20, 25, 1, 6, 0.12),
+    ]
+    # without the trials, one piece per segment
+    assert spans(Schedule(plan.segments).pieces(end_step=30)) == [
+        (0, 20, 0, 3, 0.1),
+        (20, 30, 1, 7, 0.12),
+    ]
+    for start, end in [(0, 41), (-1, 10), (10, 10), (20, 10)]:
+        with pytest.raises(ValueError, match=r"inside the schedule, which covers steps \[0, 40\)"):
+            plan.pieces(start, end)
+
+
+def test_a_schedule_checks_its_trials() -> None:
+    plan = schedule(two_members(), 7)
+    with pytest.raises(ValueError, match=r"trial 7 .* does not follow trial 3"):
+        Schedule(plan.segments, (plan.trials[0], plan.trials[1], plan.trials[3]))
+    with pytest.raises(ValueError, match=r"the trials cover steps \[0, 30\) but the segments"):
+        Schedule(plan.segments, plan.trials[:3])
+
+
+def test_schedule_from_dict_says_what_is_malformed() -> None:
+    good = schedule(two_members(), 7).to_dict()
+    assert Schedule.from_dict({"segments": good["segments"]}).trials == ()
+    cases: list[tuple[object, str]] = [
+        ([], "must be an object with a 'segments' list, got list"),
+        ({"segments": "x"}, "'segments' .* as lists"),
+        ({**good, "trials": {}}, "'segments' .* as lists"),
+        ({"segments": [1]}, "a schedule segment must be an object, got 1"),
+        ({"segments": [{**good["segments"][0], "member": True}]}, "member must be an integer"),
+        ({"segments": [{**good["segments"][0], "hparams": [1]}]}, "hparams must be an object"),
+        ({**good, "trials": [{"trial_id": 1}]}, "trial .* is missing member, start_step"),
+        ({**good, "trials": [{**good["trials"][0], "parent_id": "1"}]}, "parent_id must be"),
+        ({**good, "metric": 3}, "'metric' must be a string"),
+    ]
+    for spec, message in cases:
+        with pytest.raises(ValueError, match=message):
+            Schedule.from_dict(spec)

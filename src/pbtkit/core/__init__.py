@@ -4,10 +4,28 @@ Everything here takes a :class:`numpy.random.Generator` where it needs randomnes
 returns values; the controller is the only place that carries decisions out.
 """
 
-from pbtkit.core.decisions import Continue, Decision, Exploit, MemberView, Stop
-from pbtkit.core.exploit import BinaryTournament, Exploiter, Truncation, exploiter_from_dict
-from pbtkit.core.explore import CustomExplore, Explorer, Perturb, Resample, explorer_from_dict
-from pbtkit.core.fitness import Objective, objective_from_dict
+from pbtkit.core.decisions import INHERIT_MODES, Continue, Decision, Exploit, MemberView, Stop
+from pbtkit.core.exploit import (
+    BinaryTournament,
+    Exploiter,
+    Initiator,
+    NoExploit,
+    Truncation,
+    TTest,
+    exploiter_from_dict,
+)
+from pbtkit.core.explore import (
+    CustomExplore,
+    Explorer,
+    GaussianNoise,
+    Keep,
+    Perturb,
+    Resample,
+    call_explorer,
+    explorer_from_dict,
+)
+from pbtkit.core.fitness import Fitness, MultiObjective, Objective, objective_from_dict
+from pbtkit.core.inheritance import ShrinkPerturb, inherit_from_dict, shrink_perturb
 from pbtkit.core.lineage import (
     Schedule,
     Segment,
@@ -16,7 +34,9 @@ from pbtkit.core.lineage import (
     schedule,
     topological_order,
 )
+from pbtkit.core.pb2 import PB2
 from pbtkit.core.policy import PBT
+from pbtkit.core.population import Population
 from pbtkit.core.space import (
     Choice,
     Domain,
@@ -29,6 +49,7 @@ from pbtkit.core.space import (
 )
 
 __all__ = [
+    "INHERIT_MODES",
     "BinaryTournament",
     "Choice",
     "Continue",
@@ -38,26 +59,39 @@ __all__ = [
     "Exploit",
     "Exploiter",
     "Explorer",
+    "Fitness",
+    "GaussianNoise",
+    "Initiator",
     "IntUniform",
+    "Keep",
     "LogUniform",
     "MemberView",
+    "MultiObjective",
+    "NoExploit",
     "Objective",
     "Ordinal",
+    "PB2",
     "PBT",
     "Perturb",
+    "Population",
     "Resample",
     "Schedule",
     "SearchSpace",
     "Segment",
+    "ShrinkPerturb",
     "Stop",
+    "TTest",
     "TrialNode",
     "Truncation",
     "Uniform",
     "ancestry",
+    "call_explorer",
     "domain_from_dict",
-    "explorer_from_dict",
     "exploiter_from_dict",
+    "explorer_from_dict",
+    "inherit_from_dict",
     "objective_from_dict",
     "schedule",
+    "shrink_perturb",
     "topological_order",
 ]

@@ -3,23 +3,42 @@
 An :class:`Explorer` is a pure function of the hyperparameters, the space and a random
 generator. Every explorer returns values that lie in the space, so
 ``space.validate(out) == out`` always holds.
+
+An explorer that learns from the population (PB2) says so with a class attribute
+``needs_population = True``; the policy then calls it through :func:`call_explorer` with
+two more keywords, ``population`` (a :class:`~pbtkit.core.Population`) and ``objective``
+(the :class:`~pbtkit.core.Fitness`). Every other explorer is called with the three
+arguments only, so plain functions wrapped in :class:`CustomExplore` keep working.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
 from pbtkit.core._specs import typed_spec
-from pbtkit.core.space import SearchSpace
+from pbtkit.core.space import Choice, IntUniform, LogUniform, Ordinal, SearchSpace, Uniform
 
-__all__ = ["CustomExplore", "Explorer", "Perturb", "Resample", "explorer_from_dict"]
+if TYPE_CHECKING:
+    from pbtkit.core.fitness import Fitness
+    from pbtkit.core.population import Population
+
+__all__ = [
+    "CustomExplore",
+    "Explorer",
+    "GaussianNoise",
+    "Keep",
+    "Perturb",
+    "Resample",
+    "call_explorer",
+    "explorer_from_dict",
+]
 
 
 @runtime_checkable
@@ -28,7 +47,8 @@ class Explorer(Protocol):
 
     Contract: the result is a fresh dict holding every name of ``space`` with a value that
     ``space.validate`` accepts unchanged; ``hparams`` is not modified; all randomness comes
-    from ``rng``.
+    from ``rng``. An explorer with ``needs_population = True`` also takes the keywords
+    ``population`` and ``objective`` (see the module docstring).
     """
 
     def __call__(
@@ -51,52 +71,149 @@ def _probability(owner: str, name: str, value: Any) -> float:
     return number
 
 
+def _factors(subject: str, value: Any) -> tuple[float, ...]:
+    """``value`` as a tuple of factors; ``subject`` names the setting in messages."""
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{subject}: factors must be a list of numbers, e.g. (0.8, 1.2)")
+    factors = tuple(value)
+    if not factors:
+        raise ConfigError(f"{subject}: give at least one factor, e.g. (0.8, 1.2)")
+    for factor in factors:
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, numbers.Real)
+            or not (math.isfinite(factor) and float(factor) > 0)
+        ):
+            raise ConfigError(
+                f"{subject}: {factor!r} is not a finite number above 0; pass factors such "
+                f"as (0.8, 1.2)"
+            )
+    return tuple(float(factor) for factor in factors)
+
+
+_OVERRIDE_KEYS = ("factors", "resample_probability")
+
+
+class _Overrides(Mapping[str, Mapping[str, Any]]):
+    """Per-hyperparameter settings, checked, immutable and hashable (so a policy is)."""
+
+    __slots__ = ("_settings",)
+
+    def __init__(self, overrides: Any) -> None:
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(
+                f"Perturb(per_param={overrides!r}): per_param must map hyperparameter names "
+                f"to settings, e.g. {{'lr': {{'factors': (0.5, 2.0)}}}}"
+            )
+        settings: dict[str, dict[str, Any]] = {}
+        for name, override in overrides.items():
+            owner = f"Perturb(per_param={{{name!r}: ...}})"
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"Perturb(per_param=...): {name!r} is not a hyperparameter name")
+            if not isinstance(override, Mapping):
+                raise ConfigError(
+                    f"{owner}: the settings must be a mapping with factors and/or "
+                    f"resample_probability, got {override!r}"
+                )
+            unknown = sorted(str(key) for key in override if key not in _OVERRIDE_KEYS)
+            if unknown:
+                raise ConfigError(
+                    f"{owner}: unknown {', '.join(unknown)}; it takes the keys "
+                    f"{', '.join(_OVERRIDE_KEYS)}"
+                )
+            checked: dict[str, Any] = {}
+            if "factors" in override:
+                value = override["factors"]
+                subject = f"Perturb(per_param={{{name!r}: {{'factors': {value!r}}}}})"
+                checked["factors"] = _factors(subject, value)
+            if "resample_probability" in override:
+                checked["resample_probability"] = _probability(
+                    owner, "resample_probability", override["resample_probability"]
+                )
+            settings[name] = checked
+        self._settings = settings
+
+    def __getitem__(self, name: str) -> Mapping[str, Any]:
+        return self._settings[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._settings)
+
+    def __len__(self) -> int:
+        return len(self._settings)
+
+    def __hash__(self) -> int:
+        return hash(frozenset((name, tuple(sorted(s.items()))) for name, s in self.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._settings)
+
+
 @dataclass(frozen=True, slots=True)
 class Perturb:
     """Perturb each hyperparameter by a random factor, or resample it from its prior.
 
     For each hyperparameter independently: with probability ``resample_probability`` a new
     value is drawn from its prior; otherwise the domain's own move is applied with a factor
-    drawn uniformly from ``factors`` (continuous values are multiplied and clipped, integers
-    and ordinals step up or down, categorical values are resampled).
+    drawn uniformly from ``factors``. The move depends on the type (Li et al. 2019):
+
+    - continuous (:class:`Uniform`, :class:`LogUniform`): multiplied by the factor, clipped;
+    - ordinal (:class:`Ordinal`): the next higher value for a factor above 1, the next lower
+      one below 1;
+    - integer (:class:`IntUniform`): ``round(value * factor)``, moved at least one step up
+      (factor above 1) or down (below 1), clipped;
+    - categorical (:class:`Choice`): resampled (categories have no neighbours).
+
+    ``per_param`` overrides ``factors`` and/or ``resample_probability`` for some
+    hyperparameters: ``Perturb(per_param={"lr": {"factors": (0.5, 2.0)},
+    "dropout": {"resample_probability": 1.0}})``. Its names must be in the search space;
+    they are checked when the explorer is used with one (:meth:`check_space`).
 
     Args:
         factors: The factors to choose from, each a finite number above 0.
         resample_probability: The chance, per hyperparameter, of resampling instead.
+        per_param: Settings by hyperparameter name that replace the two above for it.
 
     Raises:
-        ConfigError: ``factors`` is empty or holds a non-positive or non-finite number, or
-            the probability is outside ``[0, 1]``.
+        ConfigError: ``factors`` is empty or holds a non-positive or non-finite number, a
+            probability is outside ``[0, 1]``, or ``per_param`` has an unknown setting.
     """
 
     factors: tuple[float, ...] = (0.8, 1.2)
     resample_probability: float = 0.25
+    per_param: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.factors, str | bytes) or not hasattr(self.factors, "__iter__"):
-            raise ConfigError(
-                f"Perturb(factors={self.factors!r}): factors must be a list of numbers, "
-                f"e.g. (0.8, 1.2)"
-            )
-        factors = tuple(self.factors)
-        if not factors:
-            raise ConfigError("Perturb(factors=()): give at least one factor, e.g. (0.8, 1.2)")
-        for factor in factors:
-            if (
-                isinstance(factor, bool)
-                or not isinstance(factor, numbers.Real)
-                or not (math.isfinite(factor) and factor > 0)
-            ):
-                raise ConfigError(
-                    f"Perturb(factors={factors!r}): {factor!r} is not a finite number above "
-                    f"0; pass factors such as (0.8, 1.2)"
-                )
-        object.__setattr__(self, "factors", tuple(float(factor) for factor in factors))
+        subject = f"Perturb(factors={self.factors!r})"
+        object.__setattr__(self, "factors", _factors(subject, self.factors))
         object.__setattr__(
             self,
             "resample_probability",
             _probability("Perturb", "resample_probability", self.resample_probability),
         )
+        object.__setattr__(self, "per_param", _Overrides(self.per_param))
+
+    def settings(self, name: str) -> tuple[tuple[float, ...], float]:
+        """The factors and the resample probability that apply to hyperparameter ``name``."""
+        override = self.per_param.get(name, {})
+        return (
+            override.get("factors", self.factors),
+            override.get("resample_probability", self.resample_probability),
+        )
+
+    def check_space(self, space: SearchSpace) -> None:
+        """Refuse ``per_param`` names that are not hyperparameters of ``space``.
+
+        Raises:
+            ConfigError: A name in ``per_param`` is not in ``space``.
+        """
+        unknown = [name for name in self.per_param if name not in space]
+        if unknown:
+            raise ConfigError(
+                f"Perturb(per_param=...): {', '.join(map(repr, unknown))} "
+                f"{'is' if len(unknown) == 1 else 'are'} not in the search space; its "
+                f"hyperparameters are {', '.join(space)}"
+            )
 
     def __call__(
         self, hparams: Mapping[str, Any], space: SearchSpace, rng: np.random.Generator
@@ -104,25 +221,40 @@ class Perturb:
         """Explore from ``hparams``.
 
         Raises:
+            ConfigError: ``per_param`` names a hyperparameter ``space`` does not have.
             OutOfSpace: ``hparams`` do not lie in ``space``.
         """
+        if self.per_param:
+            self.check_space(space)
         current = space.validate(hparams)
         explored: dict[str, Any] = {}
         for name, domain in space.items():
-            if float(rng.random()) < self.resample_probability:
+            factors, resample_probability = self.settings(name)
+            if float(rng.random()) < resample_probability:
                 explored[name] = domain.sample(rng)
             else:
-                factor = self.factors[int(rng.integers(len(self.factors)))]
+                factor = factors[int(rng.integers(len(factors)))]
                 explored[name] = domain.perturb(current[name], factor, rng)
         return explored
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec ``{"type": "perturb", "factors": [...], "resample_probability": p}``."""
-        return {
+        """The spec ``{"type": "perturb", "factors": [...], "resample_probability": p}``,
+        with ``"per_param": {name: {"factors": [...], "resample_probability": p}}`` when
+        there are overrides."""
+        spec: dict[str, Any] = {
             "type": "perturb",
             "factors": list(self.factors),
             "resample_probability": self.resample_probability,
         }
+        if self.per_param:
+            spec["per_param"] = {
+                name: {
+                    key: list(value) if key == "factors" else value
+                    for key, value in override.items()
+                }
+                for name, override in self.per_param.items()
+            }
+        return spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +292,132 @@ class Resample:
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "resample", "probability": p}``."""
         return {"type": "resample", "probability": self.probability}
+
+
+@dataclass(frozen=True, slots=True)
+class GaussianNoise:
+    """Add Gaussian noise to every numeric hyperparameter, clipped into its domain.
+
+    The toy problem of Jaderberg et al. 2017 (Figure 2) explores this way, with
+    ``sigma=0.1``. Per domain:
+
+    - :class:`Uniform`: ``value + sigma * N(0, 1)``;
+    - :class:`LogUniform`: ``value * exp(sigma * N(0, 1))`` (noise on the log scale);
+    - :class:`IntUniform`: ``value + round(sigma * N(0, 1))``;
+    - :class:`Choice` and :class:`Ordinal`: kept as they are.
+
+    Args:
+        sigma: The noise's standard deviation, a finite number ``>= 0``, in the
+            hyperparameter's own units (log units for :class:`LogUniform`).
+
+    Raises:
+        ConfigError: ``sigma`` is negative or not a finite number.
+    """
+
+    sigma: float = 0.1
+
+    def __post_init__(self) -> None:
+        value = self.sigma
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not (math.isfinite(value) and value >= 0)
+        ):
+            raise ConfigError(
+                f"GaussianNoise(sigma={value!r}): sigma must be a finite number >= 0, e.g. 0.1"
+            )
+        object.__setattr__(self, "sigma", float(value))
+
+    def __call__(
+        self, hparams: Mapping[str, Any], space: SearchSpace, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """Explore from ``hparams``.
+
+        Raises:
+            OutOfSpace: ``hparams`` do not lie in ``space``.
+        """
+        current = space.validate(hparams)
+        explored: dict[str, Any] = {}
+        for name, domain in space.items():
+            value = current[name]
+            if isinstance(domain, Choice | Ordinal):
+                explored[name] = value
+                continue
+            step = self.sigma * float(rng.standard_normal())
+            if isinstance(domain, Uniform):
+                explored[name] = min(max(value + step, domain.low), domain.high)
+            elif isinstance(domain, LogUniform):
+                log_value = math.log(value) + step
+                if log_value >= math.log(domain.high):
+                    explored[name] = domain.high
+                elif log_value <= math.log(domain.low):
+                    explored[name] = domain.low
+                else:
+                    # value * exp(step) keeps a zero step exact; exp(log_value) cannot overflow
+                    moved = value * math.exp(step) if abs(step) < 700 else math.exp(log_value)
+                    explored[name] = min(max(moved, domain.low), domain.high)
+            elif isinstance(domain, IntUniform):
+                bounded = max(min(step, 2.0**65), -(2.0**65))  # beyond any int64 range
+                moved = value + round(bounded)
+                explored[name] = min(max(moved, domain.low), domain.high)
+            else:
+                explored[name] = value
+        return space.validate(explored)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec ``{"type": "gaussian", "sigma": s}``."""
+        return {"type": "gaussian", "sigma": self.sigma}
+
+
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """Keep the hyperparameters as they are: an exploiting member takes the donor's values
+    unchanged (the "exploit only" variant of Jaderberg et al. 2017, Figure 2)."""
+
+    def __call__(
+        self, hparams: Mapping[str, Any], space: SearchSpace, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """The values as they are, checked.
+
+        Raises:
+            OutOfSpace: ``hparams`` do not lie in ``space``.
+        """
+        return space.validate(hparams)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec ``{"type": "keep"}``."""
+        return {"type": "keep"}
+
+
+def call_explorer(
+    explorer: Explorer,
+    hparams: Mapping[str, Any],
+    space: SearchSpace,
+    rng: np.random.Generator,
+    *,
+    population: Population,
+    objective: Fitness,
+) -> dict[str, Any]:
+    """Call ``explorer``, with the population and the objective if it asks for them.
+
+    Args:
+        explorer: The explorer.
+        hparams: The values to explore from.
+        space: The search space.
+        rng: The source of randomness.
+        population: The population the decision is made against.
+        objective: The policy's fitness.
+
+    Returns:
+        The explored values.
+    """
+    if getattr(explorer, "needs_population", False):
+        call: Any = explorer
+        result: dict[str, Any] = call(
+            hparams, space, rng, population=population, objective=objective
+        )
+        return result
+    return explorer(hparams, space, rng)
 
 
 ExploreFunction = Callable[[Mapping[str, Any], SearchSpace, np.random.Generator], Mapping[str, Any]]
@@ -248,8 +506,10 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
     """Build an explorer from its spec, as written by its ``to_dict``.
 
     Args:
-        spec: ``{"type": "perturb", "factors": [...], "resample_probability": p}``,
-            ``{"type": "resample", "probability": p}`` or
+        spec: ``{"type": "perturb", "factors": [...], "resample_probability": p,
+            "per_param": {...}}``, ``{"type": "resample", "probability": p}``,
+            ``{"type": "gaussian", "sigma": s}``, ``{"type": "keep"}``,
+            ``{"type": "pb2", ...}`` (see :class:`~pbtkit.core.PB2`) or
             ``{"type": "custom", "target": "module:qualname"}``; omitted numbers take
             their defaults.
 
@@ -260,9 +520,14 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
         ConfigError: The type or a key is unknown, the target cannot be imported, or a
             value is invalid.
     """
+    from pbtkit.core import pb2  # here: pb2 builds on this module
+
     keys_by_type = {
-        "perturb": ("factors", "resample_probability"),
+        "perturb": ("factors", "resample_probability", "per_param"),
         "resample": ("probability",),
+        "gaussian": ("sigma",),
+        "keep": (),
+        "pb2": pb2.SPEC_KEYS,
         "custom": ("target",),
     }
     kind, arguments = typed_spec("explore", spec, keys_by_type)
@@ -272,6 +537,12 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
         return Perturb(**arguments)
     if kind == "resample":
         return Resample(**arguments)
+    if kind == "gaussian":
+        return GaussianNoise(**arguments)
+    if kind == "keep":
+        return Keep()
+    if kind == "pb2":
+        return pb2.PB2.from_dict(arguments)
     if "target" not in spec:
         raise ConfigError(
             f"explore spec {dict(spec)!r}: missing target; a 'custom' explorer takes "

@@ -58,6 +58,37 @@ class TrialNode:
                 f"start_step={self.start_step}, end_step={self.end_step}"
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The trial as a JSON-able dict; :meth:`from_dict` reads it back."""
+        return {
+            "trial_id": self.trial_id,
+            "member": self.member,
+            "parent_id": self.parent_id,
+            "start_step": self.start_step,
+            "end_step": self.end_step,
+            "hparams": dict(self.hparams),
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Any) -> TrialNode:
+        """Build a trial from the dict :meth:`to_dict` writes.
+
+        Raises:
+            ValueError: A key is missing or has a value of the wrong type.
+        """
+        raw = _fields(spec, "trial", ("trial_id", "member", "start_step", "end_step"))
+        parent = spec.get("parent_id")
+        if parent is not None:
+            _integer(spec, "trial", "parent_id")
+        return cls(
+            raw["trial_id"],
+            raw["member"],
+            parent,
+            raw["start_step"],
+            raw["end_step"],
+            _hparams(spec, "trial"),
+        )
+
 
 def ancestry(trials: Mapping[int, TrialNode], trial_id: int) -> list[TrialNode]:
     """The chain of trials that led to ``trial_id``, root first, ``trial_id`` last.
@@ -176,11 +207,25 @@ class Schedule:
     keeps the id and member of the *last* trial merged into it (the one whose checkpoint
     holds the weights at the segment's end).
 
+    Attributes:
+        segments: The stretches of equal hyperparameters, in step order. They say which
+            hyperparameters are in force at each step.
+        trials: The trials of the lineage, root first, if known. They say where each
+            recorded trial began and ended (the ready intervals) and which trial's
+            checkpoint each one started from; a replay calls the training function once
+            per trial.
+        experiment: The experiment the schedule comes from, if known.
+        metric: That experiment's objective metric, if known.
+
     Raises:
-        ValueError: The segments do not follow each other without gaps or overlaps.
+        ValueError: The segments (or the trials) do not follow each other without gaps or
+            overlaps, or the trials do not span the segments' steps.
     """
 
     segments: tuple[Segment, ...]
+    trials: tuple[TrialNode, ...] = ()
+    experiment: str | None = None
+    metric: str | None = None
 
     def __post_init__(self) -> None:
         segments = tuple(self.segments)
@@ -190,7 +235,24 @@ class Schedule:
                     f"segments must follow each other: one ends at step {before.end_step}, "
                     f"the next starts at {after.start_step}"
                 )
+        trials = tuple(self.trials)
+        for parent, child in itertools.pairwise(trials):
+            if child.parent_id != parent.trial_id or child.start_step != parent.end_step:
+                raise ValueError(
+                    f"the trials of a schedule must form a chain: trial {child.trial_id} "
+                    f"(parent {child.parent_id}, from step {child.start_step}) does not follow "
+                    f"trial {parent.trial_id} (which ends at step {parent.end_step})"
+                )
+        if segments and trials:
+            spans = (segments[0].start_step, segments[-1].end_step)
+            covered = (trials[0].start_step, trials[-1].end_step)
+            if covered != spans:
+                raise ValueError(
+                    f"the trials cover steps [{covered[0]}, {covered[1]}) but the segments "
+                    f"cover [{spans[0]}, {spans[1]}); they must cover the same steps"
+                )
         object.__setattr__(self, "segments", segments)
+        object.__setattr__(self, "trials", trials)
 
     def __len__(self) -> int:
         return len(self.segments)
@@ -223,32 +285,134 @@ class Schedule:
         """The step at which each segment starts, with the values it sets."""
         return [(segment.start_step, dict(segment.hparams)) for segment in self.segments]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The schedule as a JSON-able dict; :meth:`from_dict` reads it back."""
-        return {"segments": [segment.to_dict() for segment in self.segments]}
+    def pieces(self, start_step: int | None = None, end_step: int | None = None) -> list[Segment]:
+        """The steps ``[start_step, end_step)`` cut at every segment and trial boundary.
 
-    @classmethod
-    def from_dict(cls, spec: Mapping[str, Any]) -> Schedule:
-        """Build a schedule from the dict :meth:`to_dict` writes.
+        Each piece is trained by one call of the training function in a replay: it lies
+        inside one recorded trial (or one segment, where the trials are not known) and
+        carries the hyperparameters in force there, with the member and id of that trial.
+
+        Args:
+            start_step: Where to begin; the schedule's start by default.
+            end_step: Where to end (exclusive); the schedule's end by default.
 
         Raises:
-            ValueError: A segment is missing a key or the segments do not follow each other.
+            ValueError: The range is empty or reaches outside the schedule.
         """
-        keys = ("start_step", "end_step", "member", "trial_id", "hparams")
+        start = self.start_step if start_step is None else start_step
+        end = self.end_step if end_step is None else end_step
+        if not self.start_step <= start < end <= self.end_step:
+            raise ValueError(
+                f"steps {start}:{end} are not a non-empty range inside the schedule, which "
+                f"covers steps [{self.start_step}, {self.end_step}); pick A:B with "
+                f"{self.start_step} <= A < B <= {self.end_step}"
+            )
+        sources: tuple[TrialNode | Segment, ...] = (
+            tuple(t for t in self.trials if t.start_step < t.end_step) or self.segments
+        )
+        cuts = {start, end}
+        for item in (*self.segments, *sources):
+            cuts.update(s for s in (item.start_step, item.end_step) if start < s < end)
+        bounds = sorted(cuts)
+        out: list[Segment] = []
+        for begin, finish in itertools.pairwise(bounds):
+            source = next(s for s in sources if s.start_step <= begin < s.end_step)
+            out.append(Segment(begin, finish, source.member, source.trial_id, self.at(begin)))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The schedule as a JSON-able dict; :meth:`from_dict` reads it back.
+
+        Besides ``segments`` and ``trials`` it names the experiment and metric (when
+        known), the member and id of the final trial, and the steps covered; those last
+        ones are for people to read and are ignored by :meth:`from_dict`.
+        """
+        last: TrialNode | Segment | None = (
+            self.trials[-1] if self.trials else (self.segments[-1] if self.segments else None)
+        )
+        return {
+            "experiment": self.experiment,
+            "metric": self.metric,
+            "member": None if last is None else last.member,
+            "trial_id": None if last is None else last.trial_id,
+            "start_step": self.start_step,
+            "end_step": self.end_step,
+            "segments": [segment.to_dict() for segment in self.segments],
+            "trials": [trial.to_dict() for trial in self.trials],
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Any) -> Schedule:
+        """Build a schedule from the dict :meth:`to_dict` writes.
+
+        Only ``segments`` is required; ``trials``, ``experiment`` and ``metric`` are read
+        when present.
+
+        Raises:
+            ValueError: The dict is malformed: a key is missing, a value has the wrong
+                type, or the segments do not follow each other.
+        """
+        if not isinstance(spec, Mapping):
+            raise ValueError(
+                f"a schedule must be an object with a 'segments' list, got {type(spec).__name__}"
+            )
+        raw_segments = spec.get("segments")
+        raw_trials = spec.get("trials")
+        raw_trials = [] if raw_trials is None else raw_trials
+        if not isinstance(raw_segments, list) or not isinstance(raw_trials, list):
+            raise ValueError(
+                "a schedule needs 'segments' (and, optionally, 'trials') as lists, got "
+                f"segments={type(raw_segments).__name__}, trials={type(raw_trials).__name__}"
+            )
+        keys = ("start_step", "end_step", "member", "trial_id")
         segments = []
-        for raw in spec["segments"]:
-            missing = [key for key in keys if key not in raw]
-            if missing:
-                raise ValueError(f"schedule segment {raw!r} is missing {', '.join(missing)}")
-            segments.append(Segment(**{key: raw[key] for key in keys}))
-        return cls(tuple(segments))
+        for raw in raw_segments:
+            fields = _fields(raw, "schedule segment", keys)
+            segments.append(Segment(**fields, hparams=_hparams(raw, "schedule segment")))
+        names = {}
+        for key in ("experiment", "metric"):
+            value = spec.get(key)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"a schedule's {key!r} must be a string, got {value!r}")
+            names[key] = value
+        return cls(
+            tuple(segments),
+            tuple(TrialNode.from_dict(raw) for raw in raw_trials),
+            experiment=names["experiment"],
+            metric=names["metric"],
+        )
+
+
+def _fields(spec: Any, what: str, keys: tuple[str, ...]) -> dict[str, int]:
+    """The integer fields ``keys`` of a dict read from JSON, checked."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"a {what} must be an object, got {spec!r}")
+    missing = [key for key in (*keys, "hparams") if key not in spec]
+    if missing:
+        raise ValueError(f"{what} {dict(spec)!r} is missing {', '.join(missing)}")
+    return {key: _integer(spec, what, key) for key in keys}
+
+
+def _integer(spec: Mapping[str, Any], what: str, key: str) -> int:
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} {dict(spec)!r}: {key} must be an integer, got {value!r}")
+    return value
+
+
+def _hparams(spec: Mapping[str, Any], what: str) -> dict[str, Any]:
+    value = spec["hparams"]
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} {dict(spec)!r}: hparams must be an object, got {value!r}")
+    return dict(value)
 
 
 def schedule(trials: Mapping[int, TrialNode], trial_id: int) -> Schedule:
     """The hyperparameter schedule that produced ``trial_id``'s weights.
 
-    Trials that trained no steps are skipped; consecutive trials with equal
-    hyperparameters are merged (see :class:`Schedule`).
+    Trials that trained no steps get no segment; consecutive trials with equal
+    hyperparameters are merged into one (see :class:`Schedule`). The schedule's
+    ``trials`` are the whole ancestry, root first.
 
     Raises:
         NotFound: ``trial_id`` or one of its ancestors is not in ``trials``.
@@ -257,7 +421,8 @@ def schedule(trials: Mapping[int, TrialNode], trial_id: int) -> Schedule:
     """
     segments: list[Segment] = []
     previous: TrialNode | None = None
-    for node in ancestry(trials, trial_id):
+    chain = ancestry(trials, trial_id)
+    for node in chain:
         if previous is not None and node.start_step != previous.end_step:
             raise ValueError(
                 f"trial {node.trial_id} starts at step {node.start_step} but its parent "
@@ -275,4 +440,4 @@ def schedule(trials: Mapping[int, TrialNode], trial_id: int) -> Schedule:
             segments.append(
                 Segment(node.start_step, node.end_step, node.member, node.trial_id, node.hparams)
             )
-    return Schedule(tuple(segments))
+    return Schedule(tuple(segments), tuple(chain))

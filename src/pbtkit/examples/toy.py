@@ -38,7 +38,8 @@ def train(trial: pk.Trial) -> None:
     h = np.array([trial.hparams["h0"], trial.hparams["h1"]])
     for step in trial.steps():
         theta = theta + LEARNING_RATE * (-2.0 * h * theta)
-        trial.report(step, score=score(theta))
+        # theta too, so that `pbtkit plot --paths theta0,theta1` can draw the paths
+        trial.report(step, score=score(theta), theta0=float(theta[0]), theta1=float(theta[1]))
     np.save(trial.checkpoint_dir / "theta.npy", theta)
 
 

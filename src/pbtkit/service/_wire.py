@@ -113,6 +113,7 @@ class ReleaseIn(_Body):
 
     worker_id: str = _NAME
     reason: str = Field(max_length=10_000)
+    penalize: bool = True
 
 
 def _score(value: float) -> float | None:
@@ -225,12 +226,15 @@ def lease_out(lease: Lease) -> dict[str, Any]:
         "parent_checkpoint": lease.parent_checkpoint,
         "donor": lease.donor,
         "lease_expires": lease.lease_expires,
+        "metrics": list(lease.metrics),
     }
 
 
 def lease_from(data: dict[str, Any]) -> Lease:
     """Inverse of :func:`lease_out`."""
-    return Lease(**{**data, "trial": trial_from(data["trial"])})
+    return Lease(
+        **{**data, "trial": trial_from(data["trial"]), "metrics": tuple(data.get("metrics", ()))}
+    )
 
 
 def summary_out(s: Summary) -> dict[str, Any]:

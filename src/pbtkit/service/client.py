@@ -211,9 +211,11 @@ class RemoteController:
         body = {"worker_id": worker_id, "error": error[-200_000:], "penalize": penalize}
         return list(self._call("POST", f"/v1/trials/{trial_id}/fail", body)["released"])
 
-    def release_worker(self, name: str, worker_id: str, reason: str) -> list[int]:
+    def release_worker(
+        self, name: str, worker_id: str, reason: str, *, penalize: bool = True
+    ) -> list[int]:
         """Give back every trial a dead worker holds."""
-        body = {"worker_id": worker_id, "reason": reason[-10_000:]}
+        body = {"worker_id": worker_id, "reason": reason[-10_000:], "penalize": penalize}
         return list(self._call("POST", f"/v1/experiments/{_q(name)}/release", body)["requeued"])
 
     def reclaim_orphans(self, name: str) -> list[int]:

@@ -4,6 +4,8 @@ Every endpoint but ``GET /health`` needs ``Authorization: Bearer <key>`` when th
 has a key. Errors leave in one shape, ``{"error": <type>, "message": ..., "retryable":
 ...}``, with their status chosen in exactly one place (:data:`STATUS`). Checkpoint paths
 sent by clients must resolve inside the checkpoint root. Nothing received is unpickled.
+The dashboard (:mod:`pbtkit.viz.dashboard`) is served at ``/dashboard`` behind the same
+key; a browser may sign in there once and keep a cookie that opens the dashboard only.
 """
 
 from __future__ import annotations
@@ -337,8 +339,15 @@ def create_app(
 
     @app.post("/v1/experiments/{name}/release", dependencies=guarded)
     def release(name: Name, body: wire.ReleaseIn) -> dict[str, Any]:
-        return {"requeued": controller.release_worker(name, body.worker_id, body.reason)}
+        requeued = controller.release_worker(
+            name, body.worker_id, body.reason, penalize=body.penalize
+        )
+        return {"requeued": requeued}
 
+    from pbtkit.viz.dashboard import install as install_dashboard
+
+    # The read-only dashboard page at /dashboard, behind the same key (see its module).
+    install_dashboard(app, controller, auth_key)
     return _BodyLimit(app, max_body)
 
 

@@ -68,6 +68,7 @@ class MemberRecord:
     score: float = math.nan
     hparams: Mapping[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,9 @@ class TrialRecord:
     ``id`` is 0 for a record not yet inserted. ``metrics`` holds the last reported value
     of each metric; ``score`` the objective's value (NaN when not finite or not reported).
     ``priority`` orders the pending trials of one generation (lowest first), so that no
-    member is always the first of a round to finish.
+    member is always the first of a round to finish. ``inherit`` is set on an exploit's
+    trial whose weights are not taken as they are: ``{"mode": "shrink_perturb", "shrink":
+    s, "noise": n}``.
     """
 
     id: int
@@ -101,6 +104,7 @@ class TrialRecord:
     started_at: float | None = None
     finished_at: float | None = None
     priority: float = 0.0
+    inherit: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in TRIAL_STATUSES:
@@ -174,6 +178,15 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def members(self, experiment_id: int) -> list[MemberRecord]:
         """All members of an experiment ordered by index."""
+
+    @abc.abstractmethod
+    def members_since(self, experiment_id: int, seq: int) -> tuple[int, list[MemberRecord]]:
+        """The experiment's change sequence now, and its member rows written after ``seq``.
+
+        Every :meth:`put_members` call takes the next value of its experiment's sequence,
+        so a reader that remembers the sequence reads only what changed since; ``seq=-1``
+        reads every member.
+        """
 
     # trials ------------------------------------------------------------------------
     @abc.abstractmethod

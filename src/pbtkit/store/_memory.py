@@ -36,6 +36,8 @@ class _Data:
     reports: list[tuple[int, ReportRecord]] = dataclasses.field(default_factory=list)
     events: list[EventRecord] = dataclasses.field(default_factory=list)
     next_id: int = 1
+    seq: dict[int, int] = dataclasses.field(default_factory=dict)
+    member_seq: dict[tuple[int, int], int] = dataclasses.field(default_factory=dict)
 
     def snapshot(self) -> _Data:
         return _Data(
@@ -45,6 +47,8 @@ class _Data:
             list(self.reports),
             list(self.events),
             self.next_id,
+            dict(self.seq),
+            dict(self.member_seq),
         )
 
 
@@ -80,8 +84,21 @@ class _MemoryTransaction(Transaction):
         self._d.experiments[experiment_id] = dataclasses.replace(old, status=status)  # type: ignore[arg-type]
 
     def put_members(self, members: Iterable[MemberRecord]) -> None:
+        taken: dict[int, int] = {}
         for m in members:
+            if m.experiment_id not in taken:
+                taken[m.experiment_id] = self._d.seq.get(m.experiment_id, 0) + 1
+                self._d.seq[m.experiment_id] = taken[m.experiment_id]
             self._d.members[(m.experiment_id, m.member)] = m
+            self._d.member_seq[(m.experiment_id, m.member)] = taken[m.experiment_id]
+
+    def members_since(self, experiment_id: int, seq: int) -> tuple[int, list[MemberRecord]]:
+        changed = [
+            m
+            for key, m in self._d.members.items()
+            if key[0] == experiment_id and self._d.member_seq.get(key, 0) > seq
+        ]
+        return self._d.seq.get(experiment_id, 0), sorted(changed, key=lambda m: m.member)
 
     def members(self, experiment_id: int) -> list[MemberRecord]:
         found = [m for (e, _), m in self._d.members.items() if e == experiment_id]

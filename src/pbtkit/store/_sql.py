@@ -14,7 +14,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ __all__ = ["SCHEMA_VERSION", "SQLStore", "schema_version", "upgrade"]
 
 #: Bumped with every migration (migrations/versions); an older database is refused on
 #: open until ``pbtkit db upgrade`` brings it up to date.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -67,6 +67,7 @@ experiments = sa.Table(
     sa.Column("config", sa.JSON, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False, server_default="0"),
 )
 
 members = sa.Table(
@@ -80,6 +81,9 @@ members = sa.Table(
     sa.Column("score", sa.Float, nullable=True),
     sa.Column("hparams", sa.JSON, nullable=False),
     sa.Column("checkpoint", sa.String(1024), nullable=True),
+    sa.Column("seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("metrics", sa.JSON, nullable=True),
+    sa.Index("ix_pbt_members_seq", "experiment_id", "seq"),
 )
 
 trials = sa.Table(
@@ -106,6 +110,7 @@ trials = sa.Table(
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.Column("priority", sa.Float, nullable=False),
+    sa.Column("inherit", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_pbt_trials_queue", "experiment_id", "status", "generation", "priority", "id"),
     sa.Index("ix_pbt_trials_parent", "parent_id", "status"),
     sa.Index("ix_pbt_trials_member", "experiment_id", "member", "status", "end_step"),
@@ -145,7 +150,16 @@ events = sa.Table(
 # Statements are built once: constructing SQLAlchemy expressions costs more than running
 # them on SQLite, and a worker runs a dozen per trial.
 _TRIAL_COLUMNS = [c.name for c in trials.columns if c.name != "id"]
-_MEMBER_VALUES = ("status", "latest_trial_id", "step", "score", "hparams", "checkpoint")
+_MEMBER_VALUES = (
+    "status",
+    "latest_trial_id",
+    "step",
+    "score",
+    "hparams",
+    "checkpoint",
+    "seq",
+    "metrics",
+)
 _Q_EXPERIMENT = sa.select(experiments).where(experiments.c.name == sa.bindparam("name"))
 _Q_TRIAL = sa.select(trials).where(trials.c.id == sa.bindparam("id"))
 _Q_PENDING = (
@@ -181,6 +195,13 @@ _U_MEMBER = (
     .values({name: sa.bindparam(name) for name in _MEMBER_VALUES})
 )
 _I_MEMBER = members.insert()
+_U_SEQ = (
+    experiments.update()
+    .where(experiments.c.id == sa.bindparam("b_eid"))
+    .values(seq=experiments.c.seq + 1)
+    .returning(experiments.c.seq)
+)
+_Q_SEQ = sa.select(experiments.c.seq).where(experiments.c.id == sa.bindparam("eid"))
 _Q_CHILDREN = (
     sa.select(sa.func.count())
     .select_from(trials)
@@ -208,8 +229,12 @@ _I_EVENT = events.insert()
 
 
 _MEMBERS_SQL = (
-    "SELECT member, status, latest_trial_id, step, score, hparams, checkpoint "
+    "SELECT member, status, latest_trial_id, step, score, hparams, checkpoint, metrics "
     "FROM pbt_members WHERE experiment_id = {} ORDER BY member"
+)
+_MEMBERS_SINCE_SQL = (
+    "SELECT member, status, latest_trial_id, step, score, hparams, checkpoint, metrics "
+    "FROM pbt_members WHERE experiment_id = {} AND seq > {} ORDER BY member"
 )
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": ":1", "named": ":p"}
 
@@ -217,15 +242,23 @@ _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": ":1",
 class _LazyJSON(Mapping[str, Any]):
     """A JSON object decoded on first use (most members' values are never looked at)."""
 
-    __slots__ = ("_data", "_text")
+    __slots__ = ("_data", "_decode", "_text")
 
-    def __init__(self, text: str | dict[str, Any]) -> None:
+    def __init__(
+        self,
+        text: str | dict[str, Any],
+        decode: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    ) -> None:
         self._text = text if isinstance(text, str) else None
-        self._data: dict[str, Any] | None = text if isinstance(text, dict) else None
+        self._decode = decode
+        self._data: dict[str, Any] | None = None
+        if isinstance(text, dict):
+            self._data = dict(decode(text)) if decode else text
 
     def _decoded(self) -> dict[str, Any]:
         if self._data is None:
-            self._data = json.loads(self._text or "{}")
+            data = json.loads(self._text or "{}") or {}  # JSON null: nothing stored
+            self._data = dict(self._decode(data)) if self._decode else data
         return self._data
 
     def __getitem__(self, key: str) -> Any:
@@ -272,6 +305,7 @@ def _trial_from_row(row: Any) -> TrialRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         priority=row.priority,
+        inherit=row.inherit,
     )
 
 
@@ -297,6 +331,7 @@ def _trial_values(trial: TrialRecord) -> dict[str, Any]:
         "started_at": trial.started_at,
         "finished_at": trial.finished_at,
         "priority": trial.priority,
+        "inherit": None if trial.inherit is None else dict(trial.inherit),
     }
 
 
@@ -369,7 +404,13 @@ class _SQLTransaction(Transaction):
         )
 
     def put_members(self, records: Iterable[MemberRecord]) -> None:
+        taken: dict[int, int] = {}
         for m in records:
+            if m.experiment_id not in taken:
+                # The experiment row's lock orders the writers, so sequences commit in order.
+                taken[m.experiment_id] = int(
+                    self._c.execute(_U_SEQ, {"b_eid": m.experiment_id}).scalar_one()
+                )
             values = {
                 "status": m.status,
                 "latest_trial_id": m.latest_trial_id,
@@ -377,6 +418,8 @@ class _SQLTransaction(Transaction):
                 "score": _nan_to_none(m.score),
                 "hparams": dict(m.hparams),
                 "checkpoint": m.checkpoint,
+                "seq": taken[m.experiment_id],
+                "metrics": encode_metrics(m.metrics) if m.metrics else None,
             }
             updated = self._c.execute(
                 _U_MEMBER, {"b_eid": m.experiment_id, "b_member": m.member, **values}
@@ -389,10 +432,26 @@ class _SQLTransaction(Transaction):
     def members(self, experiment_id: int) -> list[MemberRecord]:
         # The hot read of every decision: rows come straight from the driver and the
         # hyperparameters are decoded only for the members a decision looks at.
+        return self._member_rows(_MEMBERS_SQL, experiment_id)
+
+    def members_since(self, experiment_id: int, seq: int) -> tuple[int, list[MemberRecord]]:
+        now = self._c.execute(_Q_SEQ, {"eid": experiment_id}).scalar_one_or_none()
+        if now is None:
+            raise NotFound(f"no experiment with id {experiment_id}")
+        if int(now) <= seq:
+            return int(now), []
+        return int(now), self._member_rows(_MEMBERS_SINCE_SQL, experiment_id, seq)
+
+    def _member_rows(self, sql: str, *params: int) -> list[MemberRecord]:
         paramstyle = self._c.dialect.paramstyle
-        sql = _MEMBERS_SQL.format(_PLACEHOLDER[paramstyle])
-        params: Any = {"p": experiment_id} if paramstyle == "named" else (experiment_id,)
-        rows = self._c.exec_driver_sql(sql, params)
+        if paramstyle == "named":
+            names = [f":p{i}" for i in range(len(params))]
+            bound: Any = {f"p{i}": value for i, value in enumerate(params)}
+        else:
+            names = [_PLACEHOLDER[paramstyle]] * len(params)
+            bound = tuple(params)
+        rows = self._c.exec_driver_sql(sql.format(*names), bound)
+        experiment_id = params[0]
         return [
             MemberRecord(
                 experiment_id=experiment_id,
@@ -403,8 +462,9 @@ class _SQLTransaction(Transaction):
                 score=_none_to_nan(score),
                 hparams=_LazyJSON(hparams),
                 checkpoint=checkpoint,
+                metrics=_LazyJSON(metrics, decode_metrics) if metrics else {},
             )
-            for member, status, latest, step, score, hparams, checkpoint in rows
+            for member, status, latest, step, score, hparams, checkpoint, metrics in rows
         ]
 
     def insert_trial(self, trial: TrialRecord) -> TrialRecord:

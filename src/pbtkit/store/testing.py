@@ -237,6 +237,38 @@ class StoreContract:
         assert ms[1] == MemberRecord(eid, 1, "done", 7, 20, 0.25, {"lr": 0.5}, "exp/trial-7")
         assert math.isnan(ms[0].score)
 
+    def test_members_carry_metrics(self, store: Store) -> None:
+        eid = self._experiment(store)
+        record = MemberRecord(eid, 0, score=0.5, metrics={"acc": 0.5, "loss": math.nan})
+        with store.transaction() as tx:
+            tx.put_members([record])
+        with store.read() as tx:
+            (stored,) = tx.members(eid)
+        assert stored.metrics["acc"] == 0.5
+        assert math.isnan(stored.metrics["loss"])
+
+    def test_members_since_reads_only_changes(self, store: Store) -> None:
+        eid = self._experiment(store)
+        other = self._experiment(store, "other")
+        with store.transaction() as tx:
+            tx.put_members([MemberRecord(eid, m) for m in range(4)])
+            tx.put_members([MemberRecord(other, 0)])
+        with store.read() as tx:
+            first, everyone = tx.members_since(eid, -1)
+        assert [m.member for m in everyone] == [0, 1, 2, 3]
+        with store.transaction() as tx:
+            tx.put_members([MemberRecord(eid, 2, step=10, score=1.0)])
+        with store.transaction() as tx:
+            tx.put_members([MemberRecord(eid, 3, step=10), MemberRecord(eid, 2, step=20)])
+            tx.put_members([MemberRecord(other, 0, step=5)])  # another experiment's
+        with store.read() as tx:
+            now, changed = tx.members_since(eid, first)
+            again, nothing = tx.members_since(eid, now)
+        assert now > first
+        assert again == now
+        assert nothing == []
+        assert [(m.member, m.step) for m in changed] == [(2, 20), (3, 10)]
+
     def test_children_count(self, store: Store) -> None:
         eid = self._experiment(store)
         with store.transaction() as tx:

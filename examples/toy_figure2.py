@@ -1,0 +1,1 @@
+../src/pbtkit/examples/toy_figure2.py

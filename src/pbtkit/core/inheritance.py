@@ -1,0 +1,167 @@
+"""What an exploiting member inherits from its donor, and the shrink-and-perturb helper.
+
+Four modes, chosen with ``PBT(inherit=...)``:
+
+- ``"all"`` (the default, Lamarckian): the donor's weights and its hyperparameters (after
+  exploration), as in Jaderberg et al. 2017;
+- ``"hparams"``: only the donor's hyperparameters; the member trains on from its own
+  weights;
+- ``"weights"``: only the donor's weights; the member explores its own hyperparameters
+  (the toy of the PBT paper's Figure 2 copies theta, not h);
+- :class:`ShrinkPerturb`: the donor's weights, which the training function shrinks towards
+  zero and perturbs with noise before training on (Ash & Adams 2020, "warm-starting" neural
+  networks); the helper :func:`shrink_perturb` does it for a mapping of arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pbtkit._exceptions import ConfigError
+from pbtkit.core._specs import check_keys
+
+__all__ = ["Inherit", "ShrinkPerturb", "inherit_from_dict", "shrink_perturb"]
+
+
+def _shrink(owner: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) <= 1.0
+    ):
+        raise ConfigError(
+            f"{owner}: shrink must be a number in [0, 1] (the factor the weights are "
+            f"multiplied by), got {value!r}"
+        )
+    return float(value)
+
+
+def _noise(owner: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and float(value) >= 0)
+    ):
+        raise ConfigError(
+            f"{owner}: noise must be a finite number >= 0 (the standard deviation of the "
+            f"Gaussian noise added), got {value!r}"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ShrinkPerturb:
+    """Inherit the donor's weights shrunk and perturbed: ``shrink * w + noise * N(0, 1)``.
+
+    The policy only records the two numbers on the :class:`~pbtkit.core.Exploit` decision;
+    the training function applies them when it loads its parent checkpoint, e.g. with
+    :func:`shrink_perturb`.
+
+    Args:
+        shrink: The factor every weight is multiplied by, in ``[0, 1]``.
+        noise: The standard deviation of the Gaussian noise added, ``>= 0``.
+
+    Raises:
+        ConfigError: ``shrink`` is outside ``[0, 1]`` or ``noise`` is negative or not finite.
+    """
+
+    shrink: float = 0.4
+    noise: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shrink", _shrink("ShrinkPerturb", self.shrink))
+        object.__setattr__(self, "noise", _noise("ShrinkPerturb", self.noise))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec ``{"type": "shrink_perturb", "shrink": s, "noise": n}``."""
+        return {"type": "shrink_perturb", "shrink": self.shrink, "noise": self.noise}
+
+
+#: What ``PBT(inherit=...)`` takes.
+Inherit = str | ShrinkPerturb
+
+_NAMED = ("all", "hparams", "weights")
+
+
+def check_inherit(value: Any) -> str | ShrinkPerturb:
+    """``value`` if it is a valid inheritance mode.
+
+    Raises:
+        ConfigError: It is neither ``"all"``, ``"hparams"``, ``"weights"`` nor a
+            :class:`ShrinkPerturb`.
+    """
+    if isinstance(value, ShrinkPerturb) or (isinstance(value, str) and value in _NAMED):
+        return value
+    raise ConfigError(
+        f"PBT(inherit={value!r}): inherit must be 'all' (weights and hyperparameters), "
+        f"'hparams' (hyperparameters only), 'weights' (weights only) or "
+        f"ShrinkPerturb(shrink, noise)"
+    )
+
+
+def inherit_to_dict(value: str | ShrinkPerturb) -> str | dict[str, Any]:
+    """The JSON-able spec of an inheritance mode: its name, or the ShrinkPerturb spec."""
+    return value.to_dict() if isinstance(value, ShrinkPerturb) else value
+
+
+def inherit_from_dict(spec: Any) -> str | ShrinkPerturb:
+    """Read ``"all"``, ``"hparams"``, ``"weights"`` or ``{"type": "shrink_perturb", "shrink": s,
+    "noise": n}`` (omitted numbers take their defaults).
+
+    Raises:
+        ConfigError: The spec is none of these, or a number is out of range.
+    """
+    if isinstance(spec, Mapping):
+        if spec.get("type") != "shrink_perturb":
+            raise ConfigError(
+                f"inherit spec {dict(spec)!r} has type {spec.get('type')!r}; a mapping must "
+                f"have type 'shrink_perturb' (or give 'all', 'hparams' or 'weights')"
+            )
+        check_keys(f"inherit spec {dict(spec)!r}", spec, (), ("type", "shrink", "noise"))
+        return ShrinkPerturb(**{key: spec[key] for key in ("shrink", "noise") if key in spec})
+    return check_inherit(spec)
+
+
+def shrink_perturb(
+    arrays: Mapping[str, np.ndarray],
+    shrink: float,
+    noise: float,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Shrink and perturb weights: ``shrink * w + noise * N(0, 1)``, per element.
+
+    Only floating-point arrays change; integer and boolean arrays (step counters, masks)
+    are copied as they are. Each result keeps its array's dtype and shape; the input is
+    not modified.
+
+    Args:
+        arrays: Weights by name (e.g. a model's ``state_dict`` as numpy arrays).
+        shrink: The factor in ``[0, 1]``, e.g. ``Exploit.shrink`` or ``trial``'s value.
+        noise: The noise's standard deviation, ``>= 0``.
+        rng: The source of randomness.
+
+    Returns:
+        New arrays by the same names.
+
+    Raises:
+        ConfigError: ``shrink`` or ``noise`` is out of range.
+    """
+    factor = _shrink("shrink_perturb", shrink)
+    sigma = _noise("shrink_perturb", noise)
+    out: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        value = np.asarray(array)
+        if not np.issubdtype(value.dtype, np.floating):
+            out[name] = value.copy()
+            continue
+        moved = factor * value
+        if sigma:
+            moved = moved + sigma * rng.standard_normal(value.shape)
+        out[name] = np.asarray(moved, dtype=value.dtype)
+    return out

@@ -1,0 +1,235 @@
+"""The dashboard in a real headless Chromium: during a run, and against hostile names.
+
+The live test starts `pbtkit serve` on a SQLite file and a run on the same file in this
+process, whose trials wait at a gate the test opens; so the browser is shown the run
+before any trial, after the first generation, and at its end, and nothing waits on time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+import pbtkit as pk
+from pbtkit.service import PBTServer
+from tests.viz.conftest import GatedRun
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "browser-secret"
+POPULATION = GatedRun.POPULATION
+GENERATIONS = GatedRun.GENERATIONS
+WAIT = 60  # seconds a condition may take to show before the test fails
+NO_SCORE = "\u2013"  # what the table shows for a member without a score yet
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`pbtkit serve` with a key, on a SQLite file; yields its URL and the file."""
+    database = tmp_path / "live.db"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PBTKIT_AUTH_KEY"}
+    env.update(PYTHONPATH=str(ROOT), PBTKIT_AUTH_KEY=KEY)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pbtkit", "serve", "--storage", f"sqlite:///{database}",
+         "--checkpoint-root", str(tmp_path / "server-ckpt"), "--port", str(port)],
+        env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, "pbtkit serve exited"
+        assert time.monotonic() < deadline, "pbtkit serve did not start"
+        time.sleep(0.05)
+    try:
+        yield url, database
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _until(browser: Any, what: str, condition: Callable[[Any], Any]) -> Any:
+    # The page rebuilds its table and tree at each refresh: an element found just before
+    # may be gone when read, which only means "look again".
+    wait = WebDriverWait(
+        browser, WAIT, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+    )
+    try:
+        return wait.until(condition)
+    except TimeoutException as exc:
+        raise AssertionError(f"the page never showed {what}: {_page_state(browser)}") from exc
+
+
+def _page_state(browser: Any) -> str:
+    return str(
+        browser.execute_script(
+            "return [document.getElementById('status').textContent,"
+            " document.getElementById('error').textContent,"
+            " document.querySelectorAll('#members tbody tr').length,"
+            " document.querySelectorAll('#tree circle.node').length]"
+        )
+    )
+
+
+def _scores(browser: Any) -> list[str]:
+    # read in one script, so that a refresh cannot fall between finding and reading
+    found: list[str] = browser.execute_script(
+        "return [...document.querySelectorAll('#members td.score')].map(td => td.textContent)"
+    )
+    return found
+
+
+def _done_nodes(browser: Any) -> int:
+    return int(
+        browser.execute_script("return document.querySelectorAll('#tree circle.node.done').length")
+    )
+
+
+def test_the_dashboard_follows_a_run(
+    browser: Any, served: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, database = served
+    run = GatedRun(f"sqlite:///{database}", tmp_path / "ckpt", tensorboard=False)
+    try:
+        # signing in through the address: the key is traded for a cookie
+        browser.get(f"{url}/dashboard?{urlencode({'key': KEY, 'experiment': 'live'})}")
+        assert "key=" not in browser.current_url
+        _until(
+            browser,
+            "the members",
+            lambda b: len(b.find_elements(By.CSS_SELECTOR, "#members tbody tr")) == POPULATION,
+        )
+        # before any trial finished: no scores, no finished node in the tree
+        assert set(_scores(browser)) == {NO_SCORE}
+        assert _done_nodes(browser) == 0
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "running"
+
+        run.release(POPULATION)  # the first generation, and no more
+        _until(browser, "a score for every member", lambda b: NO_SCORE not in _scores(b))
+        _until(browser, "the first generation in the tree", lambda b: _done_nodes(b) >= POPULATION)
+        first = _done_nodes(browser)
+        assert first == POPULATION
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "running"
+        browser.save_screenshot(str(tmp_path / "dashboard-running.png"))
+
+        run.release(POPULATION * GENERATIONS)  # the rest
+        _until(
+            browser,
+            "the finished run",
+            lambda b: (
+                b.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "finished"
+            ),
+        )
+        total = POPULATION * GENERATIONS
+        _until(browser, "every trial in the tree", lambda b: _done_nodes(b) == total)
+        assert _done_nodes(browser) > first  # the tree grew
+        exploits = browser.find_elements(By.CSS_SELECTOR, "#tree line.edge.exploit")
+        assert exploits, "the family tree shows no exploit"
+        assert browser.find_elements(By.CSS_SELECTOR, "#curves polyline.curve")
+        assert browser.find_elements(By.CSS_SELECTOR, "#schedules polyline.schedule")
+        assert not browser.find_element(By.ID, "error").text
+        shot = tmp_path / "dashboard.png"
+        assert browser.save_screenshot(str(shot))
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        result = run.finish()  # never leave the run waiting
+    assert len(result.members) == POPULATION
+
+
+# hostile names --------------------------------------------------------------------------
+HOSTILE_NAME = '<script>window.__pwned = 1</script>"><img src=x onerror="window.__pwned = 2">'
+HOSTILE_PARAM = '<img src=x onerror="window.__pwned = 3">'
+HOSTILE_VALUE = "</td><script>window.__pwned = 4</script>"
+HOSTILE_METRIC = '<svg onload="window.__pwned = 5">'
+
+
+def hostile(trial: pk.Trial) -> None:
+    """Reports the objective and a metric whose name is markup."""
+    for step in trial.steps():
+        trial.report(step, score=float(step) * (1 + trial.member), **{HOSTILE_METRIC: 1.0})
+    (trial.checkpoint_dir / "done").write_text("yes")
+
+
+def test_hostile_names_are_shown_as_text_and_never_run(browser: Any, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'hostile.db'}"
+    result = pk.run(
+        hostile,
+        space={HOSTILE_PARAM: pk.Choice([HOSTILE_VALUE, f"{HOSTILE_VALUE}!"])},
+        metric="score",
+        population=2,
+        workers=1,
+        ready_every=2,
+        total_steps=4,
+        executor="thread",
+        storage=storage,
+        checkpoint_dir=tmp_path / "ckpt",
+        name=HOSTILE_NAME,
+        progress=False,
+        tensorboard=False,
+    )
+    with PBTServer(0, KEY, storage=storage, checkpoint_root=tmp_path / "ckpt") as server:
+        browser.get(f"{server.url}/dashboard?{urlencode({'key': KEY})}")
+        browser.get(f"{server.url}/dashboard?{urlencode({'experiment': HOSTILE_NAME})}")
+        _until(browser, "the title", lambda b: b.find_element(By.ID, "title").text == HOSTILE_NAME)
+        _until(
+            browser,
+            "the members",
+            lambda b: len(b.find_elements(By.CSS_SELECTOR, "#members tbody tr")) == 2,
+        )
+        assert browser.title == f"pbtkit: {HOSTILE_NAME}"
+        links = browser.find_elements(By.CSS_SELECTOR, "#experiments a")
+        assert [a.text for a in links] == [HOSTILE_NAME]
+        headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#members th")]
+        assert HOSTILE_PARAM in headers
+        column = headers.index(HOSTILE_PARAM)
+        for m in result.members:
+            row = browser.find_element(By.CSS_SELECTOR, f"#members tr[data-member='{m.member}']")
+            cells = row.find_elements(By.TAG_NAME, "td")
+            assert cells[column].text == m.hparams[HOSTILE_PARAM]
+        options = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#metric option")]
+        assert HOSTILE_METRIC in options
+        # the markup stayed text: no element it names was made, no script of it ran
+        assert browser.execute_script("return window.__pwned === undefined")
+        assert browser.find_elements(By.CSS_SELECTOR, "main img, main script, nav img") == []
+        assert browser.find_elements(By.CSS_SELECTOR, "#members svg, #metric svg") == []
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert.text  # noqa: B018 - reading it is the check
+        # choosing the hostile metric draws its curves, still as text
+        browser.execute_script(
+            "const s = document.getElementById('metric');"
+            "s.value = arguments[0]; s.dispatchEvent(new Event('change'));",
+            HOSTILE_METRIC,
+        )
+        _until(
+            browser,
+            "the hostile metric's curves",
+            lambda b: HOSTILE_METRIC in b.find_element(By.ID, "curves").text,
+        )
+        assert browser.execute_script("return window.__pwned === undefined")
