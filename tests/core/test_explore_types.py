@@ -67,12 +67,35 @@ def test_perturb_moves_each_type_its_own_way() -> None:
     # continuous: multiplied by a factor
     assert seen["momentum"] == {0.4, 0.6}
     assert seen["lr"] == {0.01 * 0.8, 0.01 * 1.2}
-    # integer: round(value * factor), at least one step
-    assert seen["batch"] == {51, 77}
+    # integer: the next lower or higher value (Li et al. 2019)
+    assert seen["batch"] == {63, 65}
     # ordinal: the next lower or higher value
     assert seen["depth"] == {2, 8}
     # categorical: resampled from the prior
     assert seen["optimizer"] == {"sgd", "adam", "rmsprop"}
+
+
+def test_integers_may_scale_instead_globally_or_per_parameter() -> None:
+    for explorer in (
+        Perturb((0.8, 1.2), resample_probability=0.0, integers="scale"),
+        Perturb((0.8, 1.2), resample_probability=0.0, per_param={"batch": {"integers": "scale"}}),
+    ):
+        seen = {explorer(HPARAMS, SPACE, np.random.default_rng(s))["batch"] for s in range(100)}
+        assert seen == {51, 77}  # round(64 * 0.8), round(64 * 1.2)
+        assert explorer_from_dict(explorer.to_dict()) == explorer
+
+
+def test_an_integer_step_stays_inside_its_range() -> None:
+    explorer = Perturb((1.2,), resample_probability=0.0)
+    top = {**HPARAMS, "batch": 256}
+    assert explorer(top, SPACE, np.random.default_rng(0))["batch"] == 256
+
+
+def test_an_unknown_integer_move_is_refused() -> None:
+    with pytest.raises(ConfigError, match="integers must be 'step'"):
+        Perturb(integers="jump")
+    with pytest.raises(ConfigError, match="integers must be 'step'"):
+        Perturb(per_param={"batch": {"integers": 2}})
 
 
 # --- per-parameter settings -------------------------------------------------------------

@@ -91,7 +91,19 @@ def _factors(subject: str, value: Any) -> tuple[float, ...]:
     return tuple(float(factor) for factor in factors)
 
 
-_OVERRIDE_KEYS = ("factors", "resample_probability")
+_OVERRIDE_KEYS = ("factors", "resample_probability", "integers")
+#: How :class:`Perturb` moves an integer: to the next value (the paper's rule for discrete
+#: values) or scaled by the factor like a continuous one (for wide ranges: batch sizes).
+INTEGER_MOVES = ("step", "scale")
+
+
+def _integer_move(owner: str, value: Any) -> str:
+    if value not in INTEGER_MOVES:
+        raise ConfigError(
+            f"{owner}: integers must be 'step' (the next lower or higher integer) or 'scale' "
+            f"(round(value * factor)), got {value!r}"
+        )
+    return str(value)
 
 
 class _Overrides(Mapping[str, Mapping[str, Any]]):
@@ -130,6 +142,8 @@ class _Overrides(Mapping[str, Mapping[str, Any]]):
                 checked["resample_probability"] = _probability(
                     owner, "resample_probability", override["resample_probability"]
                 )
+            if "integers" in override:
+                checked["integers"] = _integer_move(owner, override["integers"])
             settings[name] = checked
         self._settings = settings
 
@@ -160,28 +174,34 @@ class Perturb:
     - continuous (:class:`Uniform`, :class:`LogUniform`): multiplied by the factor, clipped;
     - ordinal (:class:`Ordinal`): the next higher value for a factor above 1, the next lower
       one below 1;
-    - integer (:class:`IntUniform`): ``round(value * factor)``, moved at least one step up
-      (factor above 1) or down (below 1), clipped;
+    - integer (:class:`IntUniform`): the next higher integer for a factor above 1, the next
+      lower one below 1 (``integers="step"``, the default); or, with ``integers="scale"``,
+      ``round(value * factor)`` moved at least one step that way (for wide ranges such as
+      batch sizes); clipped;
     - categorical (:class:`Choice`): resampled (categories have no neighbours).
 
     ``per_param`` overrides ``factors`` and/or ``resample_probability`` for some
     hyperparameters: ``Perturb(per_param={"lr": {"factors": (0.5, 2.0)},
-    "dropout": {"resample_probability": 1.0}})``. Its names must be in the search space;
+    "dropout": {"resample_probability": 1.0}, "batch": {"integers": "scale"}})``. Its names
+    must be in the search space;
     they are checked when the explorer is used with one (:meth:`check_space`).
 
     Args:
         factors: The factors to choose from, each a finite number above 0.
         resample_probability: The chance, per hyperparameter, of resampling instead.
-        per_param: Settings by hyperparameter name that replace the two above for it.
+        per_param: Settings by hyperparameter name that replace the ones above for it.
+        integers: ``"step"`` or ``"scale"``: how integers move (see above).
 
     Raises:
         ConfigError: ``factors`` is empty or holds a non-positive or non-finite number, a
-            probability is outside ``[0, 1]``, or ``per_param`` has an unknown setting.
+            probability is outside ``[0, 1]``, ``integers`` is neither ``"step"`` nor
+            ``"scale"``, or ``per_param`` has an unknown setting.
     """
 
     factors: tuple[float, ...] = (0.8, 1.2)
     resample_probability: float = 0.25
     per_param: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    integers: str = "step"
 
     def __post_init__(self) -> None:
         subject = f"Perturb(factors={self.factors!r})"
@@ -192,6 +212,11 @@ class Perturb:
             _probability("Perturb", "resample_probability", self.resample_probability),
         )
         object.__setattr__(self, "per_param", _Overrides(self.per_param))
+        object.__setattr__(self, "integers", _integer_move("Perturb", self.integers))
+
+    def integer_move(self, name: str) -> str:
+        """How integer hyperparameter ``name`` moves: ``"step"`` or ``"scale"``."""
+        return str(self.per_param.get(name, {}).get("integers", self.integers))
 
     def settings(self, name: str) -> tuple[tuple[float, ...], float]:
         """The factors and the resample probability that apply to hyperparameter ``name``."""
@@ -234,7 +259,11 @@ class Perturb:
                 explored[name] = domain.sample(rng)
             else:
                 factor = factors[int(rng.integers(len(factors)))]
-                explored[name] = domain.perturb(current[name], factor, rng)
+                if isinstance(domain, IntUniform) and self.integer_move(name) == "step":
+                    step = 1 if factor > 1 else -1 if factor < 1 else 0
+                    explored[name] = min(max(current[name] + step, domain.low), domain.high)
+                else:
+                    explored[name] = domain.perturb(current[name], factor, rng)
         return explored
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,6 +275,8 @@ class Perturb:
             "factors": list(self.factors),
             "resample_probability": self.resample_probability,
         }
+        if self.integers != "step":
+            spec["integers"] = self.integers
         if self.per_param:
             spec["per_param"] = {
                 name: {
@@ -523,7 +554,7 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
     from pbtkit.core import pb2  # here: pb2 builds on this module
 
     keys_by_type = {
-        "perturb": ("factors", "resample_probability", "per_param"),
+        "perturb": ("factors", "resample_probability", "per_param", "integers"),
         "resample": ("probability",),
         "gaussian": ("sigma",),
         "keep": (),
