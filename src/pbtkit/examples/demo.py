@@ -59,6 +59,13 @@ def main(
         time.perf_counter() - started,
     )
     print(f"test accuracy of the best member: {result.best.metrics['test_accuracy']:.3f}")
-    print(f"\nstate and checkpoints are in {directory.resolve()}; inspect them with")
-    print(f"  pbtkit status --storage {directory / 'pbt.db'} --experiment digits{suffix}")
+    db = directory / "pbt.db"
+    print(f"\nstate and checkpoints are in {directory.resolve()}; look at them with")
+    print(f"  pbtkit status --storage {db} --experiment digits{suffix}")
+    print(f"  pbtkit dashboard --storage {db}            # live page, http://127.0.0.1:8766")
+    paths = "--paths theta0,theta1"
+    print(f"  pbtkit plot --storage {db} --experiment toy{suffix} --out plots {paths}")
+    print(f"  pbtkit replay --storage {db} --experiment digits   # the winning schedule")
+    if (directory / "tensorboard").is_dir():
+        print(f"  tensorboard --logdir {directory / 'tensorboard'}")
     return 0
