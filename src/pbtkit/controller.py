@@ -958,6 +958,9 @@ class Controller:
             metrics=Column(cache.records, rows, "metrics"),
             history=lambda member, k: _history(tx, spec, latest.experiment_id, member, k),
             recent=lambda generations: _recent(tx, latest, generations),
+            pending=lambda: [
+                t.hparams for t in tx.trials(latest.experiment_id, statuses=ACTIVE_STATUSES)
+            ],
         )
         if level:
             shared[step] = population

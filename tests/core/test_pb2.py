@@ -225,3 +225,32 @@ def test_bad_pb2_settings_are_config_errors(build: Any, fragment: str) -> None:
     with pytest.raises(ConfigError) as error:
         build()
     assert fragment in str(error.value)
+
+
+def test_pb2_spreads_a_batch_away_from_the_trials_already_training() -> None:
+    """GP-BUCB: a suggestion already handed out (pending) is added to the model at its
+    predicted gain, which lowers the uncertainty there, so the rest of a batch (a
+    generation decided at once) spreads along what the data leaves open."""
+    space = SearchSpace({"x": Uniform(0.0, 1.0), "y": Uniform(0.0, 1.0)})
+    recent = trials(lambda h: h["x"], n=24, space=space)  # gains grow with x; y is noise
+
+    def batch(spread: bool) -> list[dict[str, Any]]:
+        handed_out: list[dict[str, Any]] = []
+        for seed in range(4):
+            pop = Population.from_views(
+                {v.member: v for v in recent}.values(),
+                recent=lambda generations: recent,
+                pending=(lambda: list(handed_out)) if spread else None,
+            )
+            rng = np.random.default_rng(seed)
+            handed_out.append(
+                PB2(kappa=2.0)({"x": 0.5, "y": 0.5}, space, rng, population=pop, objective=MAX)
+            )
+        return handed_out
+
+    alone, spread = batch(False), batch(True)
+    assert all(h["x"] > 0.9 for h in alone + spread)  # both follow the gains in x...
+    ys = [h["y"] for h in alone]
+    assert max(ys) - min(ys) < 0.1, ys  # ...one batch piles onto one point
+    ys = [h["y"] for h in spread]
+    assert max(ys) - min(ys) > 0.5, ys  # ...the other spreads along y

@@ -148,7 +148,8 @@ class PB2:
             return self.fallback(current, space, rng)
         times, points, gains = data
         sign = 1.0 if objective.mode == "max" else -1.0
-        unit = self._suggest(times, points, sign * gains, rng)
+        busy = _points(population.pending_hparams(), numeric)
+        unit = self._suggest(times, points, sign * gains, rng, busy)
         chosen = {
             name: _from_unit(domain, float(u))
             for (name, domain), u in zip(numeric, unit, strict=True)
@@ -160,9 +161,21 @@ class PB2:
         return space.validate(explored)
 
     def _suggest(
-        self, times: np.ndarray, points: np.ndarray, gains: np.ndarray, rng: np.random.Generator
+        self,
+        times: np.ndarray,
+        points: np.ndarray,
+        gains: np.ndarray,
+        rng: np.random.Generator,
+        busy: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The point of ``[0, 1]^d`` that maximises the UCB of the gain at the latest time."""
+        """The point of ``[0, 1]^d`` that maximises the UCB of the gain at the latest time.
+
+        ``busy`` holds the unit points of trials training now. As in GP-BUCB (Desautels et
+        al. 2014, the batch rule of PB2), each is added to the model as if it had been
+        observed at the model's own prediction: the mean stays, the uncertainty there
+        shrinks, so a batch of suggestions (a generation decided at once) spreads out
+        instead of piling onto one maximum.
+        """
         try:
             from sklearn.gaussian_process import GaussianProcessRegressor
             from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
@@ -186,7 +199,16 @@ class PB2:
             # A kernel bound reached is no reason to stop: the fit is still usable.
             warnings.simplefilter("ignore")
             model.fit(x, y)
-        n = len(y)
+            # The UCB needs the uncertainty of the gain itself, not of a noisy observation
+            # of it: the same fit, with the learnt noise as the observations' variance.
+            signal, noise = model.kernel_.k1, model.kernel_.k2.noise_level
+            if busy is not None and len(busy):
+                at_now = np.column_stack([np.full(len(busy), now), busy])
+                x = np.vstack([x, at_now])
+                y = np.concatenate([y, model.predict(at_now)])
+            model = GaussianProcessRegressor(kernel=signal, alpha=noise, optimizer=None)
+            model.fit(x, y)
+        n = len(gains)
         kappa = self.kappa
         if kappa is None:
             kappa = math.sqrt(0.2 + max(0.0, math.log(0.4 * n)))
@@ -260,6 +282,19 @@ def _data(
         np.asarray(points, dtype=np.float64).reshape(len(times), len(numeric)),
         np.asarray(gains, dtype=np.float64),
     )
+
+
+def _points(
+    hparams: Sequence[Mapping[str, Any]], numeric: Sequence[tuple[str, Domain]]
+) -> np.ndarray:
+    """The unit points of the given values (those outside the space are skipped)."""
+    points = []
+    for values in hparams:
+        try:
+            points.append([_to_unit(domain, name, values[name]) for name, domain in numeric])
+        except (KeyError, OutOfSpace):
+            continue
+    return np.asarray(points, dtype=np.float64).reshape(len(points), len(numeric))
 
 
 def _to_unit(domain: Domain, name: str, value: Any) -> float:

@@ -13,7 +13,9 @@ lazy hooks the controller fills in from the store:
 - :meth:`Population.history`: a member's last ``k`` values of the objective metric
   (t-test selection);
 - :meth:`Population.recent_trials`: the finished trials of the last few generations
-  (initiator-based evolution, PB2).
+  (initiator-based evolution, PB2);
+- :meth:`Population.pending_hparams`: the hyperparameters of the trials waiting or
+  training now (PB2 spreads a batch of suggestions away from them).
 
 Tests and custom strategies can build one from :class:`MemberView` values with
 :meth:`Population.from_views`.
@@ -35,6 +37,7 @@ __all__ = ["Population"]
 
 History = Callable[[int, int], Sequence[float]]
 Recent = Callable[[int], Sequence[MemberView]]
+Pending = Callable[[], Sequence[Mapping[str, Any]]]
 
 
 class Population:
@@ -55,6 +58,8 @@ class Population:
         recent: ``recent(generations)``: the finished trials of the last ``generations``
             generations, as views (``trial_id`` names the trial, which may be older than
             its member's latest).
+        pending: ``pending()``: the hyperparameters of the trials not finished yet
+            (pending or running), read anew on each call.
 
     Raises:
         ValueError: The columns differ in length or a member appears twice.
@@ -63,6 +68,7 @@ class Population:
     __slots__ = (
         "_history",
         "_memo",
+        "_pending",
         "_recent",
         "has_checkpoint",
         "hparams",
@@ -85,6 +91,7 @@ class Population:
         metrics: Sequence[Mapping[str, float]] | None = None,
         history: History | None = None,
         recent: Recent | None = None,
+        pending: Pending | None = None,
     ) -> None:
         self.members = np.asarray(members, dtype=np.int64)
         self.trial_ids = np.asarray(trial_ids, dtype=np.int64)
@@ -107,6 +114,7 @@ class Population:
             raise ValueError(f"Population columns differ in length: {sorted(lengths)} vs {n}")
         self._history = history
         self._recent = recent
+        self._pending = pending
         self._memo: dict[Any, Any] = {}
 
     @classmethod
@@ -116,6 +124,7 @@ class Population:
         *,
         history: History | None = None,
         recent: Recent | None = None,
+        pending: Pending | None = None,
     ) -> Population:
         """A population of the given views (each member once; the last view of a member
         wins)."""
@@ -131,6 +140,7 @@ class Population:
             metrics=[v.metrics for v in rows] if any(v.metrics for v in rows) else None,
             history=history,
             recent=recent,
+            pending=pending,
         )
 
     @classmethod
@@ -183,7 +193,9 @@ class Population:
         if i >= 0 and self.view(i) == member:
             return self
         views = [v for v in self if v.member != member.member] + [member]
-        return Population.from_views(views, history=self._history, recent=self._recent)
+        return Population.from_views(
+            views, history=self._history, recent=self._recent, pending=self._pending
+        )
 
     def keys(self, objective: Fitness) -> np.ndarray:
         """Sort keys where higher is better (non-finite scores ``-inf``), memoised."""
@@ -254,3 +266,9 @@ class Population:
             trials = list(self) if self._recent is None else list(self._recent(generations))
             self._memo[memo_key] = trials
         return trials
+
+    def pending_hparams(self) -> Sequence[Mapping[str, Any]]:
+        """The hyperparameters of the trials waiting or training now (none when the
+        population has no such source). Not memoised: at a generational barrier each
+        decision adds a pending trial the next one should see."""
+        return [] if self._pending is None else list(self._pending())
