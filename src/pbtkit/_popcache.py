@@ -32,9 +32,8 @@ _COLUMNS = 64
 class PopulationCache:
     """One experiment's member rows, as a dict and as numpy columns indexed by member slot."""
 
-    def __init__(self, experiment_id: int, created_at: float, size: int) -> None:
+    def __init__(self, experiment_id: int, size: int) -> None:
         self.experiment_id = experiment_id
-        self.created_at = created_at
         self.seq = -1
         self.records: dict[int, MemberRecord] = {}
         self.step = np.zeros(size, dtype=np.int64)

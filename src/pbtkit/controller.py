@@ -3,7 +3,9 @@
 It keeps no state of its own. Every call opens one store transaction, reads what it
 needs, asks the policy, writes the outcome and returns, so any number of processes (the
 workers themselves, a server, several servers) can act as the controller of one
-experiment at once, and any of them can die without losing a decision.
+experiment at once, and any of them can die without losing a decision. (What it keeps in
+memory is a cache of the population, brought up to date from the store inside each
+decision's transaction: see :mod:`pbtkit._popcache`.)
 
 A trial's life::
 
@@ -754,7 +756,7 @@ class Controller:
         with self._caches_lock:
             cache = self._caches.get(experiment_id)
             if cache is None:
-                cache = PopulationCache(experiment_id, 0.0, spec.population)
+                cache = PopulationCache(experiment_id, spec.population)
                 self._caches[experiment_id] = cache
         cache.refresh(tx)
         return cache

@@ -199,15 +199,14 @@ class PB2:
             # A kernel bound reached is no reason to stop: the fit is still usable.
             warnings.simplefilter("ignore")
             model.fit(x, y)
-            # The UCB needs the uncertainty of the gain itself, not of a noisy observation
-            # of it: the same fit, with the learnt noise as the observations' variance.
-            signal, noise = model.kernel_.k1, model.kernel_.k2.noise_level
             if busy is not None and len(busy):
+                # The fitted kernel, kept, with the trials in flight added at their
+                # predicted gain: the mean stays, the uncertainty around them shrinks.
                 at_now = np.column_stack([np.full(len(busy), now), busy])
                 x = np.vstack([x, at_now])
                 y = np.concatenate([y, model.predict(at_now)])
-            model = GaussianProcessRegressor(kernel=signal, alpha=noise, optimizer=None)
-            model.fit(x, y)
+                model = GaussianProcessRegressor(kernel=model.kernel_, optimizer=None)
+                model.fit(x, y)
         n = len(gains)
         kappa = self.kappa
         if kappa is None:
