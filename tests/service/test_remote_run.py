@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import pbtkit as pk
 from pbtkit.service import RemoteController
 from tests import trainers
+from tests.servers import wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -56,16 +56,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     ]  # fmt: skip
     process = subprocess.Popen(command, env=_env(PBTKIT_AUTH_KEY=KEY))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, "pbtkit serve exited"
-        assert time.monotonic() < deadline, "pbtkit serve did not start"
-        time.sleep(0.05)
+    wait_until_serving(url, process, "pbtkit serve")
     yield Server(url, process, tmp_path)
     process.terminate()
     process.wait(10)

@@ -11,13 +11,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 from selenium.common.exceptions import (
     NoAlertPresentException,
@@ -29,6 +27,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import pbtkit as pk
 from pbtkit.service import PBTServer
+from tests.servers import wait_until_serving
 from tests.viz.conftest import GatedRun
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,16 +57,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, "pbtkit serve exited"
-        assert time.monotonic() < deadline, "pbtkit serve did not start"
-        time.sleep(0.05)
+    wait_until_serving(url, process, "pbtkit serve")
     try:
         yield url, database
     finally:

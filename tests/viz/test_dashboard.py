@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from fastapi.routing import APIRoute
 from pbtkit.service import PBTServer, create_app
 from pbtkit.store import MemoryStore
 from pbtkit.viz.dashboard import COOKIE, CSP
+from tests.servers import wait_until_serving
 from tests.viz.conftest import POPULATION, Run
 
 KEY = "dashboard-secret"
@@ -163,16 +163,7 @@ def test_pbtkit_dashboard_serves_a_store_on_its_own(toy_run: Run, tmp_path: Path
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == f"pbtkit dashboard on {url}/dashboard"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "pbtkit dashboard exited"
-            assert time.monotonic() < deadline, "pbtkit dashboard did not start"
-            time.sleep(0.05)
+        wait_until_serving(url, process, "pbtkit dashboard")
         page = httpx.get(f"{url}/", follow_redirects=True)
         assert page.status_code == 200
         assert page.headers["content-security-policy"] == CSP
