@@ -1,13 +1,36 @@
-"""Reading ``{"type": ..., **settings}`` specs, as written by the ``to_dict`` methods."""
+"""Reading ``{"type": ..., **settings}`` specs, as written by the ``to_dict`` methods, and
+the numbers in them."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from pbtkit._exceptions import ConfigError
 
-__all__ = ["check_keys", "typed_spec"]
+__all__ = ["check_keys", "finite_number", "real_number", "typed_spec"]
+
+
+def real_number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (bools excluded), else ``None``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    raw: Any = value  # numbers.Real does not type its operators
+    try:
+        return float(raw)
+    except OverflowError:  # an int too large for a float
+        return math.inf if raw > 0 else -math.inf
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite real number (bools excluded), else ``None``:
+    what every numeric setting of a strategy must be before its own range is checked."""
+    number = real_number(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def check_keys(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
-from pbtkit.core._specs import typed_spec
+from pbtkit.core._specs import finite_number, typed_spec
 from pbtkit.core.space import Choice, IntUniform, LogUniform, Ordinal, SearchSpace, Uniform
 
 if TYPE_CHECKING:
@@ -79,11 +79,8 @@ def _factors(subject: str, value: Any) -> tuple[float, ...]:
     if not factors:
         raise ConfigError(f"{subject}: give at least one factor, e.g. (0.8, 1.2)")
     for factor in factors:
-        if (
-            isinstance(factor, bool)
-            or not isinstance(factor, numbers.Real)
-            or not (math.isfinite(factor) and float(factor) > 0)
-        ):
+        number = finite_number(factor)
+        if number is None or number <= 0:
             raise ConfigError(
                 f"{subject}: {factor!r} is not a finite number above 0; pass factors such "
                 f"as (0.8, 1.2)"
@@ -349,11 +346,8 @@ class GaussianNoise:
 
     def __post_init__(self) -> None:
         value = self.sigma
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not (math.isfinite(value) and value >= 0)
-        ):
+        number = finite_number(value)
+        if number is None or number < 0:
             raise ConfigError(
                 f"GaussianNoise(sigma={value!r}): sigma must be a finite number >= 0, e.g. 0.1"
             )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, MetricError
+from pbtkit.core._specs import check_keys, finite_number
 
 if TYPE_CHECKING:
     from pbtkit.core.population import Population
@@ -361,23 +362,13 @@ def _weights(names: Sequence[str], weights: Any) -> tuple[float, ...]:
             f"MultiObjective(weights={weights!r}): weights must map each metric to a "
             f"number, e.g. {{{', '.join(f'{name!r}: 1.0' for name in names)}}}"
         )
-    missing = [name for name in names if name not in weights]
-    unknown = sorted(str(name) for name in weights if name not in names)
-    if missing or unknown:
-        problems = [f"missing {', '.join(missing)}"] if missing else []
-        problems += [f"unknown {', '.join(unknown)}"] if unknown else []
-        raise ConfigError(
-            f"MultiObjective(weights={dict(weights)!r}): {'; '.join(problems)}; give a "
-            f"weight for each of {', '.join(names)}"
-        )
+    # a weight for each metric, and for nothing else
+    check_keys(f"MultiObjective(weights={dict(weights)!r})", weights, names, names)
     out = []
     for name in names:
         value = weights[name]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not (math.isfinite(value) and float(value) > 0)
-        ):
+        number = finite_number(value)
+        if number is None or number <= 0:
             raise ConfigError(
                 f"MultiObjective: the weight of {name!r} is {value!r}; weights must be finite "
                 f"numbers above 0 (the mode, not the weight's sign, says the direction)"

@@ -15,8 +15,6 @@ Four modes, chosen with ``PBT(inherit=...)``:
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,17 +22,14 @@ from typing import Any
 import numpy as np
 
 from pbtkit._exceptions import ConfigError
-from pbtkit.core._specs import check_keys
+from pbtkit.core._specs import check_keys, finite_number
 
 __all__ = ["Inherit", "ShrinkPerturb", "inherit_from_dict", "shrink_perturb"]
 
 
 def _shrink(owner: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0.0 <= float(value) <= 1.0
-    ):
+    number = finite_number(value)
+    if number is None or not 0.0 <= number <= 1.0:
         raise ConfigError(
             f"{owner}: shrink must be a number in [0, 1] (the factor the weights are "
             f"multiplied by), got {value!r}"
@@ -43,11 +38,8 @@ def _shrink(owner: str, value: Any) -> float:
 
 
 def _noise(owner: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not (math.isfinite(value) and float(value) >= 0)
-    ):
+    number = finite_number(value)
+    if number is None or number < 0:
         raise ConfigError(
             f"{owner}: noise must be a finite number >= 0 (the standard deviation of the "
             f"Gaussian noise added), got {value!r}"

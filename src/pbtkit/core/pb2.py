@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
+from pbtkit.core._specs import finite_number
 from pbtkit.core.decisions import MemberView
 from pbtkit.core.explore import Explorer, Perturb
 from pbtkit.core.space import Domain, IntUniform, LogUniform, Ordinal, SearchSpace, Uniform
@@ -89,14 +90,10 @@ class PB2:
         object.__setattr__(self, "min_data", _int_at_least("min_data", self.min_data, 2))
         object.__setattr__(self, "candidates", _int_at_least("candidates", self.candidates, 1))
         if self.kappa is not None:
-            kappa = self.kappa
-            if (
-                isinstance(kappa, bool)
-                or not isinstance(kappa, numbers.Real)
-                or not (math.isfinite(kappa) and kappa >= 0)
-            ):
+            kappa = finite_number(self.kappa)
+            if kappa is None or kappa < 0:
                 raise ConfigError(
-                    f"PB2(kappa={kappa!r}): kappa must be a finite number >= 0, or None for "
+                    f"PB2(kappa={self.kappa!r}): kappa must be a finite number >= 0, or None for "
                     f"the default schedule"
                 )
             object.__setattr__(self, "kappa", float(kappa))

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
-from pbtkit.core._specs import check_keys
+from pbtkit.core._specs import check_keys, real_number
 
 __all__ = [
     "Choice",
@@ -44,19 +44,8 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, bool | np.bool_)
 
 
-def _real(value: Any) -> float | None:
-    """``value`` as a float when it is a real number (bools excluded), else ``None``."""
-    if _is_bool(value) or not isinstance(value, numbers.Real):
-        return None
-    raw: Any = value  # numbers.Real does not type its operators
-    try:
-        return float(raw)
-    except OverflowError:  # an int too large for a float
-        return math.inf if raw > 0 else -math.inf
-
-
 def _bound(kind: str, name: str, value: Any, low: Any, high: Any) -> float:
-    number = _real(value)
+    number = real_number(value)
     if number is None:
         raise ConfigError(
             f"{kind}(low={low!r}, high={high!r}): {name} must be a real number, "
@@ -139,7 +128,7 @@ class Domain(abc.ABC):
 
 
 def _validate_float(domain: Uniform | LogUniform, name: str, value: Any) -> float:
-    number = _real(value)
+    number = real_number(value)
     what = f"a number in [{domain.low!r}, {domain.high!r}]"
     if number is None:
         raise OutOfSpace(
