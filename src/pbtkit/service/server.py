@@ -79,6 +79,33 @@ def _status_of(exc: BaseException) -> int:
     return 500
 
 
+def install_error_handlers(app: FastAPI, headers: Mapping[str, str] | None = None) -> None:
+    """Answer a PBTError with its status and the error body, and a malformed request with
+    422 naming each problem (``headers`` go on every such answer)."""
+    extra = dict(headers or {})
+
+    @app.exception_handler(PBTError)
+    async def _on_pbt(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PBTError)
+        return JSONResponse(
+            error_body(type(exc).__name__, str(exc), exc.retryable),
+            status_code=_status_of(exc),
+            headers=extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        ]
+        return JSONResponse(
+            error_body("InvalidRequest", "; ".join(problems) or "malformed request"),
+            status_code=422,
+            headers=extra,
+        )
+
+
 def error_body(error: str, message: str, retryable: bool = False, **extra: Any) -> dict[str, Any]:
     """The body of every error response."""
     return {"error": error, "message": message, "retryable": retryable, **extra}
@@ -206,23 +233,7 @@ def create_app(
             headers={"WWW-Authenticate": "Bearer"},
         )
 
-    @app.exception_handler(PBTError)
-    async def _on_pbt(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, PBTError)
-        return JSONResponse(
-            error_body(type(exc).__name__, str(exc), exc.retryable), status_code=_status_of(exc)
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_invalid(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        problems = [
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
-        ]
-        return JSONResponse(
-            error_body("InvalidRequest", "; ".join(problems) or "malformed request"),
-            status_code=422,
-        )
+    install_error_handlers(app)
 
     @app.exception_handler(HTTPException)
     async def _on_http(_: Request, exc: Exception) -> JSONResponse:

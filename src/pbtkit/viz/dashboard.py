@@ -208,36 +208,13 @@ def dashboard_app(storage: str | Store, *, auth_key: str | None = None) -> FastA
         ConfigError: The SQLite file does not exist.
         StorageError: The database cannot be opened or holds no pbtkit schema.
     """
-    from fastapi.exceptions import RequestValidationError
-
-    from pbtkit._exceptions import PBTError
     from pbtkit.controller import Controller
-    from pbtkit.service.server import _status_of, error_body
+    from pbtkit.service.server import install_error_handlers
     from pbtkit.viz._view import open_existing
 
     store = open_existing(storage) if isinstance(storage, str) else storage
     app = FastAPI(title="pbtkit dashboard", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.exception_handler(PBTError)
-    async def _on_pbt(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, PBTError)
-        return JSONResponse(
-            error_body(type(exc).__name__, str(exc), exc.retryable),
-            status_code=_status_of(exc),
-            headers=HEADERS,
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_invalid(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        problems = [
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
-        ]
-        return JSONResponse(
-            error_body("InvalidRequest", "; ".join(problems) or "malformed request"),
-            status_code=422,
-            headers=HEADERS,
-        )
+    install_error_handlers(app, HEADERS)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
