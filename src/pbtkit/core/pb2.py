@@ -262,21 +262,15 @@ def _data(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Times, unit points and gains of the trials whose gain is known and whose values lie
     in the space (others, e.g. from before a change of the space, are skipped)."""
-    times, points, gains = [], [], []
-    for view in views:
-        if not math.isfinite(view.gain):
-            continue
-        try:
-            point = [_to_unit(domain, name, view.hparams[name]) for name, domain in numeric]
-        except (KeyError, OutOfSpace):
-            continue
-        times.append(float(view.step))
-        points.append(point)
-        gains.append(view.gain)
+    rows = [
+        (view, point)
+        for view in views
+        if math.isfinite(view.gain) and (point := _unit(view.hparams, numeric)) is not None
+    ]
     return (
-        np.asarray(times, dtype=np.float64),
-        np.asarray(points, dtype=np.float64).reshape(len(times), len(numeric)),
-        np.asarray(gains, dtype=np.float64),
+        np.array([float(view.step) for view, _ in rows], dtype=np.float64),
+        np.array([point for _, point in rows], dtype=np.float64).reshape(len(rows), len(numeric)),
+        np.array([view.gain for view, _ in rows], dtype=np.float64),
     )
 
 
@@ -284,13 +278,16 @@ def _points(
     hparams: Sequence[Mapping[str, Any]], numeric: Sequence[tuple[str, Domain]]
 ) -> np.ndarray:
     """The unit points of the given values (those outside the space are skipped)."""
-    points = []
-    for values in hparams:
-        try:
-            points.append([_to_unit(domain, name, values[name]) for name, domain in numeric])
-        except (KeyError, OutOfSpace):
-            continue
+    points = [point for values in hparams if (point := _unit(values, numeric)) is not None]
     return np.asarray(points, dtype=np.float64).reshape(len(points), len(numeric))
+
+
+def _unit(values: Mapping[str, Any], numeric: Sequence[tuple[str, Domain]]) -> list[float] | None:
+    """``values`` as a point of ``[0, 1]^d``, or None when one lies outside the space."""
+    try:
+        return [_to_unit(domain, name, values[name]) for name, domain in numeric]
+    except (KeyError, OutOfSpace):
+        return None
 
 
 def _to_unit(domain: Domain, name: str, value: Any) -> float:

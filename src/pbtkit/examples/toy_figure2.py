@@ -47,6 +47,7 @@ import numpy as np
 import pbtkit as pk
 from pbtkit.core.exploit import Exploiter
 from pbtkit.core.explore import Explorer
+from pbtkit.examples.toy import score
 
 LEARNING_RATE = 0.02
 STEPS = 100
@@ -62,11 +63,6 @@ VARIANTS: dict[str, tuple[Exploiter, Explorer]] = {
     "exploit_only": (pk.Truncation(0.5), pk.Keep()),
     "grid_search": (pk.NoExploit(explore=False), pk.Keep()),
 }
-
-
-def score(theta: np.ndarray) -> float:
-    """The true objective Q(theta)."""
-    return float(1.2 - np.sum(theta**2))
 
 
 def train(trial: pk.Trial) -> None:
