@@ -58,6 +58,54 @@ def test_missing_file_and_missing_manifest(tmp_path: Path) -> None:
         store.verify(name)
 
 
+def _plant_symlink_extra(folder: Path) -> str:
+    os.symlink("/etc/passwd", folder / "extra.npy")
+    return "symlink 'extra.npy' -> '/etc/passwd'"
+
+
+def _plant_symlink_over_listed(folder: Path) -> str:
+    (folder / "theta.npy").unlink()
+    os.symlink("/etc/passwd", folder / "theta.npy")
+    return "symlink 'theta.npy'"
+
+
+def _plant_file(folder: Path) -> str:
+    (folder / "extra.npy").write_bytes(b"planted")
+    return "file 'extra.npy' that its manifest does not list"
+
+
+def _plant_folder(folder: Path) -> str:
+    (folder / "sub").mkdir()
+    return "folder 'sub' that its manifest does not list"
+
+
+def _plant_symlinked_folder(folder: Path) -> str:
+    os.symlink("/etc", folder / "etc")
+    return "symlink 'etc' -> '/etc'"
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        _plant_symlink_extra,
+        _plant_symlink_over_listed,
+        _plant_file,
+        _plant_folder,
+        _plant_symlinked_folder,
+    ],
+)
+def test_verify_refuses_anything_the_manifest_does_not_list(tmp_path: Path, plant: object) -> None:
+    store = CheckpointStore(tmp_path / "root")
+    name = _write(store, 1, {"theta.npy": b"weights"})
+    assert callable(plant)
+    expected = plant(store.resolve(name))
+    with pytest.raises(CheckpointError) as error:
+        store.verify(name)
+    message = str(error.value)
+    assert expected in message, message
+    assert "changed after its commit" in message or "refused" in message
+
+
 @pytest.mark.parametrize("bad", ["../outside", "/etc", "exp/../../outside"])
 def test_paths_outside_the_root_are_refused(tmp_path: Path, bad: str) -> None:
     store = CheckpointStore(tmp_path / "root")

@@ -262,15 +262,17 @@ def test_a_corrupt_manifest_is_refused(store: CheckpointStore) -> None:
 def test_the_local_copy_is_reused_and_checked_again(store: CheckpointStore, tmp_path: Path) -> None:
     name = _write(store, 4, {"m": b"weights"})
     path = store.verify(name)
-    (path / "marker").write_text("this copy")
+    inode = (path / "m").stat().st_ino
     # another worker sharing the cache finds the same copy, checked, not downloaded again
     other = CheckpointStore(store.root, cache_dir=tmp_path / "cache", create=False)
     assert other.verify(name) == path
-    assert (path / "marker").exists()
+    assert (path / "m").stat().st_ino == inode
+    # a file added to the copy: it no longer is what was committed, so it is fetched anew
+    (path / "marker").write_text("planted")
+    assert not (store.verify(name) / "marker").exists()
     # damaged on this disk: found out, and fetched anew
     (path / "m").write_bytes(b"weightz")
     assert (store.verify(name) / "m").read_bytes() == b"weights"
-    assert not (store.verify(name) / "marker").exists()
     # re-committed in the store (a retried trial): the old copy is not used
     _write(store, 4, {"m": b"retrained"})
     assert (store.verify(name) / "m").read_bytes() == b"retrained"

@@ -23,7 +23,7 @@ from pbtkit.executors import Executor, ProcessExecutor, RayExecutor, ThreadExecu
 from pbtkit.progress import ProgressDisplay
 from pbtkit.result import Result
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store import normalize_url, open_store
+from pbtkit.store import display_url, normalize_url, open_store
 from pbtkit.worker import TrainFn
 
 __all__ = ["run"]
@@ -178,6 +178,7 @@ def run(
         keep_checkpoints=keep_checkpoints,
         initial=tuple(initial),
     )
+    _import_named_code(spec.policy)
     controller, pool, close = _connect(
         server,
         auth_key,
@@ -206,7 +207,7 @@ def run(
         last = next((e.detail for e in reversed(result.failures) if e.detail), "unknown")
         raise PBTError(
             f"every member of {name!r} failed; the last error was: {last}. "
-            f"See `pbtkit status --storage {url} --experiment {name}`"
+            f"See `pbtkit status --storage {display_url(url)} --experiment {name}`"
         )
     return result
 
@@ -257,8 +258,8 @@ def _connect(
     if executor != "thread" and not store.shared_between_processes:
         store.close()
         raise ConfigError(
-            f"{url} lives inside one process; workers in other processes cannot share it. "
-            "Use executor='thread', or storage='sqlite:///pbt.db'"
+            f"{display_url(url)} lives inside one process; workers in other processes cannot "
+            "share it. Use executor='thread', or storage='sqlite:///pbt.db'"
         )
     controller = Controller(store, lease_seconds=lease_seconds)
     if executor == "thread":
@@ -355,6 +356,14 @@ def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:
     raise ConfigError(
         f"explore must be pk.Perturb(...), pk.Resample(...) or a function, got {explore!r}"
     )
+
+
+def _import_named_code(policy: PBT) -> None:
+    """Import now the user's own functions a config names, so a typo fails the run at once
+    rather than at the first exploit."""
+    for part in (policy.explore, getattr(policy.explore, "fallback", None)):
+        if isinstance(part, CustomExplore):
+            part.resolve()
 
 
 def _checkpoint_root(checkpoint_dir: str | Path | None, url: str, name: str) -> Path | str:

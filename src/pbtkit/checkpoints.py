@@ -730,8 +730,39 @@ def _parse_manifest(name: str, raw: bytes) -> dict[str, dict[str, Any]]:
 def _check_files(
     folder: Path, entries: dict[str, dict[str, Any]], name: str, *, hashes: bool
 ) -> None:
-    """Check a local copy of a checkpoint against its manifest's entries."""
+    """Check a local copy of a checkpoint against its manifest's entries.
+
+    Strict: the folder must hold exactly the listed files and the manifest, all of them
+    real files. Anything else (a file added after the commit, a symlink anywhere, even to
+    a listed name) is refused, so a trial is handed only what was written and sealed.
+    """
     base = folder.resolve()
+    listed = set(entries)
+    # every folder on the way to a listed file: "a/b/f" needs "a/b" and "a"
+    needed_dirs = {
+        "/".join(rel.split("/")[:depth]) for rel in listed for depth in range(1, rel.count("/") + 1)
+    }
+    for dirpath, dirnames, filenames in os.walk(base):
+        for child in (*dirnames, *filenames):
+            path = Path(dirpath) / child
+            found = path.relative_to(base).as_posix()
+            if path.is_symlink():
+                raise CheckpointError(
+                    f"checkpoint {name!r} holds a symlink {found!r} -> {os.readlink(path)!r}; "
+                    "a checkpoint holds only the real files it was committed with, so it is "
+                    "refused (it was changed after its commit)"
+                )
+            if child in dirnames:
+                if found not in needed_dirs:
+                    raise CheckpointError(
+                        f"checkpoint {name!r} holds a folder {found!r} that its manifest does "
+                        "not list; it was changed after its commit, so it is refused"
+                    )
+            elif found not in listed and found != MANIFEST:
+                raise CheckpointError(
+                    f"checkpoint {name!r} holds a file {found!r} that its manifest does not "
+                    "list; it was changed after its commit, so it is refused"
+                )
     for rel, entry in entries.items():
         file = (base / rel).resolve()
         if base not in file.parents or rel == MANIFEST:

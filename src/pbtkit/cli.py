@@ -61,11 +61,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from pbtkit.store import open_store
 
     console = Console()
-    with open_store(args.storage) as store:
+    with open_store(args.storage, create=False) as store:
         if args.experiment is None:
             with store.read() as tx:
                 experiments = tx.list_experiments()
-            table = Table("experiment", "status", "population", "metric", title=store.url)
+            table = Table("experiment", "status", "population", "metric", title=store.display_url)
             for e in experiments:
                 policy = e.config.get("policy", {})
                 objective = policy.get("objective", {})
@@ -204,9 +204,9 @@ def _open_experiment(args: argparse.Namespace) -> tuple[Any, str]:
     show: the one named, or the only one there is."""
     from pbtkit._exceptions import ConfigError
     from pbtkit.controller import Controller
-    from pbtkit.viz._view import open_existing
+    from pbtkit.store import display_url, open_store
 
-    controller = Controller(open_existing(args.storage))
+    controller = Controller(open_store(args.storage, create=False))
     if args.experiment is not None:
         return controller, args.experiment
     names = [e.name for e in controller.experiments()]
@@ -214,7 +214,7 @@ def _open_experiment(args: argparse.Namespace) -> tuple[Any, str]:
         return controller, names[0]
     controller.store.close()
     raise ConfigError(
-        f"name the experiment with --experiment; {args.storage} holds "
+        f"name the experiment with --experiment; {display_url(args.storage)} holds "
         + (", ".join(repr(n) for n in names) if names else "none")
     )
 

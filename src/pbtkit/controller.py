@@ -31,6 +31,7 @@ import numpy as np
 
 from pbtkit._exceptions import ExperimentConflict, LeaseLost, NotFound, PBTError
 from pbtkit._popcache import Column, PopulationCache
+from pbtkit._target import ImportPolicy, import_policy
 from pbtkit.core.decisions import Continue, Exploit, MemberView, Stop
 from pbtkit.core.exploit import Initiator
 from pbtkit.core.policy import MAX_STEPS
@@ -211,6 +212,10 @@ class Controller:
         clock: Seconds since the epoch; by default the database's clock (so that workers
             whose clocks disagree still agree on leases). Tests pass one they move.
         lease_seconds: How long a leased trial stays with a worker without a heartbeat.
+        imports: Which code named in a stored spec (a custom explore function) this
+            controller may import when a decision needs it. The default trusts the store
+            (a run's own processes); ``pbtkit serve`` passes the packages its operator
+            allowed.
     """
 
     def __init__(
@@ -219,10 +224,12 @@ class Controller:
         *,
         clock: Callable[[], float] | None = None,
         lease_seconds: float = 60.0,
+        imports: ImportPolicy | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.lease_seconds = lease_seconds
+        self.imports = imports if imports is not None else ImportPolicy()
         self._specs: dict[str, tuple[int, ExperimentSpec]] = {}
         self._caches: dict[int, PopulationCache] = {}
         self._caches_lock = threading.Lock()
@@ -801,7 +808,8 @@ class Controller:
             rng = np.random.default_rng([spec.seed, _DECIDE, me.trial_id])
             population = self._comparable(tx, spec, latest, cache, rows, shared)
             try:
-                decision = spec.policy.decide(me, population, spec.space, rng)
+                with import_policy(self.imports):
+                    decision = spec.policy.decide(me, population, spec.space, rng)
                 if not isinstance(decision, Stop):
                     spec.space.validate(decision.hparams)
             except PBTError as exc:

@@ -63,7 +63,7 @@ def replay_schedule(
         path = Path(url[len("sqlite:///") :].split("?", 1)[0])
         if not path.is_file():
             raise NotFound(f"no database at {path}; pass the storage URL the experiment ran on")
-    with open_store(url) as store:
+    with open_store(url, create=False) as store:
         return Result(Controller(store), experiment).schedule(member, trial=trial)
 
 

@@ -452,26 +452,35 @@ ExploreFunction = Callable[[Mapping[str, Any], SearchSpace, np.random.Generator]
 class CustomExplore:
     """A user's explore function, checked against the space after every call.
 
+    Built from a spec (``{"type": "custom", "target": "module:qualname"}``) it holds only
+    the target: the function is imported when it is first called, and only if the import
+    policy in force allows it (see :mod:`pbtkit._target`), so reading a stored spec to
+    show it never runs code.
+
     Args:
-        fn: ``fn(hparams, space, rng) -> mapping`` of new hyperparameters.
+        fn: ``fn(hparams, space, rng) -> mapping`` of new hyperparameters; None to import
+            it from ``target`` when needed.
         target: The function's import path ``"module:qualname"``, written by
             :meth:`to_dict` so a config can name it. Defaults to the path of ``fn``.
 
     Raises:
-        ConfigError: ``fn`` is not callable or ``target`` is not ``"module:qualname"``.
+        ConfigError: ``fn`` is not callable, or ``target`` is not ``"module:qualname"``
+            (or missing when ``fn`` is None).
     """
 
-    fn: ExploreFunction
+    fn: ExploreFunction | None = field(default=None, compare=False)
     target: str = field(default="")
 
     def __post_init__(self) -> None:
-        if not callable(self.fn):
+        if self.fn is not None and not callable(self.fn):
             raise ConfigError(
                 f"CustomExplore(fn={self.fn!r}): fn must be a function "
                 f"fn(hparams, space, rng) -> dict"
             )
         target = self.target or (
-            f"{getattr(self.fn, '__module__', '?')}:{getattr(self.fn, '__qualname__', '?')}"
+            ""
+            if self.fn is None
+            else f"{getattr(self.fn, '__module__', '?')}:{getattr(self.fn, '__qualname__', '?')}"
         )
         if not _is_target(target):
             raise ConfigError(
@@ -479,6 +488,19 @@ class CustomExplore:
                 f"'module:qualname', e.g. 'mypkg.search:explore'"
             )
         object.__setattr__(self, "target", target)
+
+    def resolve(self) -> ExploreFunction:
+        """The function: ``fn``, or imported from ``target`` under the policy in force.
+
+        Raises:
+            ConfigError: The policy refuses the import, or it fails.
+        """
+        if self.fn is not None:
+            return self.fn
+        # Importing runs code: the one place that names code for processes does it.
+        from pbtkit._target import load_named
+
+        return load_named(self.target)
 
     def __call__(
         self, hparams: Mapping[str, Any], space: SearchSpace, rng: np.random.Generator
@@ -488,8 +510,9 @@ class CustomExplore:
         Raises:
             OutOfSpace: The function returned something that is not a full set of
                 hyperparameters inside ``space``.
+            ConfigError: The function cannot be imported, or may not be.
         """
-        result = self.fn(dict(hparams), space, rng)
+        result = self.resolve()(dict(hparams), space, rng)
         if not isinstance(result, Mapping):
             raise OutOfSpace(
                 f"your explore function {self.target} returned {type(result).__name__} "
@@ -515,18 +538,6 @@ def _is_target(target: Any) -> bool:
     return bool(sep and module_name and qualname)
 
 
-def _import_target(target: Any) -> Any:
-    if not _is_target(target):
-        raise ConfigError(
-            f"custom explore target {target!r} must be an import path 'module:qualname', "
-            f"e.g. 'mypkg.search:explore'"
-        )
-    # Importing runs code: the one place that names functions for workers does it.
-    from pbtkit._target import load_target
-
-    return load_target(target)
-
-
 def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
     """Build an explorer from its spec, as written by its ``to_dict``.
 
@@ -542,8 +553,8 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
         The explorer.
 
     Raises:
-        ConfigError: The type or a key is unknown, the target cannot be imported, or a
-            value is invalid.
+        ConfigError: The type or a key is unknown, or a value is invalid. (A custom
+            function is imported only when first called: see :class:`CustomExplore`.)
     """
     from pbtkit.core import pb2  # here: pb2 builds on this module
 
@@ -573,5 +584,10 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
             f"explore spec {dict(spec)!r}: missing target; a 'custom' explorer takes "
             f"the keys type, target ('module:qualname')"
         )
-    fn = _import_target(spec["target"])
-    return CustomExplore(fn, spec["target"])
+    if not _is_target(spec["target"]):
+        raise ConfigError(
+            f"custom explore target {spec['target']!r} must be an import path "
+            f"'module:qualname', e.g. 'mypkg.search:explore'"
+        )
+    # Nothing is imported here: reading a spec must never run the code it names.
+    return CustomExplore(target=spec["target"])

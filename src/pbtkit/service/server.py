@@ -42,6 +42,7 @@ from pbtkit._exceptions import (
     PBTError,
     StorageError,
 )
+from pbtkit._target import ImportPolicy
 from pbtkit._version import __version__
 from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import Controller, Lease
@@ -200,7 +201,10 @@ def create_app(
             names: importing runs code.
     """
     store = open_store(storage) if isinstance(storage, str) else storage
-    controller = Controller(store, lease_seconds=lease_seconds, clock=clock)
+    # The same rule for specs received now and specs already stored: only what the
+    # operator allowed is ever imported, and a file path never.
+    imports = ImportPolicy.only(allow_imports)
+    controller = Controller(store, lease_seconds=lease_seconds, clock=clock, imports=imports)
     checkpoints = CheckpointStore(checkpoint_root)
     key = auth_key.encode() if auth_key else None
 
@@ -249,7 +253,7 @@ def create_app(
         )
 
     def spec_for_server(data: dict[str, Any]) -> ExperimentSpec:
-        _refuse_code(data, allow_imports)  # before anything is read: reading may import
+        imports.check_spec(data)  # refused at once, not at the first decision that needs it
         try:
             spec = ExperimentSpec.from_dict({**data, "checkpoint_root": str(checkpoints.root)})
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -414,27 +418,6 @@ class _GroupCommit:
 Name = Annotated[str, PathParam(min_length=1, max_length=256)]
 TrialId = Annotated[int, PathParam(ge=1, le=wire.MAX_INT)]
 MemberQuery = Annotated[int | None, Query(ge=0, le=wire.MAX_INT)]
-
-
-def _refuse_code(data: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    """Refuse a spec that names code this server was not told to import.
-
-    Raises:
-        ConfigError: A custom explore function outside ``allowed``, or any file path.
-    """
-    policy = data.get("policy") if isinstance(data, Mapping) else None
-    explore = policy.get("explore") if isinstance(policy, Mapping) else None
-    if not isinstance(explore, Mapping) or explore.get("type") != "custom":
-        return
-    target = explore.get("target")
-    module = target.rpartition(":")[0] if isinstance(target, str) else ""
-    is_path = not module or "/" in module or "\\" in module or module.endswith(".py")
-    if is_path or not any(module == p or module.startswith(f"{p}.") for p in allowed):
-        raise ConfigError(
-            f"this server imports no code named by clients (explore target {target!r}): start "
-            "it with --allow-import PACKAGE to allow functions of that package; file paths "
-            "are never accepted"
-        )
 
 
 def _is_loopback(host: str) -> bool:

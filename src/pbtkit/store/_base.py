@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "EventRecord",
@@ -37,6 +38,7 @@ __all__ = [
     "TrialRecord",
     "TrialStatus",
     "decode_metrics",
+    "display_url",
     "encode_metrics",
 ]
 
@@ -303,6 +305,22 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def display_url(url: str) -> str:
+    """A storage URL fit to print: its password, if any, replaced by ``***``.
+
+    Every message, title and log line that shows a storage URL goes through here.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<a storage URL that cannot be shown>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}

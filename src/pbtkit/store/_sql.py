@@ -40,6 +40,7 @@ from pbtkit.store._base import (
     Transaction,
     TrialRecord,
     decode_metrics,
+    display_url,
     encode_metrics,
     iter_chunks,
 )
@@ -624,7 +625,10 @@ def _migrate(conn: Connection, revision: str) -> None:
 
 @contextmanager
 def _raw(url: str) -> Iterator[Connection]:
-    """A transaction on the database at ``url`` that does not check its schema version."""
+    """A transaction on the database at ``url`` that does not check its schema version
+    (and creates nothing: a SQLite file that is not there is an error, not a new file)."""
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        raise StorageError(f"there is no database at {url[len('sqlite:///') :]}")
     engine = sa.create_engine(url, connect_args=_connect_args(url))
     if url.startswith("sqlite"):
         _configure_sqlite(engine)
@@ -743,7 +747,8 @@ class SQLStore(Store):
             )
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(
-                f"cannot open storage {url!r}: {exc}. Use a URL like sqlite:///path/to/pbt.db"
+                f"cannot open storage {display_url(url)!r}: {exc}. Use a URL like "
+                "sqlite:///path/to/pbt.db"
             ) from exc
         if self.is_sqlite:
             _configure_sqlite(self._engine)
@@ -752,8 +757,8 @@ class SQLStore(Store):
         except DatabaseError as exc:
             self._engine.dispose()
             raise StorageError(
-                f"cannot open storage {url!r}: {exc.orig}. Check that the directory exists and "
-                "is writable, and that the file is a pbtkit database"
+                f"cannot open storage {display_url(url)!r}: {exc.orig}. Check that the directory "
+                "exists and is writable, and that the file is a pbtkit database"
             ) from exc
 
     def _connect_args(self) -> dict[str, Any]:
@@ -775,7 +780,7 @@ class SQLStore(Store):
             if not inspector.has_table(meta_table.name):
                 if inspector.get_table_names():
                     raise SchemaMismatch(
-                        f"{self.url!r} holds tables that pbtkit did not write; "
+                        f"{self.display_url!r} holds tables that pbtkit did not write; "
                         "point storage at a new file or database"
                     )
                 if not create:

@@ -14,11 +14,10 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pbtkit._exceptions import ConfigError, NotFound
-from pbtkit.store import ReportRecord, Store, TrialRecord, normalize_url
+from pbtkit._exceptions import NotFound
+from pbtkit.store import ReportRecord, Store, TrialRecord
 
 if TYPE_CHECKING:
     from pbtkit.controller import ControllerAPI, Snapshot
@@ -352,36 +351,11 @@ class RunView:
 
 
 def open_existing(storage: str) -> Store:
-    """Open a store that must already hold a pbtkit database, creating nothing.
-
-    Raises:
-        ConfigError: A SQLite file that does not exist.
-        StorageError: The database holds no pbtkit schema, or cannot be opened.
-    """
+    """Open a store that must already hold a pbtkit database, creating nothing
+    (``open_store(storage, create=False)``)."""
     from pbtkit.store import open_store
-    from pbtkit.store._sql import SQLStore
 
-    url = normalize_url(storage)
-    scheme = url.split("://", 1)[0]
-    if scheme == "sqlite":
-        path = Path(url[len("sqlite:///") :])
-        if not path.is_file():
-            raise ConfigError(
-                f"there is no database at {path}: give the --storage of a run "
-                "(e.g. pbt-demo/pbt.db after `make demo`)"
-            )
-        return SQLStore(url, create=False)
-    if scheme in ("postgresql", "postgres"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    if scheme.startswith("postgres"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(
-                "PostgreSQL storage needs psycopg: pip install 'pbtkit[postgres]'"
-            ) from exc
-        return SQLStore(url, create=False)
-    return open_store(url)
+    return open_store(storage, create=False)
 
 
 def _best(rows: Sequence[MemberRow], mode: str) -> int | None:
