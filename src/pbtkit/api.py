@@ -22,7 +22,7 @@ from pbtkit.core.space import Domain, SearchSpace
 from pbtkit.executors import Executor, ProcessExecutor, RayExecutor, ThreadExecutor
 from pbtkit.progress import ProgressDisplay
 from pbtkit.result import Result
-from pbtkit.spec import ExperimentSpec
+from pbtkit.spec import ExperimentSpec, check_experiment_name
 from pbtkit.store import display_url, normalize_url, open_store
 from pbtkit.worker import TrainFn
 
@@ -158,7 +158,7 @@ def run(
         raise ConfigError(
             f"ray_address and ray_resources are settings of executor='ray', not {executor!r}"
         )
-    name = name or getattr(train, "__name__", None) or "pbt"
+    name = check_experiment_name(name or getattr(train, "__name__", None) or "pbt")
     url = normalize_url(storage)
     spec = ExperimentSpec(
         space=SearchSpace.coerce(space),

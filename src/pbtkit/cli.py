@@ -178,13 +178,14 @@ def _auth_key(args: argparse.Namespace) -> str | None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from pbtkit.service.server import serve
 
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(
-        f"pbtkit serve: API at http://{shown}:{args.port}/v1, dashboard at "
-        f"http://{shown}:{args.port}/dashboard (the same key signs you in)",
-        file=sys.stderr,
-        flush=True,
-    )
+    def announce(url: str) -> None:
+        print(
+            f"pbtkit serve: API at {url}/v1, dashboard at {url}/dashboard "
+            "(the same key signs you in)",
+            file=sys.stderr,
+            flush=True,
+        )
+
     serve(
         args.storage,
         args.checkpoint_root,
@@ -194,6 +195,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds,
         log_level=args.log_level,
         allow_imports=args.allow_import,
+        announce=announce,
     )
     return 0
 
@@ -321,14 +323,13 @@ def _cmd_best(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from pbtkit.viz.dashboard import serve_dashboard
 
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"pbtkit dashboard on http://{shown}:{args.port}/dashboard", flush=True)
     serve_dashboard(
         args.storage,
         host=args.host,
         port=args.port,
         auth_key=_auth_key(args),
         log_level=args.log_level,
+        announce=lambda url: print(f"pbtkit dashboard on {url}", flush=True),
     )
     return 0
 

@@ -36,7 +36,7 @@ from pbtkit.core.decisions import Continue, Exploit, MemberView, Stop
 from pbtkit.core.exploit import Initiator
 from pbtkit.core.policy import MAX_STEPS
 from pbtkit.core.population import Population
-from pbtkit.spec import ExperimentSpec
+from pbtkit.spec import ExperimentSpec, check_experiment_name
 from pbtkit.store._base import (
     EventRecord,
     ExperimentRecord,
@@ -258,6 +258,7 @@ class Controller:
                         "or choose another name"
                     )
                 return existing
+            check_experiment_name(name)  # a new one only: old names stay readable
             now = self._now(tx)
             record = tx.create_experiment(name, spec.to_dict(), now)
             members = []

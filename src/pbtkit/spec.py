@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -13,13 +14,33 @@ from pbtkit.core._specs import check_keys
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import SearchSpace
 
-__all__ = ["EVOLUTIONS", "ExperimentSpec"]
+__all__ = ["EVOLUTIONS", "ExperimentSpec", "check_experiment_name"]
 
 EVOLUTIONS = ("async", "generational")
 KEEP = ("latest", "all")
 #: Members per experiment: the controller reads every member at each decision.
 MAX_POPULATION = 100_000
 MAX_ATTEMPTS = 1_000
+
+
+#: Experiment names: letters, digits, ``-``, ``_`` and ``.``, starting with a letter or a
+#: digit, at most 128 characters. A name is part of URLs and folder names; nothing else in
+#: it could be written safely everywhere it goes.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_experiment_name(name: Any) -> str:
+    """Refuse an experiment name outside the safe alphabet.
+
+    Raises:
+        ConfigError: Saying which characters are allowed.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"experiment name {name!r} is not allowed: use 1 to 128 letters, digits, '-', "
+            "'_' or '.', starting with a letter or a digit (e.g. 'resnet-lr.2')"
+        )
+    return name
 
 
 def _int(name: str, value: Any, low: int, high: int) -> int:

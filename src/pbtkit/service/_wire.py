@@ -24,6 +24,7 @@ from pbtkit.store._base import (
 
 __all__ = [
     "CreateIn",
+    "ErrorOut",
     "FailIn",
     "FinishIn",
     "HeartbeatIn",
@@ -54,8 +55,18 @@ def _utf8(value: Any, where: str) -> None:
             _utf8(item, where)
 
 
+class ErrorOut(BaseModel):
+    """The body of every error answer: the error's type, what went wrong and what to do,
+    and whether trying again may help."""
+
+    error: str
+    message: str
+    retryable: bool = False
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a JSON ``true`` is not the integer 1 and ``"3"`` is not 3.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="after")
     def _text_is_utf8(self) -> Any:

@@ -240,9 +240,18 @@ def create_app(
     install_error_handlers(app)
 
     @app.exception_handler(HTTPException)
-    async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def _on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return JSONResponse(error_body("HTTPError", str(exc.detail)), status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path
+            # may have several routes (GET and POST /v1/experiments): name them all.
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
+        return JSONResponse(
+            error_body("HTTPError", str(exc.detail)),
+            status_code=exc.status_code,
+            headers=headers,
+        )
 
     @app.exception_handler(Exception)
     async def _on_bug(_: Request, exc: Exception) -> JSONResponse:
@@ -275,7 +284,7 @@ def create_app(
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    @app.get("/v1/info", dependencies=guarded)
+    @app.get("/v1/info", dependencies=guarded, responses=_errors(401, 503))
     def info() -> dict[str, Any]:
         return {
             "version": __version__,
@@ -284,36 +293,54 @@ def create_app(
             "maximize_metric": maximize_metric,
         }
 
-    @app.get("/v1/experiments", dependencies=guarded)
+    @app.get("/v1/experiments", dependencies=guarded, responses=_errors(401, 503))
     def experiments() -> list[dict[str, Any]]:
         return [wire.experiment_out(e) for e in controller.experiments()]
 
-    @app.post("/v1/experiments", dependencies=guarded)
+    @app.post(
+        "/v1/experiments", dependencies=guarded, responses=_errors(400, 401, 409, 413, 422, 503)
+    )
     def create(body: wire.CreateIn) -> dict[str, Any]:
         spec = spec_for_server(body.spec)
         return wire.experiment_out(controller.create(body.name, spec, resume=body.resume))
 
-    @app.get("/v1/experiments/{name}", dependencies=guarded)
+    @app.get("/v1/experiments/{name}", dependencies=guarded, responses=_errors(401, 404, 422, 503))
     def experiment(name: Name) -> dict[str, Any]:
         return wire.experiment_out(controller.experiment(name))
 
-    @app.get("/v1/experiments/{name}/summary", dependencies=guarded)
+    @app.get(
+        "/v1/experiments/{name}/summary",
+        dependencies=guarded,
+        responses=_errors(401, 404, 422, 503),
+    )
     def summary(name: Name) -> dict[str, Any]:
         return wire.summary_out(controller.summary(name))
 
-    @app.get("/v1/experiments/{name}/snapshot", dependencies=guarded)
+    @app.get(
+        "/v1/experiments/{name}/snapshot",
+        dependencies=guarded,
+        responses=_errors(401, 404, 422, 503),
+    )
     def snapshot(name: Name) -> dict[str, Any]:
         return wire.snapshot_out(controller.snapshot(name))
 
-    @app.get("/v1/experiments/{name}/members", dependencies=guarded)
+    @app.get(
+        "/v1/experiments/{name}/members",
+        dependencies=guarded,
+        responses=_errors(401, 404, 422, 503),
+    )
     def members(name: Name) -> list[dict[str, Any]]:
         return [wire.member_out(m) for m in controller.snapshot(name).members]
 
-    @app.get("/v1/experiments/{name}/reports", dependencies=guarded)
+    @app.get(
+        "/v1/experiments/{name}/reports",
+        dependencies=guarded,
+        responses=_errors(401, 404, 422, 503),
+    )
     def reports(name: Name, member: MemberQuery = None) -> list[dict[str, Any]]:
         return [wire.report_out(r) for r in controller.reports(name, member=member)]
 
-    @app.get("/v1/trials/{trial_id}", dependencies=guarded)
+    @app.get("/v1/trials/{trial_id}", dependencies=guarded, responses=_errors(401, 404, 422, 503))
     def trial(trial_id: TrialId) -> dict[str, Any]:
         return wire.trial_out(controller.trial(trial_id))
 
@@ -322,24 +349,36 @@ def create_app(
             return {"status": "leased", "lease": wire.lease_out(got)}
         return {"status": got}
 
-    @app.post("/v1/experiments/{name}/lease", dependencies=guarded)
+    @app.post(
+        "/v1/experiments/{name}/lease",
+        dependencies=guarded,
+        responses=_errors(400, 401, 404, 413, 422, 503),
+    )
     def lease(name: Name, body: wire.LeaseIn) -> dict[str, Any]:
         return lease_reply(
             controller.lease(name, body.worker_id, member=body.member, generation=body.generation)
         )
 
-    @app.post("/v1/lease", dependencies=guarded)
+    @app.post("/v1/lease", dependencies=guarded, responses=_errors(401, 413, 422, 503))
     def lease_any(body: wire.LeaseIn) -> dict[str, Any]:
         return lease_reply(controller.lease_any(body.worker_id))
 
     beats = _GroupCommit(controller)
 
-    @app.post("/v1/trials/{trial_id}/heartbeat", dependencies=guarded)
+    @app.post(
+        "/v1/trials/{trial_id}/heartbeat",
+        dependencies=guarded,
+        responses=_errors(400, 401, 409, 413, 422, 503),
+    )
     async def heartbeat(trial_id: TrialId, body: wire.HeartbeatIn) -> dict[str, Any]:
         records = wire.reports_in(trial_id, body.reports)
         return {"lease_expires": await beats.submit(trial_id, body.worker_id, records)}
 
-    @app.post("/v1/trials/{trial_id}/finish", dependencies=guarded)
+    @app.post(
+        "/v1/trials/{trial_id}/finish",
+        dependencies=guarded,
+        responses=_errors(400, 401, 404, 409, 413, 422, 503),
+    )
     def finish(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
         records = wire.reports_in(trial_id, body.reports)
         released = controller.finish(
@@ -347,12 +386,20 @@ def create_app(
         )
         return {"released": released}
 
-    @app.post("/v1/trials/{trial_id}/fail", dependencies=guarded)
+    @app.post(
+        "/v1/trials/{trial_id}/fail",
+        dependencies=guarded,
+        responses=_errors(401, 404, 409, 413, 422, 503),
+    )
     def fail(trial_id: TrialId, body: wire.FailIn) -> dict[str, Any]:
         released = controller.fail(trial_id, body.worker_id, body.error, penalize=body.penalize)
         return {"released": released}
 
-    @app.post("/v1/experiments/{name}/release", dependencies=guarded)
+    @app.post(
+        "/v1/experiments/{name}/release",
+        dependencies=guarded,
+        responses=_errors(401, 404, 413, 422, 503),
+    )
     def release(name: Name, body: wire.ReleaseIn) -> dict[str, Any]:
         requeued = controller.release_worker(
             name, body.worker_id, body.reason, penalize=body.penalize
@@ -368,6 +415,34 @@ def create_app(
 
 class _Unauthorized(Exception):
     pass
+
+
+def _allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """Every method some route of ``app`` answers at the request's path."""
+    from starlette.routing import Match
+
+    allowed: set[str] = set()
+    for route in app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches({**scope, "method": next(iter(methods))})[0] == Match.FULL:
+            allowed |= set(methods)
+    return sorted(allowed - {"HEAD"}) or ["GET"]
+
+
+_WHY = {
+    400: "the request is invalid: a setting, a metric or a checkpoint path (the message says)",
+    401: "no key, or the wrong one: send 'Authorization: Bearer <key>'",
+    404: "no such experiment, member or trial",
+    409: "a conflict: the experiment exists with other settings, or the trial's lease was lost",
+    413: "the request body is larger than the server accepts",
+    422: "the request is malformed: a field is missing, unknown or of the wrong type",
+    503: "the storage is busy or cannot be reached; try again (retryable is true)",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents in the OpenAPI schema, each with its body."""
+    return {code: {"model": wire.ErrorOut, "description": _WHY[code]} for code in codes}
 
 
 class _GroupCommit:
@@ -442,6 +517,41 @@ def check_exposure(host: str, auth_key: str | None) -> None:
         )
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, ready for uvicorn, so that a server announces its
+    address only once it holds it.
+
+    Raises:
+        ConfigError: The address cannot be bound (in use, or not this machine's).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port "
+            "(or stop what holds it), or another --host"
+        ) from exc
+    return sock
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port`` with an IPv6 address in brackets."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def run_app(app: Any, sock: socket.socket, *, log_level: str = "warning") -> None:
+    """Serve an ASGI app on a bound socket until interrupted."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
 def serve(
     storage: str,
     checkpoint_root: str | Path,
@@ -452,10 +562,18 @@ def serve(
     lease_seconds: float = 60.0,
     log_level: str = "warning",
     allow_imports: Sequence[str] = (),
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the service in this process until interrupted."""
-    import uvicorn
+    """Run the service in this process until interrupted.
 
+    Everything that can be refused is checked first (the exposure without a key, the
+    storage, the checkpoint root, the address), and only then is ``announce`` called
+    with the base URL.
+
+    Raises:
+        ConfigError: Listening beyond loopback without a key, or the address is taken.
+        StorageError: The storage cannot be opened.
+    """
     check_exposure(host, auth_key)
     app = create_app(
         storage,
@@ -464,7 +582,10 @@ def serve(
         lease_seconds=lease_seconds,
         allow_imports=allow_imports,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    sock = listen(host, port)
+    if announce is not None:
+        announce(base_url(host, sock.getsockname()[1]))
+    run_app(app, sock, log_level=log_level)
 
 
 class PBTServer:
@@ -508,11 +629,7 @@ class PBTServer:
             clock=clock,
             allow_imports=allow_imports,
         )
-        self._socket = socket.socket(
-            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
-        )
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
+        self._socket = listen(host, port)
         self.host = host
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -530,8 +647,7 @@ class PBTServer:
     @property
     def url(self) -> str:
         """The server's base URL."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return base_url(self.host, self.port)
 
     def shutdown(self) -> None:
         """Stop serving and wait for the thread to end."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, urlencode
@@ -235,17 +235,20 @@ def serve_dashboard(
     port: int = 8766,
     auth_key: str | None = None,
     log_level: str = "warning",
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the dashboard alone until interrupted (``pbtkit dashboard``).
+    """Serve the dashboard alone until interrupted (``pbtkit dashboard``); ``announce``
+    is called with the page's URL once the store is open and the address is held.
 
     Raises:
-        ConfigError: ``host`` is not a loopback address and no key was given, or the
-            SQLite file does not exist.
+        ConfigError: ``host`` is not a loopback address and no key was given, the SQLite
+            file does not exist, or the address is taken.
     """
-    import uvicorn
-
-    from pbtkit.service.server import check_exposure
+    from pbtkit.service.server import base_url, check_exposure, listen, run_app
 
     check_exposure(host, auth_key)
     app = dashboard_app(storage, auth_key=auth_key)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    sock = listen(host, port)
+    if announce is not None:
+        announce(f"{base_url(host, sock.getsockname()[1])}/dashboard")
+    run_app(app, sock, log_level=log_level)
