@@ -215,12 +215,16 @@ def test_expired_lease_goes_back_and_late_report_is_refused(
     assert trial.score == 1.0
 
 
-def test_failure_is_retried_then_member_failed_and_the_rest_go_on(store: Store, make: Make) -> None:
+def test_failure_is_retried_then_member_failed_and_the_rest_go_on(
+    store: Store, clock: Clock, make: Make
+) -> None:
     c = make()
     c.create("e", _spec(population=2, max_attempts=2))
     bad = _lease(c)
     good = _lease(c)
     c.fail(bad.trial.id, "w", "Traceback...\nRuntimeError: boom")
+    assert c.lease("e", "w") == WAIT  # the retry backs off before it is leased again
+    clock.now += 0.5
     retry = _lease(c)
     assert retry.trial.id == bad.trial.id
     assert retry.trial.attempt == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -81,12 +82,22 @@ def test_a_newer_database_asks_for_a_newer_pbtkit(tmp_path: Path) -> None:
 
 
 def test_upgrading_something_that_is_not_pbtkit_says_so(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "pbtkit", "db", "upgrade", "--storage", str(tmp_path / "x.db")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
+    def upgrade_cli(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pbtkit", "db", "upgrade", "--storage", str(path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+
+    out = upgrade_cli(tmp_path / "x.db")
+    assert out.returncode == 2
+    assert "there is no database at" in out.stderr
+    assert not (tmp_path / "x.db").exists()
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    out = upgrade_cli(other)
     assert out.returncode == 2
     assert "holds no pbtkit database" in out.stderr

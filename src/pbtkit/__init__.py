@@ -13,6 +13,7 @@ Quick start::
 """
 
 from pbtkit._exceptions import (
+    BadCheckpoint,
     CheckpointError,
     ConfigError,
     ExperimentConflict,
@@ -41,6 +42,7 @@ from pbtkit.worker import Trial
 
 __all__ = [
     "PBT",
+    "BadCheckpoint",
     "BinaryTournament",
     "CheckpointError",
     "Choice",

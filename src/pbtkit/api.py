@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,8 @@ def run(
     ray_address: str | None = None,
     ray_resources: Mapping[str, float] | None = None,
     tensorboard: bool | str | os.PathLike[str] | None = None,
+    trial_timeout: float | None = None,
+    max_outage: float | None = None,
 ) -> Result:
     """Train a population with Population Based Training and return the result.
 
@@ -134,6 +137,13 @@ def run(
             insists (``./tensorboard/<name>/`` when there is no such place); False
             writes none; a directory writes them into ``<directory>/<name>/``. Watch
             them with ``tensorboard --logdir <that folder>``.
+        trial_timeout: Seconds a training function may run for one trial (None: no
+            limit). Past it the trial is given back as a failed attempt that says so
+            (retried up to ``max_attempts``) and its worker is replaced: a process
+            worker restarts its process, a thread worker is abandoned. The lease, by
+            contrast, only notices a worker that stopped answering.
+        max_outage: With ``server``, how long this run and its workers wait for an
+            unreachable server to come back before they give up (default 600 s).
 
     Returns:
         A :class:`~pbtkit.Result`.
@@ -150,6 +160,8 @@ def run(
         target = target_of(train) if executor in ("process", "ray") else ""
     else:
         raise ConfigError(f"train must be a function taking a Trial, got {type(train).__name__}")
+    trial_timeout = _seconds("trial_timeout", trial_timeout, zero=False)
+    max_outage = _seconds("max_outage", max_outage, zero=True)
     if not isinstance(workers, int) or workers < (0 if server else 1):
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if executor not in ("process", "thread", "ray"):
@@ -190,6 +202,8 @@ def run(
         lease_seconds,
         ray_address=ray_address,
         ray_resources=ray_resources,
+        trial_timeout=trial_timeout,
+        max_outage=max_outage,
     )
     try:
         controller.create(name, spec, resume=resume)
@@ -224,6 +238,8 @@ def _connect(
     *,
     ray_address: str | None = None,
     ray_resources: Mapping[str, float] | None = None,
+    trial_timeout: float | None = None,
+    max_outage: float | None = None,
 ) -> tuple[ControllerAPI, Executor, Callable[[], None]]:
     """The controller a run talks to, the executor of its workers, and how to close them."""
     # Ray is imported (or found missing) before anything is opened or created.
@@ -237,21 +253,30 @@ def _connect(
             auth_key=auth_key or os.environ.get("PBTKIT_AUTH_KEY") or None,
             address=ray_address,
             resources=ray_resources,
+            trial_timeout=trial_timeout,
         )
         if executor == "ray"
         else None
     )
     if server is not None:
-        from pbtkit.service.client import RemoteController
+        from pbtkit.service.client import DEFAULT_MAX_OUTAGE, RemoteController
 
-        remote = RemoteController(server, auth_key)
+        outage = DEFAULT_MAX_OUTAGE if max_outage is None else max_outage
+        remote = RemoteController(server, auth_key, max_outage=outage)
         if executor == "thread":
-            return remote, ThreadExecutor(remote, name, train), remote.close
+            threads = ThreadExecutor(remote, name, train, trial_timeout=trial_timeout)
+            return remote, threads, remote.close
         if ray_pool is not None:
             return remote, ray_pool, remote.close
         key = auth_key or os.environ.get("PBTKIT_AUTH_KEY") or ""
         pool = ProcessExecutor(
-            server, name, target, server=True, extra_env={"PBTKIT_AUTH_KEY": key}
+            server,
+            name,
+            target,
+            server=True,
+            extra_env={"PBTKIT_AUTH_KEY": key},
+            trial_timeout=trial_timeout,
+            max_outage=outage,
         )
         return remote, pool, remote.close
     store = open_store(url)
@@ -263,10 +288,14 @@ def _connect(
         )
     controller = Controller(store, lease_seconds=lease_seconds)
     if executor == "thread":
-        return controller, ThreadExecutor(controller, name, train), store.close
+        threads = ThreadExecutor(controller, name, train, trial_timeout=trial_timeout)
+        return controller, threads, store.close
     if ray_pool is not None:
         return controller, ray_pool, store.close
-    return controller, ProcessExecutor(url, name, target, lease_seconds=lease_seconds), store.close
+    processes = ProcessExecutor(
+        url, name, target, lease_seconds=lease_seconds, trial_timeout=trial_timeout
+    )
+    return controller, processes, store.close
 
 
 def drive(
@@ -356,6 +385,22 @@ def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:
     raise ConfigError(
         f"explore must be pk.Perturb(...), pk.Resample(...) or a function, got {explore!r}"
     )
+
+
+def _seconds(name: str, value: Any, *, zero: bool) -> float | None:
+    """A duration setting: None, or a finite number of seconds (> 0, or >= 0 with ``zero``)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigError(f"{name} must be a number of seconds {bound} or None, got {value!r}")
+    return float(value)
 
 
 def _import_named_code(policy: PBT) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 from fsspec.core import split_protocol, url_to_fs  # type: ignore[import-untyped]
 
-from pbtkit._exceptions import CheckpointError
+from pbtkit._exceptions import BadCheckpoint, CheckpointError
 
 __all__ = ["MANIFEST", "CheckpointStore", "ObjectCheckpointStore"]
 
@@ -281,7 +281,7 @@ class CheckpointStore:
         try:
             raw = (path / MANIFEST).read_bytes()
         except FileNotFoundError:
-            raise CheckpointError(
+            raise BadCheckpoint(
                 f"checkpoint {relative!r} is missing or incomplete (no {MANIFEST} in {path}); "
                 "it may have been deleted or never committed"
             ) from None
@@ -529,7 +529,7 @@ class ObjectCheckpointStore(CheckpointStore):
             try:
                 raw = bytes(self.fs.cat_file(f"{target}/{MANIFEST}"))
             except FileNotFoundError:
-                raise CheckpointError(
+                raise BadCheckpoint(
                     f"checkpoint {name!r} is missing or incomplete (no {MANIFEST} at {where}); "
                     "it may have been deleted, or its upload never finished"
                 ) from None
@@ -568,7 +568,7 @@ class ObjectCheckpointStore(CheckpointStore):
                 except FileNotFoundError:
                     self.fs.invalidate_cache(target)
                     gone = [rel for rel in rels if not self.fs.exists(f"{target}/{rel}")]
-                    raise CheckpointError(
+                    raise BadCheckpoint(
                         f"checkpoint {name!r} is missing its file "
                         f"{gone[0] if gone else 'one of its files'!r}"
                     ) from None
@@ -711,7 +711,7 @@ def _parse_manifest(name: str, raw: bytes) -> dict[str, dict[str, Any]]:
         ):
             raise TypeError("files must map each name to its sha256 and size")
     except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {name!r} has a corrupt manifest: {exc}") from exc
+        raise BadCheckpoint(f"checkpoint {name!r} has a corrupt manifest: {exc}") from exc
     for rel in entries:
         # Checked before anything is read or downloaded: a listed name must stay inside.
         if (
@@ -723,7 +723,7 @@ def _parse_manifest(name: str, raw: bytes) -> dict[str, dict[str, Any]]:
             or rel == ".."
             or rel.startswith("../")
         ):
-            raise CheckpointError(f"checkpoint {name!r} lists {rel!r}, which is not its file")
+            raise BadCheckpoint(f"checkpoint {name!r} lists {rel!r}, which is not its file")
     return entries
 
 
@@ -747,30 +747,30 @@ def _check_files(
             path = Path(dirpath) / child
             found = path.relative_to(base).as_posix()
             if path.is_symlink():
-                raise CheckpointError(
+                raise BadCheckpoint(
                     f"checkpoint {name!r} holds a symlink {found!r} -> {os.readlink(path)!r}; "
                     "a checkpoint holds only the real files it was committed with, so it is "
                     "refused (it was changed after its commit)"
                 )
             if child in dirnames:
                 if found not in needed_dirs:
-                    raise CheckpointError(
+                    raise BadCheckpoint(
                         f"checkpoint {name!r} holds a folder {found!r} that its manifest does "
                         "not list; it was changed after its commit, so it is refused"
                     )
             elif found not in listed and found != MANIFEST:
-                raise CheckpointError(
+                raise BadCheckpoint(
                     f"checkpoint {name!r} holds a file {found!r} that its manifest does not "
                     "list; it was changed after its commit, so it is refused"
                 )
     for rel, entry in entries.items():
         file = (base / rel).resolve()
         if base not in file.parents or rel == MANIFEST:
-            raise CheckpointError(f"checkpoint {name!r} lists {rel!r}, which is not its file")
+            raise BadCheckpoint(f"checkpoint {name!r} lists {rel!r}, which is not its file")
         if not file.is_file():
-            raise CheckpointError(f"checkpoint {name!r} is missing its file {rel!r}")
+            raise BadCheckpoint(f"checkpoint {name!r} is missing its file {rel!r}")
         if file.stat().st_size != entry["size"] or (hashes and _sha256(file) != entry["sha256"]):
-            raise CheckpointError(
+            raise BadCheckpoint(
                 f"checkpoint {name!r} is corrupt: {rel!r} does not match the SHA-256 "
                 "recorded when it was written; the trial that needs it cannot start from it"
             )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         kwargs["ray_resources"] = _resources(args.ray_resources)
     for key in (
         "storage", "name", "workers", "population", "checkpoint_dir", "executor", "seed",
-        "ray_address",
+        "ray_address", "trial_timeout",
     ):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
@@ -120,19 +122,27 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from pbtkit._target import load_target
     from pbtkit.controller import Controller, worker_identity
     from pbtkit.store import open_store
-    from pbtkit.worker import run_worker
+    from pbtkit.worker import restart_process, run_worker
 
     target = args.target or args.target_option
     if not target:
         raise ConfigError("name the training function: pbtkit worker ... package.module:function")
-    if bool(args.server) == bool(args.storage):
+    # The URLs may come from the environment (how `pbtkit run` passes them: a password in
+    # argv would be shown by `ps` to every user of the machine).
+    server = args.server or (None if args.storage else os.environ.get("PBTKIT_SERVER"))
+    storage = args.storage or (None if server else os.environ.get("PBTKIT_STORAGE"))
+    if bool(server) == bool(storage):
         raise ConfigError("give the worker either --server URL or --storage URL")
     train = load_target(target)
     worker_id = worker_identity(args.label)
-    if args.server:
+    timeouts: dict[str, Any] = {
+        "trial_timeout": args.trial_timeout,
+        "on_timeout": restart_process,
+    }
+    if server:
         from pbtkit.service.client import RemoteController
 
-        with RemoteController(args.server, _auth_key(args)) as remote:
+        with RemoteController(server, _auth_key(args), max_outage=args.max_outage) as remote:
             run_worker(
                 remote,
                 args.experiment,
@@ -140,14 +150,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
                 worker_id,
                 checkpoint_root=args.checkpoint_root,
                 poll=0.25,
+                **timeouts,
             )
         return 0
-    if args.experiment is None:
+    if args.experiment is None or storage is None:
         raise ConfigError("a worker on --storage needs --experiment NAME")
-    with open_store(args.storage) as store:
+    with open_store(storage) as store:
         controller = Controller(store, lease_seconds=args.lease_seconds)
         run_worker(
-            controller, args.experiment, train, worker_id, checkpoint_root=args.checkpoint_root
+            controller,
+            args.experiment,
+            train,
+            worker_id,
+            checkpoint_root=args.checkpoint_root,
+            **timeouts,
         )
     return 0
 
@@ -169,8 +185,6 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _auth_key(args: argparse.Namespace) -> str | None:
-    import os
-
     key = args.auth_key or os.environ.get("PBTKIT_AUTH_KEY")
     return key or None
 
@@ -476,6 +490,20 @@ def _add_replay_command(sub: Any) -> None:
     p.set_defaults(func=_cmd_replay)
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"wants a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("wants a number of seconds > 0")
+    return value
+
+
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.4g}"
@@ -507,6 +535,12 @@ def _parser() -> argparse.ArgumentParser:
         "--ray-resources", metavar="CPU=1,GPU=0.5", help="each Ray worker's resource bundle"
     )
     p.add_argument("--seed", type=int, help="override the seed")
+    p.add_argument(
+        "--trial-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="override trial_timeout: stop and retry a trial whose function runs longer",
+    )
     p.add_argument("--no-progress", action="store_true", help="do not show live progress")
     p.set_defaults(func=_cmd_run)
 
@@ -539,6 +573,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--label", default="", help="a label added to the worker's id")
     p.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
+    p.add_argument(
+        "--trial-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="stop a trial whose function runs longer (it is retried; the worker restarts)",
+    )
+    p.add_argument(
+        "--max-outage",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --server, how long to wait for an unreachable server (0: give up at once)",
+    )
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("db", help="the database schema: show its version, or upgrade it")
@@ -572,6 +619,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pbtkit`` command; returns the exit code."""
     args = _parser().parse_args(argv)
+    # pbtkit's own warnings (a server that went away, and came back) as plain lines.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("pbtkit: %(message)s"))
+    logging.getLogger("pbtkit").addHandler(handler)
     try:
         return int(args.func(args))
     except PBTError as exc:

@@ -15,6 +15,7 @@ The format (TOML shown; YAML has the same keys)::
     checkpoint_dir = "pbt-checkpoints"
     seed = 0
     max_attempts = 3
+    trial_timeout = 3600          # seconds a trial may run before it is stopped and retried
 
     [space]                       # required: one entry per hyperparameter
     lr = { type = "loguniform", low = 1e-4, high = 0.1 }
@@ -61,7 +62,8 @@ _KNOWN = {
     "name", "metric", "mode", "population", "workers", "ready_every", "total_steps",
     "evolution", "storage", "checkpoint_dir", "seed", "max_attempts", "lease_seconds",
     "keep_checkpoints", "space", "exploit", "explore", "executor", "ray_address",
-    "ray_resources", "initial", "inherit", "objective", "tensorboard",
+    "ray_resources", "initial", "inherit", "objective", "tensorboard", "trial_timeout",
+    "max_outage",
 }  # fmt: skip
 _REQUIRED = ("ready_every", "total_steps", "space")
 

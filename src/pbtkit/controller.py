@@ -62,6 +62,11 @@ WAIT: Literal["wait"] = "wait"
 FINISHED: Literal["finished"] = "finished"
 ACTIVE_STATUSES = ("pending", "running")
 
+#: How far back a lineage is searched for a good checkpoint to restart from.
+_LONGEST_WALK = 1000
+#: The longest a retry waits before it may be leased again.
+_LONGEST_BACKOFF = 60.0
+
 # Seeds of numpy SeedSequences: the initial sample and each decision draw from streams
 # keyed by (seed, purpose, id), so a run is repeatable without storing any RNG state.
 _SAMPLE, _DECIDE = 0, 1
@@ -145,12 +150,19 @@ class ControllerAPI(Protocol):
         ...
 
     def lease(
-        self, name: str, worker_id: str, *, member: int | None = None, generation: int | None = None
+        self,
+        name: str,
+        worker_id: str,
+        *,
+        member: int | None = None,
+        generation: int | None = None,
+        again: bool = False,
     ) -> Lease | Literal["wait", "finished"]:
-        """Hand a pending trial to a worker."""
+        """Hand a pending trial to a worker (``again``: the request is sent a second time
+        because its answer was lost; a trial the worker holds already is handed back)."""
         ...
 
-    def lease_any(self, worker_id: str) -> Lease | Literal["wait"]:
+    def lease_any(self, worker_id: str, *, again: bool = False) -> Lease | Literal["wait"]:
         """Hand a pending trial of any running experiment to a worker."""
         ...
 
@@ -171,9 +183,16 @@ class ControllerAPI(Protocol):
         ...
 
     def fail(
-        self, trial_id: int, worker_id: str | None, error: str, *, penalize: bool = True
+        self,
+        trial_id: int,
+        worker_id: str | None,
+        error: str,
+        *,
+        penalize: bool = True,
+        bad_parent: bool = False,
     ) -> list[str]:
-        """Give a trial back after an error."""
+        """Give a trial back after an error (``bad_parent``: its parent checkpoint failed
+        verification)."""
         ...
 
     def release_worker(
@@ -212,6 +231,8 @@ class Controller:
         clock: Seconds since the epoch; by default the database's clock (so that workers
             whose clocks disagree still agree on leases). Tests pass one they move.
         lease_seconds: How long a leased trial stays with a worker without a heartbeat.
+        retry_backoff: Seconds a failed trial waits before its first retry; each further
+            retry waits twice as long (at most a minute).
         imports: Which code named in a stored spec (a custom explore function) this
             controller may import when a decision needs it. The default trusts the store
             (a run's own processes); ``pbtkit serve`` passes the packages its operator
@@ -224,11 +245,13 @@ class Controller:
         *,
         clock: Callable[[], float] | None = None,
         lease_seconds: float = 60.0,
+        retry_backoff: float = 0.5,
         imports: ImportPolicy | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.lease_seconds = lease_seconds
+        self.retry_backoff = retry_backoff
         self.imports = imports if imports is not None else ImportPolicy()
         self._specs: dict[str, tuple[int, ExperimentSpec]] = {}
         self._caches: dict[int, PopulationCache] = {}
@@ -321,7 +344,13 @@ class Controller:
 
     # leasing -----------------------------------------------------------------------
     def lease(
-        self, name: str, worker_id: str, *, member: int | None = None, generation: int | None = None
+        self,
+        name: str,
+        worker_id: str,
+        *,
+        member: int | None = None,
+        generation: int | None = None,
+        again: bool = False,
     ) -> Lease | Literal["wait", "finished"]:
         """Hand the oldest pending trial to a worker.
 
@@ -331,30 +360,55 @@ class Controller:
             member: Only a trial of this member (a glass-box client keeps its member).
             generation: Only a trial of this generation (a glass-box client joining takes
                 a member that has not started).
+            again: This request is a repeat of one whose answer was lost (a client
+                riding out a server outage): if the worker already holds a trial (of
+                ``member``), that one is handed back rather than a second one.
 
         Returns:
             A :class:`Lease`; ``"wait"`` when nothing is pending now but the experiment
-            goes on (a generation barrier, trials still running); ``"finished"`` when
-            every member is done or failed.
+            goes on (a generation barrier, trials still running, a retry backing off);
+            ``"finished"`` when every member is done or failed.
+
+        Every call first gives back the trials whose leases expired, so the trial of a
+        worker that went silent waits at most one lease period for another worker.
         """
         while True:
             with self.store.read() as tx:
                 experiment = self._get_experiment(tx, name)
                 if experiment.status == "finished":
                     return FINISHED
-                pending = tx.next_pending(experiment.id, member=member, generation=generation)
-                if pending is None:
-                    expired = self._expired(tx, experiment.id)
-                    if not expired:
-                        if member is not None:
-                            state = [m for m in tx.members(experiment.id) if m.member == member]
-                            if not state:
-                                raise NotFound(f"experiment {name!r} has no member {member}")
-                            return WAIT if state[0].status == "active" else FINISHED
-                        if tx.count_trials(experiment.id, ACTIVE_STATUSES):
-                            return WAIT
-                        return self._finish_if_done(experiment)
-            if pending is None:
+                now = self._now(tx)
+                running = tx.trials(experiment.id, statuses=("running",))
+                expired = [t for t in running if _lease_over(t, now)]
+                held = [
+                    t
+                    for t in running
+                    if again
+                    and t.lease_owner == worker_id
+                    and not _lease_over(t, now)
+                    and (member is None or t.member == member)
+                ]
+                if held:
+                    # Asked again (its answer was lost on the way): the same trial.
+                    parent = None if held[0].parent_id is None else tx.get_trial(held[0].parent_id)
+                    return self._lease_of(experiment, held[0], parent)
+                pending = (
+                    None
+                    if expired
+                    else tx.next_pending(
+                        experiment.id, member=member, generation=generation, now=now
+                    )
+                )
+                if not expired and pending is None:
+                    if member is not None:
+                        state = [m for m in tx.members(experiment.id) if m.member == member]
+                        if not state:
+                            raise NotFound(f"experiment {name!r} has no member {member}")
+                        return WAIT if state[0].status == "active" else FINISHED
+                    if tx.count_trials(experiment.id, ACTIVE_STATUSES):
+                        return WAIT
+                    return self._finish_if_done(experiment)
+            if expired:
                 self.requeue_expired(name)
                 continue
             lease = self._claim(experiment, worker_id, member, generation)
@@ -362,12 +416,12 @@ class Controller:
                 return lease
             # Another worker claimed it between our read and our write: look again.
 
-    def lease_any(self, worker_id: str) -> Lease | Literal["wait"]:
+    def lease_any(self, worker_id: str, *, again: bool = False) -> Lease | Literal["wait"]:
         """Hand a pending trial of any running experiment, the oldest experiment first."""
         for experiment in self.experiments():
             if experiment.status != "running":
                 continue
-            got = self.lease(experiment.name, worker_id)
+            got = self.lease(experiment.name, worker_id, again=again)
             if isinstance(got, Lease):
                 return got
         return WAIT
@@ -379,14 +433,15 @@ class Controller:
         member: int | None,
         generation: int | None,
     ) -> Lease | None:
-        spec = self._spec_of(experiment)
         with self.store.transaction() as tx:
             # Locked with SKIP LOCKED where the database has it: concurrent workers each
             # get a different pending trial instead of racing for the same one.
-            trial = tx.next_pending(experiment.id, member=member, generation=generation, claim=True)
+            now = self._now(tx)
+            trial = tx.next_pending(
+                experiment.id, member=member, generation=generation, claim=True, now=now
+            )
             if trial is None:
                 return None
-            now = self._now(tx)
             running = dataclasses.replace(
                 trial,
                 status="running",
@@ -395,18 +450,25 @@ class Controller:
                 lease_expires=now + self.lease_seconds,
                 started_at=now,
                 error=None,
+                not_before=None,
             )
             if not tx.update_trial(running, expect_status="pending"):
                 return None
             parent = None if trial.parent_id is None else tx.get_trial(trial.parent_id)
+        return self._lease_of(experiment, running, parent)
+
+    def _lease_of(
+        self, experiment: ExperimentRecord, trial: TrialRecord, parent: TrialRecord | None
+    ) -> Lease:
+        spec = self._spec_of(experiment)
         return Lease(
-            trial=running,
+            trial=trial,
             experiment=experiment.name,
             metric=spec.metric,
             checkpoint_root=spec.checkpoint_root,
             parent_checkpoint=None if parent is None else parent.checkpoint,
             donor=None if parent is None or parent.member == trial.member else parent.member,
-            lease_expires=running.lease_expires or now,
+            lease_expires=trial.lease_expires or 0.0,
             metrics=tuple(spec.policy.objective.metric_names),
         )
 
@@ -473,11 +535,17 @@ class Controller:
         Returns:
             Checkpoint names that nothing needs any more; the caller deletes them.
 
+        A finish sent again after its answer was lost (the same checkpoint, already
+        recorded) is acknowledged again and changes nothing.
+
         Raises:
             LeaseLost: The trial is no longer this worker's; nothing was written.
             MetricError: The objective metric was never reported; nothing was written.
         """
         with self._forgetting_on_error(), self.store.transaction() as tx:
+            recorded = tx.get_trial(trial_id)
+            if recorded.status == "done" and checkpoint and recorded.checkpoint == checkpoint:
+                return []  # the checkpoint name is unique to this attempt: it was ours
             trial = self._held(tx, trial_id, worker_id)
             tx.lock_experiment(trial.experiment_id)
             spec = self._spec_by_id(tx, trial.experiment_id)
@@ -540,8 +608,13 @@ class Controller:
         error: str,
         *,
         penalize: bool = True,
+        bad_parent: bool = False,
+        backoff: bool = True,
     ) -> list[str]:
         """Give a trial back after an error: retried from the same parent, or its member failed.
+
+        A penalized retry waits before it may be leased again (``retry_backoff``, doubling
+        with each attempt), so a quick failure does not spend every attempt at once.
 
         Args:
             trial_id: The trial.
@@ -549,6 +622,13 @@ class Controller:
             error: What went wrong (a traceback), kept on the trial and in an event.
             penalize: Whether this counts as an attempt (False when the whole run was
                 stopped, which is not the trial's fault).
+            bad_parent: The trial could not start because its parent checkpoint failed
+                verification (missing, corrupt, changed). That checkpoint is marked bad and
+                is never a parent again; this trial and every other waiting for it start
+                from a good checkpoint instead (see :meth:`_restart_from_good`), without
+                counting an attempt.
+            backoff: Whether the retry waits (False for a lease that expired: a minute
+                has passed already).
 
         Returns:
             Checkpoint names nothing needs any more.
@@ -563,6 +643,8 @@ class Controller:
             spec = self._spec_by_id(tx, trial.experiment_id)
             now = self._now(tx)
             tx.delete_reports(trial.id)
+            if bad_parent and trial.parent_id is not None:
+                return self._contain_bad_parent(tx, spec, trial, error, now)
             attempt = trial.attempt if penalize else max(trial.attempt - 1, 0)
             base = dataclasses.replace(
                 trial,
@@ -573,8 +655,14 @@ class Controller:
                 error=error,
             )
             if attempt < spec.max_attempts:
+                wait = min(self.retry_backoff * 2 ** max(attempt - 1, 0), _LONGEST_BACKOFF)
                 tx.update_trial(
-                    dataclasses.replace(base, status="pending"), expect_status="running"
+                    dataclasses.replace(
+                        base,
+                        status="pending",
+                        not_before=now + wait if penalize and backoff else None,
+                    ),
+                    expect_status="running",
                 )
                 tx.add_events(
                     [
@@ -624,7 +712,10 @@ class Controller:
             expired = self._expired(tx, experiment.id)
         for trial in expired:
             self.fail(
-                trial.id, None, f"lease expired: worker {trial.lease_owner} stopped answering"
+                trial.id,
+                None,
+                f"lease expired: worker {trial.lease_owner} stopped answering",
+                backoff=False,
             )
         return [t.id for t in expired]
 
@@ -649,7 +740,8 @@ class Controller:
                 if t.lease_owner == worker_id
             ]
         for trial in held:
-            self.fail(trial.id, None, reason, penalize=penalize)
+            # At once: noticing a dead process took a worker start-up's time already.
+            self.fail(trial.id, None, reason, penalize=penalize, backoff=False)
         return [t.id for t in held]
 
     def reclaim_orphans(self, name: str) -> list[int]:
@@ -724,6 +816,12 @@ class Controller:
         raise NotFound(f"no experiment with id {experiment_id}")
 
     def _held(self, tx: Transaction, trial_id: int, worker_id: str) -> TrialRecord:
+        """The trial, if ``worker_id`` holds its lease now (not merely held it once).
+
+        Raises:
+            LeaseLost: Another holds it, it is no longer running, or its lease expired,
+                even if nobody has taken it over yet: late work is never accepted.
+        """
         trial = tx.get_trial(trial_id)
         if trial.status != "running" or trial.lease_owner != worker_id:
             holder = trial.lease_owner or "nobody"
@@ -731,18 +829,23 @@ class Controller:
                 f"trial {trial_id} is {trial.status} and held by {holder}, not {worker_id}; "
                 "its lease expired or it was given to another worker. Stop training it"
             )
+        now = self._now(tx)
+        if trial.lease_expires is not None and trial.lease_expires < now:
+            raise LeaseLost(
+                f"the lease of trial {trial_id} expired {now - trial.lease_expires:.1f} s ago "
+                f"(no heartbeat from {worker_id} for {self.lease_seconds:g} s); it will be "
+                "given to another worker. Stop training it"
+            )
         return trial
 
     def _now(self, tx: Transaction) -> float:
         return self.clock() if self.clock is not None else tx.now()
 
-    def _expired(self, tx: Transaction, experiment_id: int) -> list[TrialRecord]:
-        now = self._now(tx)
-        return [
-            t
-            for t in tx.trials(experiment_id, statuses=("running",))
-            if t.lease_expires is not None and t.lease_expires < now
-        ]
+    def _expired(
+        self, tx: Transaction, experiment_id: int, now: float | None = None
+    ) -> list[TrialRecord]:
+        now = self._now(tx) if now is None else now
+        return [t for t in tx.trials(experiment_id, statuses=("running",)) if _lease_over(t, now)]
 
     def _barrier_members(
         self, tx: Transaction, trial: TrialRecord, cache: PopulationCache
@@ -1007,8 +1110,8 @@ class Controller:
             if (cache.trial == trial_id).any():  # some member's latest
                 continue
             trial = tx.get_trial(trial_id)
-            if trial.checkpoint is None or trial.checkpoint_released:
-                continue
+            if trial.checkpoint is None or trial.checkpoint_released or trial.checkpoint_bad:
+                continue  # a bad one stays on disk, to be examined
             if trial.end_step > horizon:  # may still be drawn as an opponent
                 continue
             if tx.children_count(trial_id, ACTIVE_STATUSES):
@@ -1018,6 +1121,167 @@ class Controller:
             )
             released.append(trial.checkpoint)
         return released
+
+    def _contain_bad_parent(
+        self,
+        tx: Transaction,
+        spec: ExperimentSpec,
+        trial: TrialRecord,
+        error: str,
+        now: float,
+    ) -> list[str]:
+        """A trial could not start from its parent's checkpoint: mark that checkpoint bad
+        (never a parent again, kept on disk to be examined), take it from its owner's
+        donors, and move this trial and every pending one that was to start from it to a
+        good checkpoint. Only a member with nothing good to start from fails."""
+        assert trial.parent_id is not None
+        bad = tx.get_trial(trial.parent_id)
+        cache = self._population(tx, trial.experiment_id, spec)
+        events: list[EventRecord] = []
+        if not bad.checkpoint_bad:
+            tx.update_trial(dataclasses.replace(bad, checkpoint_bad=True), expect_status=bad.status)
+            events.append(
+                EventRecord(
+                    trial.experiment_id,
+                    bad.member,
+                    "bad_checkpoint",
+                    trial_id=bad.id,
+                    detail=(
+                        f"the checkpoint {bad.checkpoint} of trial {bad.id} (member {bad.member}, "
+                        f"step {bad.end_step}) failed verification and is never a parent "
+                        f"again: {_last_line(error)}"
+                    ),
+                    at=now,
+                )
+            )
+            owner = cache.records[bad.member]
+            if owner.latest_trial_id == bad.id and owner.checkpoint is not None:
+                _put(tx, cache, dataclasses.replace(owner, checkpoint=None))  # no longer a donor
+        waiting = [trial] + [
+            t
+            for t in tx.trials(trial.experiment_id, statuses=("pending",))
+            if t.parent_id == bad.id
+        ]
+        for t in waiting:
+            self._restart_from_good(tx, spec, cache, t, bad, error, now, events)
+        tx.add_events(events)
+        self._mark_finished_if_done(tx, trial.experiment_id, cache)
+        return []
+
+    def _restart_from_good(
+        self,
+        tx: Transaction,
+        spec: ExperimentSpec,
+        cache: PopulationCache,
+        trial: TrialRecord,
+        bad: TrialRecord,
+        error: str,
+        now: float,
+        events: list[EventRecord],
+    ) -> None:
+        """Give ``trial`` (running or pending, meant to start from ``bad``) a good parent.
+
+        In order: the member's own latest checkpoint (when ``bad`` was a donor's); the
+        last good checkpoint in ``bad``'s own lineage that is still kept; the best
+        member's latest checkpoint (an exploit). With none, the member fails.
+        """
+        candidates: list[tuple[int, str]] = []
+        if bad.member != trial.member and cache.records[trial.member].latest_trial_id:
+            own = cache.records[trial.member].latest_trial_id
+            assert own is not None
+            candidates.append((own, "its own latest checkpoint"))
+        ancestor = bad.parent_id
+        for _ in range(_LONGEST_WALK):
+            if ancestor is None:
+                break
+            candidates.append((ancestor, f"an earlier checkpoint of member {bad.member}'s lineage"))
+            ancestor = tx.get_trial(ancestor).parent_id
+        objective = spec.policy.objective
+        donors = [
+            int(m)
+            for m in np.flatnonzero(cache.has_checkpoint & (cache.trial >= 0) & ~cache.failed)
+            if np.isfinite(cache.score[m])
+        ]
+        for m in sorted(donors, key=lambda m: objective.key(float(cache.score[m])), reverse=True):
+            candidates.append((int(cache.trial[m]), f"the best member's checkpoint (member {m})"))
+        chosen: TrialRecord | None = None
+        why = ""
+        for candidate_id, reason in candidates:
+            candidate = tx.get_trial(candidate_id)
+            if (
+                candidate.id != bad.id
+                and candidate.status == "done"
+                and candidate.checkpoint is not None
+                and not candidate.checkpoint_released
+                and not candidate.checkpoint_bad
+                and candidate.end_step < spec.policy.total_steps
+            ):
+                chosen, why = candidate, reason
+                break
+        running = trial.status == "running"
+        if chosen is None:
+            tx.update_trial(
+                dataclasses.replace(
+                    trial,
+                    status="failed",
+                    lease_owner=None,
+                    lease_expires=None,
+                    metrics={},
+                    error=error,
+                    finished_at=now,
+                ),
+                expect_status=trial.status,
+            )
+            _put(tx, cache, dataclasses.replace(cache.records[trial.member], status="failed"))
+            events.append(
+                EventRecord(
+                    trial.experiment_id,
+                    trial.member,
+                    "failed",
+                    trial_id=trial.id,
+                    detail=(
+                        f"member {trial.member} has no good checkpoint left to start from: the "
+                        f"checkpoint of trial {bad.id} failed verification and none other is "
+                        f"kept ({_last_line(error)})"
+                    ),
+                    at=now,
+                )
+            )
+            return
+        start = chosen.end_step
+        tx.update_trial(
+            dataclasses.replace(
+                trial,
+                status="pending",
+                attempt=max(trial.attempt - 1, 0) if running else trial.attempt,
+                lease_owner=None,
+                lease_expires=None,
+                metrics={},
+                error=error if running else trial.error,
+                parent_id=chosen.id,
+                start_step=start,
+                end_step=start + spec.policy.trial_steps(start),
+                inherit=trial.inherit if chosen.member != trial.member else None,
+                not_before=None,
+            ),
+            expect_status=trial.status,
+        )
+        events.append(
+            EventRecord(
+                trial.experiment_id,
+                trial.member,
+                "restart",
+                trial_id=trial.id,
+                donor_member=chosen.member if chosen.member != trial.member else None,
+                donor_trial=chosen.id,
+                detail=(
+                    f"cannot start from the checkpoint of trial {bad.id} (member {bad.member}): "
+                    f"it failed verification; starts from {why} (trial {chosen.id}, step "
+                    f"{start}) instead"
+                ),
+                at=now,
+            )
+        )
 
     def _mark_finished_if_done(
         self, tx: Transaction, experiment_id: int, cache: PopulationCache
@@ -1033,6 +1297,11 @@ class Controller:
             if all(m.status != "active" for m in members.values()):
                 tx.set_experiment_status(experiment.id, "finished")
             return FINISHED if all(m.status != "active" for m in members.values()) else WAIT
+
+
+def _lease_over(trial: TrialRecord, now: float) -> bool:
+    """Whether a running trial's lease has expired."""
+    return trial.lease_expires is not None and trial.lease_expires < now
 
 
 def _window(spec: ExperimentSpec) -> int:
@@ -1088,7 +1357,9 @@ def _recent(tx: Transaction, latest: TrialRecord, generations: int) -> list[Memb
                 step=t.end_step,
                 score=t.score,
                 hparams=t.hparams,
-                has_checkpoint=t.checkpoint is not None and not t.checkpoint_released,
+                has_checkpoint=(
+                    t.checkpoint is not None and not t.checkpoint_released and not t.checkpoint_bad
+                ),
                 metrics=t.metrics,
                 gain=gain,
                 generation=t.generation,

@@ -27,7 +27,7 @@ from pbtkit._exceptions import ConfigError
 from pbtkit._target import load_target
 from pbtkit.controller import Controller, ControllerAPI, worker_identity
 from pbtkit.store import open_store
-from pbtkit.worker import TrainFn, run_worker
+from pbtkit.worker import TIMEOUT_EXIT, TrainFn, run_worker
 
 __all__ = ["Executor", "ProcessExecutor", "RayExecutor", "ThreadExecutor", "WorkerExit"]
 
@@ -66,20 +66,35 @@ class Executor(abc.ABC):
 
 
 class ThreadExecutor(Executor):
-    """Workers as threads sharing this process's controller."""
+    """Workers as threads sharing this process's controller.
 
-    def __init__(self, controller: ControllerAPI, experiment: str, train: TrainFn) -> None:
+    A thread cannot be stopped from outside: a worker whose trial ran past
+    ``trial_timeout`` is abandoned (reported as ended, its trial given back) and another
+    takes its place; the abandoned thread ends when its function returns.
+    """
+
+    def __init__(
+        self,
+        controller: ControllerAPI,
+        experiment: str,
+        train: TrainFn,
+        *,
+        trial_timeout: float | None = None,
+    ) -> None:
         self._controller = controller
         self._experiment = experiment
         self._train = train
-        self._stop = threading.Event()
+        self._trial_timeout = trial_timeout
+        self._stops: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._abandoned: dict[str, threading.Thread] = {}
         self._exits: list[WorkerExit] = []
         self._lock = threading.Lock()
 
     def start(self, count: int) -> None:
         for _ in range(count):
             worker_id = worker_identity(f"t{uuid.uuid4().hex[:8]}")
+            self._stops[worker_id] = threading.Event()
             thread = threading.Thread(
                 target=self._work, args=(worker_id,), name=f"pbtkit-worker-{worker_id}", daemon=True
             )
@@ -89,24 +104,49 @@ class ThreadExecutor(Executor):
     def _work(self, worker_id: str) -> None:
         code, reason = 0, ""
         try:
-            run_worker(self._controller, self._experiment, self._train, worker_id, stop=self._stop)
+            run_worker(
+                self._controller,
+                self._experiment,
+                self._train,
+                worker_id,
+                stop=self._stops[worker_id],
+                trial_timeout=self._trial_timeout,
+                on_timeout=lambda: self._abandon(worker_id),
+            )
         except BaseException as exc:  # report, never kill the run from a thread
             code, reason = 1, "".join(traceback.format_exception(exc))
         with self._lock:
-            self._exits.append(WorkerExit(worker_id, code, reason))
+            if self._abandoned.pop(worker_id, None) is None:
+                self._exits.append(WorkerExit(worker_id, code, reason))
+
+    def _abandon(self, worker_id: str) -> None:
+        with self._lock:
+            self._stops[worker_id].set()
+            thread = self._threads.pop(worker_id, None)
+            if thread is None:
+                return
+            self._abandoned[worker_id] = thread
+            # Reported now, so that the run starts another worker at once; its trial was
+            # given back already, so nothing more is released.
+            self._exits.append(
+                WorkerExit(worker_id, 0, "its trial ran past trial_timeout; worker abandoned")
+            )
 
     def reap(self) -> list[WorkerExit]:
         with self._lock:
             exits, self._exits = self._exits, []
         for e in exits:
-            self._threads.pop(e.worker_id).join()
+            thread = self._threads.pop(e.worker_id, None)
+            if thread is not None:
+                thread.join()
         return exits
 
     def alive(self) -> int:
         return sum(t.is_alive() for t in self._threads.values())
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        for event in self._stops.values():
+            event.set()
         for thread in self._threads.values():
             thread.join(timeout)
 
@@ -124,6 +164,9 @@ class ProcessExecutor(Executor):
         extra_env: Environment variables added for the workers.
         server: Whether ``storage`` is a server's URL (workers then reach it over HTTP;
             its key travels in ``PBTKIT_AUTH_KEY`` of ``extra_env``, never in argv).
+        trial_timeout: Seconds a training function may run per trial; a worker past it
+            gives its trial back and replaces its own process (see ``run_worker``).
+        max_outage: How long workers reaching a server wait for it to come back.
     """
 
     storage: str
@@ -132,6 +175,8 @@ class ProcessExecutor(Executor):
     lease_seconds: float = 60.0
     extra_env: dict[str, str] = field(default_factory=dict)
     server: bool = False
+    trial_timeout: float | None = None
+    max_outage: float | None = None
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
 
     def start(self, count: int) -> None:
@@ -140,6 +185,14 @@ class ProcessExecutor(Executor):
         paths = [p for p in sys.path if p] + env.get("PYTHONPATH", "").split(os.pathsep)
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
         env.update(self.extra_env)
+        # The storage URL travels in the environment, not in argv, where `ps` would show
+        # a database password to every user of the machine.
+        env["PBTKIT_SERVER" if self.server else "PBTKIT_STORAGE"] = self.storage
+        options = ["--lease-seconds", str(self.lease_seconds)]
+        if self.trial_timeout is not None:
+            options += ["--trial-timeout", str(self.trial_timeout)]
+        if self.max_outage is not None:
+            options += ["--max-outage", str(self.max_outage)]
         for _ in range(count):
             label = f"p{uuid.uuid4().hex[:8]}"
             proc = subprocess.Popen(
@@ -149,14 +202,11 @@ class ProcessExecutor(Executor):
                     "pbtkit",
                     "worker",
                     self.target,
-                    "--server" if self.server else "--storage",
-                    self.storage,
                     "--experiment",
                     self.experiment,
                     "--label",
                     label,
-                    "--lease-seconds",
-                    str(self.lease_seconds),
+                    *options,
                 ],
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -254,17 +304,26 @@ class _RayWorker:
         server: bool,
         auth_key: str | None,
         lease_seconds: float,
+        trial_timeout: float | None = None,
     ) -> int:
-        """Run trials until the experiment is finished; returns how many this worker ran."""
+        """Run trials until the experiment is finished; returns how many this worker ran.
+
+        A trial past ``trial_timeout`` ends this actor (its process, hung thread
+        included); the run sees the actor die and starts another.
+        """
         train = load_target(target)
+        timeouts: dict[str, Any] = {
+            "trial_timeout": trial_timeout,
+            "on_timeout": lambda: os._exit(TIMEOUT_EXIT),
+        }
         if server:
             from pbtkit.service.client import RemoteController
 
             with RemoteController(storage, auth_key or None) as remote:
-                return run_worker(remote, experiment, train, self.worker_id, poll=0.25)
+                return run_worker(remote, experiment, train, self.worker_id, poll=0.25, **timeouts)
         with open_store(storage) as store:
             controller = Controller(store, lease_seconds=lease_seconds)
-            return run_worker(controller, experiment, train, self.worker_id)
+            return run_worker(controller, experiment, train, self.worker_id, **timeouts)
 
 
 @dataclass
@@ -305,6 +364,8 @@ class RayExecutor(Executor):
             If this executor initialised Ray it shuts it down in :meth:`stop`.
         resources: One worker's resource bundle: ``"CPU"`` (default 1), ``"GPU"``
             (default 0), ``"memory"`` (bytes) and any custom resource of the cluster.
+        trial_timeout: Seconds a training function may run per trial; past it the
+            trial is given back and the actor ends (another is started).
 
     Raises:
         ConfigError: Ray is not installed, or ``resources`` is not a bundle.
@@ -321,7 +382,9 @@ class RayExecutor(Executor):
         auth_key: str | None = None,
         address: str | None = None,
         resources: Mapping[str, float] | None = None,
+        trial_timeout: float | None = None,
     ) -> None:
+        self.trial_timeout = trial_timeout
         self.storage = storage
         self.experiment = experiment
         self.target = target
@@ -364,6 +427,7 @@ class RayExecutor(Executor):
                     self.server,
                     self._auth_key,
                     self.lease_seconds,
+                    self.trial_timeout,
                 ),
                 label=label,
             )

@@ -20,14 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from pbtkit._exceptions import CheckpointError, LeaseLost, MetricError, PBTError
+from pbtkit._exceptions import (
+    BadCheckpoint,
+    CheckpointError,
+    LeaseLost,
+    MetricError,
+    PBTError,
+    StorageError,
+)
 from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.core.fitness import metric_value, require_metric
 from pbtkit.core.inheritance import shrink_perturb
 from pbtkit.store._base import ReportRecord
 
-__all__ = ["Trial", "TrainFn", "run_worker"]
+__all__ = ["TIMEOUT_EXIT", "Trial", "TrainFn", "restart_process", "run_worker"]
 
 
 class Trial:
@@ -217,8 +224,19 @@ def run_worker(
     verify_checkpoints: bool = True,
     checkpoint_root: str | None = None,
     poll: float = 0.02,
+    trial_timeout: float | None = None,
+    on_timeout: Callable[[], None] | None = None,
 ) -> int:
     """Run trials until the experiment is finished (or ``stop`` is set).
+
+    A lease and a timeout guard different things. The lease says the worker is alive: a
+    heartbeat thread renews it while the training function runs, so a worker that dies or
+    loses its network loses its trial after ``lease_seconds``. The timeout says the trial
+    is making progress: a function still running after ``trial_timeout`` seconds (hung on
+    a lock, a dead data loader, a GPU that stopped answering) is given up, counted as a
+    failed attempt with that reason, and ``on_timeout`` is called, since Python cannot
+    stop a function from outside: a process worker replaces itself (its hung thread dies
+    with it), a thread worker is abandoned and another takes its place.
 
     Args:
         controller: The controller, in process or a :class:`~pbtkit.service.RemoteController`.
@@ -233,9 +251,18 @@ def run_worker(
             or URL the experiment names (a shared filesystem mounted elsewhere). An
             object store's credentials come from this process's environment.
         poll: Longest wait between two asks when there is nothing to do.
+        trial_timeout: Seconds a training function may run per trial (None: no limit).
+        on_timeout: Called (from a watchdog thread) after a trial ran past
+            ``trial_timeout`` and was given back; it must stop this worker, since the
+            hung function cannot be interrupted: :func:`restart_process` for a process.
+            None: the worker is only told to stop after the hung call returns.
 
     Returns:
         How many trials this worker finished.
+
+    Raises:
+        StorageError: The controller stayed unreachable longer than its ``max_outage``
+            (a remote one); a checkpoint trained but not acknowledged is left in place.
     """
     roots: dict[str, CheckpointStore] = {}
     beat_every = max(controller.lease_seconds / 4.0, 0.05)
@@ -259,9 +286,89 @@ def run_worker(
         root = checkpoint_root or lease.checkpoint_root
         if root not in roots:
             roots[root] = CheckpointStore(root)
-        _run_trial(controller, roots[root], lease, train, worker_id, beat_every, verify_checkpoints)
+        watchdog = _Watchdog(controller, lease, worker_id, trial_timeout, on_timeout)
+        _run_trial(
+            controller,
+            roots[root],
+            lease,
+            train,
+            worker_id,
+            beat_every,
+            verify_checkpoints,
+            watchdog,
+        )
+        if watchdog.fired:
+            break  # abandoned: this worker's trial was given up while its function hung
         finished += 1
     return finished
+
+
+TIMEOUT_EXIT = 75
+"""Exit status of a worker process stopped by ``trial_timeout`` when it cannot replace
+itself (it is replaced by whoever started it)."""
+
+
+def restart_process() -> None:
+    """Replace this worker process with a fresh one, started with the same command line.
+
+    Called when a trial ran past ``trial_timeout``: the hung function cannot be stopped
+    from inside Python, so the whole process image goes (threads, GPU memory, locks) and
+    the same ``pbtkit worker`` command starts again under the same process id, so that
+    whoever watches the process (``pbtkit run``, systemd, a shell) sees it go on.
+    """
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, "-m", "pbtkit", *sys.argv[1:]])
+    except OSError:
+        os._exit(TIMEOUT_EXIT)
+
+
+class _Watchdog:
+    """Gives a trial back when its training function runs past ``trial_timeout``."""
+
+    def __init__(
+        self,
+        controller: ControllerAPI,
+        lease: Lease,
+        worker_id: str,
+        timeout: float | None,
+        on_timeout: Callable[[], None] | None,
+    ) -> None:
+        self._controller = controller
+        self._lease = lease
+        self._worker_id = worker_id
+        self._timeout = timeout
+        self._on_timeout = on_timeout
+        self._timer: threading.Timer | None = None
+        self.fired = False
+
+    def __enter__(self) -> _Watchdog:
+        if self._timeout is not None:
+            self._timer = threading.Timer(self._timeout, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _fire(self) -> None:
+        self.fired = True
+        record = self._lease.trial
+        reason = (
+            f"trial {record.id} (member {record.member}, steps {record.start_step}.."
+            f"{record.end_step}) ran longer than trial_timeout={self._timeout:g} s; its "
+            f"worker {self._worker_id} was stopped and the trial is tried again"
+        )
+        with contextlib.suppress(PBTError):
+            self._controller.fail(record.id, self._worker_id, reason)
+        if self._on_timeout is not None:
+            self._on_timeout()
 
 
 def _run_trial(
@@ -272,17 +379,30 @@ def _run_trial(
     worker_id: str,
     beat_every: float,
     verify: bool,
+    watchdog: _Watchdog | None = None,
 ) -> None:
     record = lease.trial
-    staging = checkpoints.staging_dir(lease.experiment, record.id)
-    try:
-        parent = None
-        if lease.parent_checkpoint is not None:
+    parent = None
+    if lease.parent_checkpoint is not None:
+        try:
             # A local directory either way: under an object store, a checked cached copy.
             parent = checkpoints.fetch(lease.parent_checkpoint, verify=verify)
+        except BadCheckpoint as exc:
+            # Not this trial's fault, and trying again cannot help: the controller moves
+            # it (and every trial waiting for the same checkpoint) to a good one.
+            _give_back(controller, checkpoints, record.id, worker_id, exc, bad_parent=True)
+            return
+        except BaseException as exc:
+            _give_back(controller, checkpoints, record.id, worker_id, exc)
+            return
+    staging = checkpoints.staging_dir(lease.experiment, record.id)
+    try:
         trial = Trial(lease, staging, parent)
-        with _Heartbeat(controller, trial, worker_id, beat_every) as beat:
+        guard = watchdog if watchdog is not None else contextlib.nullcontext()
+        with _Heartbeat(controller, trial, worker_id, beat_every) as beat, guard:
             train(trial)
+        if watchdog is not None and watchdog.fired:
+            raise LeaseLost(f"trial {record.id} was given up after trial_timeout")
         if beat.lost is not None:
             raise beat.lost
         trial._check_objective()
@@ -300,9 +420,16 @@ def _run_trial(
     try:
         released = controller.finish(record.id, worker_id, trial._take_reports(), name)
     except LeaseLost:
+        # Refused for good: the trial is another worker's now. This attempt's checkpoint
+        # has a name of its own, so deleting it touches nobody else's.
         if name is not None:
             checkpoints.delete(name)
         return
+    except StorageError:
+        # The controller could not be reached for longer than its outage allowance: the
+        # finish may or may not have been recorded, so the checkpoint stays where it is
+        # (an unused one goes in the run's final sweep).
+        raise
     except PBTError as exc:
         # The decision after this trial was refused (a user's explore function that left
         # the space, say): the trial fails with that message, like any other error.
@@ -326,12 +453,14 @@ def _give_back(
     trial_id: int,
     worker_id: str,
     exc: BaseException,
+    *,
+    bad_parent: bool = False,
 ) -> None:
     text = "".join(traceback.format_exception(exc))
     if isinstance(exc, CheckpointError):
         text = f"cannot start from the parent checkpoint: {exc}\n{text}"
     try:
-        released = controller.fail(trial_id, worker_id, text)
+        released = controller.fail(trial_id, worker_id, text, bad_parent=bad_parent)
     except LeaseLost:
         return
     _delete(checkpoints, released)

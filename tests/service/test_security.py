@@ -261,7 +261,7 @@ def http(server: PBTServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def remote(server: PBTServer) -> Iterator[RemoteController]:
-    with RemoteController(server.url, KEY, retries=0) as controller:
+    with RemoteController(server.url, KEY, max_outage=0) as controller:
         yield controller
 
 
@@ -286,7 +286,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     with PBTServer(
         0, KEY, storage=_storage(directory), checkpoint_root=directory / "ckpt"
     ) as running:
-        with RemoteController(running.url, KEY, retries=0) as remote:
+        with RemoteController(running.url, KEY, max_outage=0) as remote:
             remote.create("x", _spec(population=4))
         headers = {**_auth(), "Connection": "close"}
         with httpx.Client(base_url=running.url, headers=headers, timeout=30) as client:
@@ -926,7 +926,7 @@ def test_a_late_report_after_the_lease_expired_is_refused_and_changes_nothing(
             lease_seconds=30,
             clock=clock,
         ) as srv,
-        RemoteController(srv.url, KEY, retries=0) as remote,
+        RemoteController(srv.url, KEY, max_outage=0) as remote,
         httpx.Client(base_url=srv.url, headers=_auth(), timeout=30) as http,
     ):
         remote.create("x", _spec(population=1))

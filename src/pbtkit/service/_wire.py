@@ -96,6 +96,8 @@ class LeaseIn(_Body):
     worker_id: str = _NAME
     member: int | None = Field(default=None, ge=0, le=MAX_INT)
     generation: int | None = Field(default=None, ge=0, le=MAX_INT)
+    #: Sent again after the answer was lost: hand back the trial the worker holds.
+    again: bool = False
 
 
 class HeartbeatIn(_Body):
@@ -117,6 +119,8 @@ class FailIn(_Body):
     worker_id: str | None = Field(default=None, min_length=1, max_length=256)
     error: str = Field(max_length=200_000)
     penalize: bool = True
+    #: The trial could not start from its parent's checkpoint (it failed verification).
+    bad_parent: bool = False
 
 
 class ReleaseIn(_Body):

@@ -356,12 +356,18 @@ def create_app(
     )
     def lease(name: Name, body: wire.LeaseIn) -> dict[str, Any]:
         return lease_reply(
-            controller.lease(name, body.worker_id, member=body.member, generation=body.generation)
+            controller.lease(
+                name,
+                body.worker_id,
+                member=body.member,
+                generation=body.generation,
+                again=body.again,
+            )
         )
 
     @app.post("/v1/lease", dependencies=guarded, responses=_errors(401, 413, 422, 503))
     def lease_any(body: wire.LeaseIn) -> dict[str, Any]:
-        return lease_reply(controller.lease_any(body.worker_id))
+        return lease_reply(controller.lease_any(body.worker_id, again=body.again))
 
     beats = _GroupCommit(controller)
 
@@ -392,7 +398,13 @@ def create_app(
         responses=_errors(401, 404, 409, 413, 422, 503),
     )
     def fail(trial_id: TrialId, body: wire.FailIn) -> dict[str, Any]:
-        released = controller.fail(trial_id, body.worker_id, body.error, penalize=body.penalize)
+        released = controller.fail(
+            trial_id,
+            body.worker_id,
+            body.error,
+            penalize=body.penalize,
+            bad_parent=body.bad_parent,
+        )
         return {"released": released}
 
     @app.post(

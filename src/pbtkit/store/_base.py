@@ -82,7 +82,9 @@ class TrialRecord:
     ``priority`` orders the pending trials of one generation (lowest first), so that no
     member is always the first of a round to finish. ``inherit`` is set on an exploit's
     trial whose weights are not taken as they are: ``{"mode": "shrink_perturb", "shrink":
-    s, "noise": n}``.
+    s, "noise": n}``. ``not_before`` holds a pending trial back until that time (a retry
+    backing off); ``checkpoint_bad`` marks a checkpoint that failed verification, which is
+    never a parent again.
     """
 
     id: int
@@ -107,6 +109,8 @@ class TrialRecord:
     finished_at: float | None = None
     priority: float = 0.0
     inherit: Mapping[str, Any] | None = None
+    not_before: float | None = None
+    checkpoint_bad: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in TRIAL_STATUSES:
@@ -224,10 +228,12 @@ class Transaction(abc.ABC):
         member: int | None = None,
         generation: int | None = None,
         claim: bool = False,
+        now: float | None = None,
     ) -> TrialRecord | None:
         """The pending trial with the lowest ``(generation, priority, id)``, or None.
 
-        ``member`` and ``generation`` restrict the choice to one member or generation.
+        ``member`` and ``generation`` restrict the choice to one member or generation;
+        ``now`` to trials whose ``not_before`` has passed (None: any pending trial).
         ``claim`` locks the row for this transaction, skipping rows other transactions
         hold (``FOR UPDATE SKIP LOCKED``), where the backend needs that to hand different
         trials to concurrent workers.

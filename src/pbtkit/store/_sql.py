@@ -49,7 +49,7 @@ __all__ = ["SCHEMA_VERSION", "SQLStore", "schema_version", "upgrade"]
 
 #: Bumped with every migration (migrations/versions); an older database is refused on
 #: open until ``pbtkit db upgrade`` brings it up to date.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -112,6 +112,8 @@ trials = sa.Table(
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.Column("priority", sa.Float, nullable=False),
     sa.Column("inherit", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("not_before", sa.Float, nullable=True),
+    sa.Column("checkpoint_bad", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_pbt_trials_queue", "experiment_id", "status", "generation", "priority", "id"),
     sa.Index("ix_pbt_trials_parent", "parent_id", "status"),
     sa.Index("ix_pbt_trials_member", "experiment_id", "member", "status", "end_step"),
@@ -171,9 +173,18 @@ _Q_PENDING = (
 )
 _Q_PENDING_MEMBER = _Q_PENDING.where(trials.c.member == sa.bindparam("member"))
 _Q_PENDING_GENERATION = _Q_PENDING.where(trials.c.generation == sa.bindparam("generation"))
+_DUE = sa.or_(trials.c.not_before.is_(None), trials.c.not_before <= sa.bindparam("now"))
+_DUE_QUERIES = {
+    query: query.where(_DUE) for query in (_Q_PENDING, _Q_PENDING_MEMBER, _Q_PENDING_GENERATION)
+}
 _CLAIMING = {
     query: query.with_for_update(skip_locked=True)
-    for query in (_Q_PENDING, _Q_PENDING_MEMBER, _Q_PENDING_GENERATION)
+    for query in (
+        _Q_PENDING,
+        _Q_PENDING_MEMBER,
+        _Q_PENDING_GENERATION,
+        *_DUE_QUERIES.values(),
+    )
 }
 _Q_NOW = sa.select(sa.func.extract("epoch", sa.func.clock_timestamp()))
 _U_TRIAL = (
@@ -307,6 +318,8 @@ def _trial_from_row(row: Any) -> TrialRecord:
         finished_at=row.finished_at,
         priority=row.priority,
         inherit=row.inherit,
+        not_before=row.not_before,
+        checkpoint_bad=bool(row.checkpoint_bad),
     )
 
 
@@ -333,6 +346,8 @@ def _trial_values(trial: TrialRecord) -> dict[str, Any]:
         "finished_at": trial.finished_at,
         "priority": trial.priority,
         "inherit": None if trial.inherit is None else dict(trial.inherit),
+        "not_before": trial.not_before,
+        "checkpoint_bad": trial.checkpoint_bad,
     }
 
 
@@ -513,6 +528,7 @@ class _SQLTransaction(Transaction):
         member: int | None = None,
         generation: int | None = None,
         claim: bool = False,
+        now: float | None = None,
     ) -> TrialRecord | None:
         query = _Q_PENDING
         params: dict[str, Any] = {"eid": experiment_id}
@@ -520,6 +536,8 @@ class _SQLTransaction(Transaction):
             query, params["member"] = _Q_PENDING_MEMBER, member
         elif generation is not None:
             query, params["generation"] = _Q_PENDING_GENERATION, generation
+        if now is not None:
+            query, params["now"] = _DUE_QUERIES[query], now
         if claim and not self._sqlite:
             query = _CLAIMING[query]
         row = self._c.execute(query, params).first()
