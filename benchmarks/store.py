@@ -1,4 +1,4 @@
-"""Controller throughput on each store (BENCHMARKS.md, section 2, in process).
+"""Controller throughput on each store (docs/benchmarks.md, item 2, in process).
 
 For each store and population size: create the experiment, mark its first generation
 finished in bulk (so every measured decision sees the whole population), then lease and

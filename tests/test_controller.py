@@ -215,6 +215,70 @@ def test_expired_lease_goes_back_and_late_report_is_refused(
     assert trial.score == 1.0
 
 
+def test_work_after_the_lease_expired_is_refused_though_nobody_took_the_trial(
+    store: Store, clock: Clock, make: Make
+) -> None:
+    c = make(lease_seconds=30)
+    c.create("e", _spec(population=1))
+    late = _lease(c, "late")
+    clock.now += 31  # silent past its lease; no other worker has asked for work yet
+    with pytest.raises(LeaseLost, match="expired"):
+        c.heartbeat(late.trial.id, "late", _score(late.trial.id, 0, 0, 5.0))
+    with pytest.raises(LeaseLost, match="expired"):
+        _finish(c, late, 99.0, worker="late")
+    with pytest.raises(LeaseLost, match="expired"):
+        c.fail(late.trial.id, "late", "boom")
+    with store.read() as tx:
+        trial = tx.get_trial(late.trial.id)
+        experiment = tx.get_experiment("e")
+        assert experiment is not None
+        reports = tx.reports(experiment.id)
+    assert (trial.status, trial.score, trial.attempt) == ("running", trial.score, 1)
+    assert reports == []
+    again = _lease(c, "next")
+    assert (again.trial.id, again.trial.attempt) == (late.trial.id, 2)
+
+
+def test_every_lease_gives_back_expired_trials_first(
+    store: Store, clock: Clock, make: Make
+) -> None:
+    c = make(lease_seconds=30)
+    c.create("e", _spec(population=2))
+    dead = _lease(c, "dead")
+    alive = _lease(c, "alive")
+    clock.now += 20
+    c.heartbeat(alive.trial.id, "alive")
+    clock.now += 15  # dead's lease is over; alive's is not
+    _finish(c, alive, 1.0, worker="alive")
+    # alive's own next trial is pending, but the dead worker's trial goes first: it
+    # waited one lease period, not until the pending work ran out
+    got = _lease(c, "alive")
+    assert (got.trial.id, got.trial.attempt) == (dead.trial.id, 2)
+
+
+def test_a_request_sent_again_after_its_answer_was_lost_changes_nothing(
+    store: Store, make: Make
+) -> None:
+    # What a worker riding out a server outage does: it cannot tell whether its request
+    # was carried out before the connection broke, so it sends it again.
+    c = make()
+    c.create("e", _spec(population=3))
+    first = _lease(c, "w")
+    again = c.lease("e", "w", again=True)
+    assert isinstance(again, Lease)
+    assert again.trial.id == first.trial.id  # the trial it holds, not a second one
+    other = _lease(c, "w")  # a new request is a new trial
+    assert other.trial.id != first.trial.id
+    assert _finish(c, first, 1.0) == _finish(c, first, 1.0) == []  # recorded once
+    with store.read() as tx:
+        experiment = tx.get_experiment("e")
+        assert experiment is not None
+        assert len(tx.reports(experiment.id, trial_id=first.trial.id)) == 1
+        assert tx.get_trial(first.trial.id).status == "done"
+    with pytest.raises(LeaseLost):  # another attempt's checkpoint is not a resend
+        _finish(c, first, 1.0, ckpt="other")
+
+
 def test_failure_is_retried_then_member_failed_and_the_rest_go_on(
     store: Store, clock: Clock, make: Make
 ) -> None:

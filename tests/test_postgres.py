@@ -81,3 +81,90 @@ def test_32_worker_processes_run_every_trial_once_and_lose_no_report(
     assert all(m.status == "done" and m.step == total_steps for m in members)
     # the work was shared: many of the worker processes ran trials
     assert len({pid for _, pid in lines}) >= WORKERS // 2
+
+
+PASSWORD = "S3cr3t-pw-4f9"
+
+
+def test_no_command_ever_shows_the_database_password(postgres_url: str, tmp_path: Path) -> None:
+    # The test server trusts loopback, so any password is accepted: it only has to travel.
+    url = postgres_url.replace("://pbtkit@", f"://pbtkit:{PASSWORD}@")
+    assert PASSWORD in url
+    (tmp_path / "pbt.toml").write_text(
+        "metric = 'score'\npopulation = 3\nworkers = 2\nready_every = 2\ntotal_steps = 4\n"
+        "checkpoint_dir = 'ckpt'\n[space]\nx = { type = 'uniform', low = 0.1, high = 1.0 }\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    seen: list[str] = []
+
+    def pbtkit(*args: str, code: int | None = 0) -> None:
+        out = subprocess.run(
+            [sys.executable, "-m", "pbtkit", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if code is not None:
+            assert out.returncode == code, (args, out.stderr)
+        seen.append(f"$ pbtkit {' '.join(a.replace(PASSWORD, '<pw>') for a in args)}")
+        seen.extend([out.stdout, out.stderr])
+
+    # the worker processes of a run: their command lines are readable by every user
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pbtkit",
+            "run",
+            "tests.trainers:climb",
+            "--config",
+            "pbt.toml",
+            "--storage",
+            url,
+            "--name",
+            "pw",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env={**env, "PBTKIT_TEST_STEP_DELAY": "0.05"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    command_lines: list[str] = []
+    while run.poll() is None:
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    command_lines.append((proc / "cmdline").read_bytes().decode(errors="replace"))
+                except OSError:
+                    continue
+    stdout, stderr = run.communicate()
+    assert run.returncode == 0, stderr
+    seen += [stdout, stderr]
+    workers = [c for c in command_lines if "worker" in c and "tests.trainers:climb" in c]
+    assert workers, "no worker process was seen"
+    assert not [c for c in command_lines if PASSWORD in c and "pbtkit\x00run" not in c]
+    for args in (
+        ("status", "--storage", url),
+        ("status", "--storage", url, "--experiment", "pw"),
+        ("best", "--storage", url, "--experiment", "pw"),
+        ("best", "--storage", url, "--experiment", "pw", "--json"),
+        ("export", "--storage", url, "--experiment", "pw"),
+        ("replay", "--storage", url, "--experiment", "pw"),
+        ("db", "version", "--storage", url),
+        ("db", "upgrade", "--storage", url),
+    ):
+        pbtkit(*args)
+    # and the failures, whose messages name the storage
+    pbtkit("status", "--storage", url, "--experiment", "ghost", code=2)
+    pbtkit("best", "--storage", url, code=None)
+    pbtkit("run", "tests.trainers:always_crash", "--config", "pbt.toml", "--storage", url,
+           "--name", "broken", "--no-progress", code=None)  # fmt: skip
+    pbtkit("status", "--storage", url.replace("127.0.0.1", "127.0.0.9"), code=2)
+    text = "\n".join(seen)
+    assert "pbtkit:***@" in text  # the URL is shown, masked ...
+    assert PASSWORD not in text  # ... and the password never

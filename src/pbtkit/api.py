@@ -424,8 +424,10 @@ def _kept(result: Result, checkpoints: CheckpointStore) -> set[str]:
     trials = result.trials
     if result.spec.keep_checkpoints == "all":
         return {t.checkpoint for t in trials if t.checkpoint}
+    # a checkpoint that failed verification stays, to be examined
+    bad = {t.checkpoint for t in trials if t.checkpoint and t.checkpoint_bad}
     # a local Path or an object store's URL: either way, back to its stored name
-    keep = {checkpoints.relative(str(m.checkpoint)) for m in result.members if m.checkpoint}
+    keep = bad | {checkpoints.relative(str(m.checkpoint)) for m in result.members if m.checkpoint}
     by_id = {t.id: t for t in trials}
     for t in trials:
         if t.status in ("pending", "running") and t.parent_id is not None:

@@ -140,7 +140,7 @@ def train(trial: pk.Trial) -> None:
 def main(
     directory: str | Path = "pbt-demo", *, progress: bool | None = None, **overrides: object
 ) -> pk.Result:
-    """8 members x 16 epochs, ready every 2 epochs, as in BENCHMARKS.md section 3."""
+    """8 members x 16 epochs, ready every 2 epochs, as in docs/benchmarks.md, item 3."""
     return run_in(
         directory,
         train,
