@@ -148,7 +148,18 @@ def test_every_member_gets_its_budget_and_the_run_finishes(store: Store, make: M
         ends[got.trial.member].append((got.trial.start_step, got.trial.end_step))
         _finish(c, got, float(got.trial.member + got.trial.end_step))
     for spans in ends.values():
-        assert spans == [(0, 10), (10, 20), (20, 30)]
+        assert spans[0] == (0, 10)
+        assert spans[-1] == (20, 30)
+        assert all(end - start == 10 for start, end in spans)
+    # Steps follow the weights: each trial starts where its parent's checkpoint ended
+    # (a member that copies a donor behind it goes back to the donor's step).
+    with store.read() as tx:
+        experiment = tx.get_experiment("e")
+        assert experiment is not None
+        trials = {t.id: t for t in tx.trials(experiment.id)}
+    for t in trials.values():
+        parent = trials.get(t.parent_id) if t.parent_id is not None else None
+        assert t.start_step == (0 if parent is None else parent.end_step)
     summary = c.summary("e")
     assert summary.status == "finished"
     assert summary.steps_done == summary.steps_total == 90

@@ -854,8 +854,18 @@ class Controller:
         generation has finished; none before)."""
         if tx.count_trials(trial.experiment_id, ACTIVE_STATUSES, generation=trial.generation):
             return []
-        # A member's latest trial is of this generation exactly when it ended at its step.
-        ready = cache.active & (cache.trial >= 0) & (cache.step == trial.end_step)
+        # The members whose latest trial is of this generation (not all at one step: a
+        # member that copied an opponent of an earlier generation went back to its step).
+        finished = np.array(
+            [
+                t.id
+                for t in tx.trials(
+                    trial.experiment_id, statuses=("done",), generation=trial.generation
+                )
+            ],
+            dtype=np.int64,
+        )
+        ready = cache.active & (cache.trial >= 0) & np.isin(cache.trial, finished)
         return [int(m) for m in np.flatnonzero(ready)]
 
     # population cache ----------------------------------------------------------------
@@ -950,6 +960,11 @@ class Controller:
                 # "hparams": only the donor's hyperparameters; the weights stay the member's
                 own = decision.inherit == "hparams"
                 parent_id = me.trial_id if own else decision.donor_trial
+                # Steps follow the weights: the copy goes on from the step the donor's
+                # checkpoint reached, as in the paper (and as a copied checkpoint carries
+                # its iteration in Ray Tune), so a member's steps always count the
+                # training its weights received and a replay re-trains the same steps.
+                start = me.step if own else tx.get_trial(decision.donor_trial).end_step
                 if decision.inherit == "shrink_perturb":
                     inherit = {
                         "mode": "shrink_perturb",
@@ -958,7 +973,7 @@ class Controller:
                     }
             else:
                 assert isinstance(decision, Continue)
-                parent_id = me.trial_id
+                parent_id, start = me.trial_id, me.step
             nxt = tx.insert_trial(
                 TrialRecord(
                     id=0,
@@ -967,8 +982,8 @@ class Controller:
                     generation=latest.generation + 1,
                     hparams=hparams,
                     parent_id=parent_id,
-                    start_step=me.step,
-                    end_step=me.step + spec.policy.trial_steps(me.step),
+                    start_step=start,
+                    end_step=start + spec.policy.trial_steps(start),
                     created_at=now,
                     priority=float(rng.random()),
                     inherit=inherit,
@@ -1067,11 +1082,13 @@ class Controller:
             trial_ids=cache.trial[rows],
             steps=steps,
             scores=scores,
-            has_checkpoint=cache.has_checkpoint[rows],
+            # A member that finished its budget donates no more: its copy would have no
+            # step left to train (steps follow the weights).
+            has_checkpoint=cache.has_checkpoint[rows] & (steps < spec.policy.total_steps),
             hparams=Column(cache.records, rows, "hparams"),
             metrics=Column(cache.records, rows, "metrics"),
             history=lambda member, k: _history(tx, spec, latest.experiment_id, member, k),
-            recent=lambda generations: _recent(tx, latest, generations),
+            recent=lambda generations: _recent(tx, latest, generations, spec.policy.total_steps),
             pending=lambda: [
                 t.hparams for t in tx.trials(latest.experiment_id, statuses=ACTIVE_STATUSES)
             ],
@@ -1334,9 +1351,11 @@ def _history(
     return values[::-1]
 
 
-def _recent(tx: Transaction, latest: TrialRecord, generations: int) -> list[MemberView]:
+def _recent(
+    tx: Transaction, latest: TrialRecord, generations: int, total_steps: int
+) -> list[MemberView]:
     """The finished trials of the last ``generations`` generations up to ``latest``'s, with
-    each one's gain (its score minus its parent's)."""
+    each one's gain (its score minus its parent's); one at the budget donates nothing."""
     first = max(latest.generation - generations + 1, 0)
     loaded: dict[int, TrialRecord] = {}
     for generation in range(max(first - 1, 0), latest.generation + 1):
@@ -1358,7 +1377,10 @@ def _recent(tx: Transaction, latest: TrialRecord, generations: int) -> list[Memb
                 score=t.score,
                 hparams=t.hparams,
                 has_checkpoint=(
-                    t.checkpoint is not None and not t.checkpoint_released and not t.checkpoint_bad
+                    t.checkpoint is not None
+                    and not t.checkpoint_released
+                    and not t.checkpoint_bad
+                    and t.end_step < total_steps
                 ),
                 metrics=t.metrics,
                 gain=gain,

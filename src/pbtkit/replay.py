@@ -246,9 +246,17 @@ def replay(
     label = f"replay-{schedule.experiment}" if schedule.experiment else "replay"
     done: list[ReplayedTrial] = []
     previous: str | None = None
+    recorded = {node.trial_id: node for node in schedule.trials}
     for index, piece in enumerate(pieces):
         hparams = {**dict(piece.hparams), **dict(extra_hparams or {})}
-        name, reports = _call(train, checkpoints, label, index, piece, hparams, parent, schedule)
+        # A recorded trial that shrank and perturbed its parent's weights does so again
+        # where it began (seeded by its id, as in the run), so the replay's weights are
+        # the run's.
+        node = recorded.get(piece.trial_id)
+        inherit = node.inherit if node is not None and node.start_step == piece.start_step else None
+        name, reports = _call(
+            train, checkpoints, label, index, piece, hparams, parent, schedule, inherit
+        )
         # A hand-written schedule may name one trial twice: never delete what was just saved.
         if previous is not None and previous != name and not keep_checkpoints:
             checkpoints.delete(previous)
@@ -296,6 +304,7 @@ def _call(
     hparams: dict[str, Any],
     parent: Path | None,
     schedule: Schedule,
+    inherit: Mapping[str, Any] | None = None,
 ) -> tuple[str | None, list[ReportRecord]]:
     """Run the training function on one piece and commit its checkpoint."""
     record = TrialRecord(
@@ -309,6 +318,7 @@ def _call(
         end_step=piece.end_step,
         status="running",
         attempt=1,
+        inherit=inherit,
     )
     lease = Lease(
         trial=record,

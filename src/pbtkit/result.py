@@ -153,7 +153,9 @@ class Result:
             ConfigError: Both ``member`` and ``trial`` were given.
         """
         nodes = {
-            t.id: TrialNode(t.id, t.member, t.parent_id, t.start_step, t.end_step, t.hparams)
+            t.id: TrialNode(
+                t.id, t.member, t.parent_id, t.start_step, t.end_step, t.hparams, t.inherit
+            )
             for t in self.trials
             if t.status == "done"
         }
@@ -180,7 +182,7 @@ class Result:
         for node in chain:
             length = node.end_step - node.start_step
             rebased[node.trial_id] = TrialNode(
-                node.trial_id, node.member, parent, step, step + length, node.hparams
+                node.trial_id, node.member, parent, step, step + length, node.hparams, node.inherit
             )
             step += length
             parent = node.trial_id

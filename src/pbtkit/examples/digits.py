@@ -121,7 +121,8 @@ def train(trial: pk.Trial) -> None:
     x_train, y_train, x_val, y_val, x_test, y_test = load_data()
     if trial.parent_checkpoint is not None:
         with np.load(trial.parent_checkpoint / "model.npz", allow_pickle=False) as saved:
-            params = {k: saved[k] for k in saved.files}
+            # as saved, or shrunk and perturbed after an exploit with ShrinkPerturb
+            params = trial.inherited({k: saved[k] for k in saved.files})
     else:
         params = init_params(np.random.default_rng(trial.member))
     hp = {k: float(v) for k, v in trial.hparams.items()}
