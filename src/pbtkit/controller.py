@@ -36,6 +36,7 @@ from pbtkit.core.decisions import Continue, Exploit, MemberView, Stop
 from pbtkit.core.exploit import Initiator
 from pbtkit.core.policy import MAX_STEPS
 from pbtkit.core.population import Population
+from pbtkit.core.ranking import Standing, best
 from pbtkit.spec import ExperimentSpec, check_experiment_name
 from pbtkit.store._base import (
     EventRecord,
@@ -770,9 +771,20 @@ class Controller:
             exploits = tx.count_events(experiment.id, "exploit")
             running = tx.count_trials(experiment.id, ("running",))
             done = tx.count_trials(experiment.id, ("done",))
-        objective = spec.policy.objective
-        scored = [m for m in members if m.latest_trial_id is not None and math.isfinite(m.score)]
-        best = max(scored, key=lambda m: objective.key(m.score), default=None)
+        leader = best(
+            spec.policy.objective,
+            (
+                Standing(
+                    m.member,
+                    m.score,
+                    m.metrics,
+                    m.latest_trial_id is not None,
+                    m.status == "failed",
+                )
+                for m in members
+            ),
+        )
+        top = None if leader is None else next(m for m in members if m.member == leader)
         total = spec.policy.total_steps
         return Summary(
             name=name,
@@ -780,8 +792,8 @@ class Controller:
             population=spec.population,
             steps_done=sum(total if m.status == "failed" else min(m.step, total) for m in members),
             steps_total=spec.population * total,
-            best_score=math.nan if best is None else best.score,
-            best_member=None if best is None else best.member,
+            best_score=math.nan if top is None else top.score,
+            best_member=None if top is None else top.member,
             exploits=exploits,
             members_done=sum(m.status == "done" for m in members),
             members_failed=sum(m.status == "failed" for m in members),

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from pbtkit._exceptions import ConfigError, NotFound
 from pbtkit.checkpoints import CheckpointStore
-from pbtkit.core.decisions import MemberView
 from pbtkit.core.lineage import Schedule, TrialNode, ancestry, schedule
-from pbtkit.core.population import Population
+from pbtkit.core.ranking import Standing, rank
 from pbtkit.spec import ExperimentSpec
 
 if TYPE_CHECKING:
@@ -101,22 +100,14 @@ class Result:
     def best(self) -> MemberResult:
         """The member with the best final score (NaN and failed members rank last); with
         several metrics, the best by the objective's own ranking (weights or Pareto)."""
-        objective = self.spec.policy.objective
-        population = Population.from_views(
-            MemberView(
-                member=m.member,
-                trial_id=m.trial_id if m.trial_id is not None else 0,
-                step=m.step,
-                score=m.score,
-                metrics=m.metrics,
-            )
-            for m in self.members
+        order = rank(
+            self.spec.policy.objective,
+            (
+                Standing(m.member, m.score, m.metrics, m.trial_id is not None, m.status == "failed")
+                for m in self.members
+            ),
         )
-        keys = dict(zip(population.members.tolist(), objective.keys(population), strict=True))
-        return max(
-            self.members,
-            key=lambda m: (m.trial_id is not None, keys[m.member], -m.member),
-        )
+        return self._member(order[0])
 
     def plot(self, out: str | Path, **options: Any) -> list[Path]:
         """Write the plots of this run into ``out`` (see :func:`pbtkit.viz.plot`; needs

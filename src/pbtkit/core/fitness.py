@@ -199,7 +199,8 @@ class MultiObjective(Fitness):
         metrics: The metrics and their modes, in order (the first is the primary one):
             ``{"accuracy": "max", "latency": "min"}``, or a sequence of :class:`Objective`.
         weights: For ``"weighted"``: a positive, finite weight per metric, by name
-            (default: 1 each). Not allowed with ``"pareto"``.
+            (``{"acc": 1, "ms": 0.01}``) or in the metrics' order (``[1, 0.01]``); default 1
+            each. Not allowed with ``"pareto"``.
         combine: ``"weighted"`` or ``"pareto"``.
 
     Raises:
@@ -218,7 +219,7 @@ class MultiObjective(Fitness):
         self,
         metrics: Mapping[str, str] | Sequence[Objective],
         *,
-        weights: Mapping[str, float] | None = None,
+        weights: Mapping[str, float] | Sequence[float] | None = None,
         combine: str = "weighted",
     ) -> None:
         objectives = _objectives(metrics)
@@ -357,10 +358,19 @@ def _objectives(metrics: Any) -> tuple[Objective, ...]:
 def _weights(names: Sequence[str], weights: Any) -> tuple[float, ...]:
     if weights is None:
         return tuple(1.0 for _ in names)
+    if isinstance(weights, Sequence) and not isinstance(weights, str | bytes):
+        # a list in the order the metrics were given: {"acc": "max", "ms": "min"}, [1, 0.01]
+        if len(weights) != len(names):
+            raise ConfigError(
+                f"MultiObjective(weights={list(weights)!r}): give one weight per metric, in "
+                f"their order ({', '.join(names)}), or a dict by name"
+            )
+        weights = dict(zip(names, weights, strict=True))
     if not isinstance(weights, Mapping):
         raise ConfigError(
             f"MultiObjective(weights={weights!r}): weights must map each metric to a "
-            f"number, e.g. {{{', '.join(f'{name!r}: 1.0' for name in names)}}}"
+            f"number, e.g. {{{', '.join(f'{name!r}: 1.0' for name in names)}}}, or list one "
+            "number per metric in their order"
         )
     # a weight for each metric, and for nothing else
     check_keys(f"MultiObjective(weights={dict(weights)!r})", weights, names, names)

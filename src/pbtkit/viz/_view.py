@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pbtkit._exceptions import NotFound
+from pbtkit._exceptions import NotFound, PBTError
 from pbtkit.store import ReportRecord, Store, TrialRecord
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ class RunView:
                 )
             elif e.kind in ("stop", "retry", "failed"):
                 details.append((e.member, e.kind, e.detail or ""))
-        best = _best(rows, mode)
+        best = _best(snapshot, objective)
         lineage: frozenset[int] = frozenset()
         if best is not None:
             latest = next(m.latest_trial_id for m in snapshot.members if m.member == best)
@@ -358,12 +358,28 @@ def open_existing(storage: str) -> Store:
     return open_store(storage, create=False)
 
 
-def _best(rows: Sequence[MemberRow], mode: str) -> int | None:
-    scored = [r for r in rows if math.isfinite(r.score)]
-    if not scored:
+def _best(snapshot: Snapshot, objective: Mapping[str, Any]) -> int | None:
+    """The best member by the one ranking every view shares (Pareto included)."""
+    from pbtkit.core.fitness import objective_from_dict
+    from pbtkit.core.ranking import Standing, best
+
+    try:
+        fitness = objective_from_dict(objective)
+    except PBTError:  # settings this pbtkit cannot read: no member is named best
         return None
-    sign = 1.0 if mode == "max" else -1.0
-    return max(scored, key=lambda r: (sign * r.score, -r.member)).member
+    return best(
+        fitness,
+        (
+            Standing(
+                m.member,
+                m.score,
+                m.metrics,
+                finished=m.latest_trial_id is not None,
+                failed=m.status == "failed",
+            )
+            for m in snapshot.members
+        ),
+    )
 
 
 def _ancestry(by_id: Mapping[int, TrialRecord], trial_id: int | None) -> list[int]:
