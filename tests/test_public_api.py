@@ -10,6 +10,7 @@ import pbtkit as pk
 def test_public_names() -> None:
     assert set(pk.__all__) == {
         "PBT",
+        "BadCheckpoint",
         "BinaryTournament",
         "CheckpointError",
         "Choice",
@@ -28,6 +29,8 @@ def test_public_names() -> None:
         "NotFound",
         "Objective",
         "Ordinal",
+        "PBTClient",
+        "PBTServer",
         "OutOfSpace",
         "PB2",
         "PBTError",

@@ -12,6 +12,8 @@ Quick start::
     print(result.best.hparams, result.schedule())
 """
 
+from typing import TYPE_CHECKING, Any
+
 from pbtkit._exceptions import (
     BadCheckpoint,
     CheckpointError,
@@ -40,6 +42,20 @@ from pbtkit.replay import ReplayResult, replay, replay_schedule
 from pbtkit.result import MemberResult, Result
 from pbtkit.worker import Trial
 
+if TYPE_CHECKING:
+    from pbtkit.service import PBTClient, PBTServer
+
+
+def __getattr__(name: str) -> Any:
+    # The glass-box API, as its first users wrote it (``from pbtkit import PBTServer,
+    # PBTClient``), imported when asked for: the service's libraries are an extra.
+    if name in ("PBTServer", "PBTClient"):
+        from pbtkit import service
+
+        return getattr(service, name)
+    raise AttributeError(f"module 'pbtkit' has no attribute {name!r}")
+
+
 __all__ = [
     "PBT",
     "BadCheckpoint",
@@ -63,6 +79,8 @@ __all__ = [
     "Ordinal",
     "OutOfSpace",
     "PB2",
+    "PBTClient",
+    "PBTServer",
     "PBTError",
     "Perturb",
     "ReplayResult",

@@ -161,6 +161,21 @@ def target_of(fn: Callable[..., Any]) -> str:
     return f"{module}:{qualname}"
 
 
+def _import_module(name: str) -> Any:
+    """``importlib.import_module``, finding a module of the current directory as ``python -m``
+    does (the ``pbtkit`` command's own folder is on the path, the current one is not)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        top = name.partition(".")[0]
+        here = Path.cwd()
+        if exc.name != top or not ((here / f"{top}.py").is_file() or (here / top).is_dir()):
+            raise
+        if str(here) not in sys.path:
+            sys.path.insert(0, str(here))  # worker processes inherit it (PYTHONPATH)
+        return importlib.import_module(name)
+
+
 def load_target(target: str) -> Callable[..., Any]:
     """Import ``module:qualname`` or ``/path/to/file.py:qualname``.
 
@@ -192,11 +207,13 @@ def load_target(target: str) -> Callable[..., Any]:
                 sys.path.insert(0, str(path.parent))
                 spec.loader.exec_module(module)
         else:
-            module = importlib.import_module(module_name)
+            module = _import_module(module_name)
     except ImportError as exc:
+        file_form = f"{module_name.replace('.', '/')}.py:{qualname}"
         raise ConfigError(
             f"cannot import module {module_name!r} for target {target!r}: {exc}. Check the "
-            "name and that the module is on the Python path of the worker"
+            "name and that the module is on the Python path of the worker (the current "
+            f"directory counts, as for `python -m`), or name the file: '{file_form}'"
         ) from exc
     obj: Any = module
     for part in qualname.split("."):

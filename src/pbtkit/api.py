@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -25,9 +26,11 @@ from pbtkit.progress import ProgressDisplay
 from pbtkit.result import Result
 from pbtkit.spec import ExperimentSpec, check_experiment_name
 from pbtkit.store import display_url, normalize_url, open_store
-from pbtkit.worker import TrainFn
+from pbtkit.worker import IMPORT_FAILED, TrainFn
 
 __all__ = ["run"]
+
+log = logging.getLogger("pbtkit")
 
 _POLL = 0.02
 _SUMMARY_EVERY = 0.25
@@ -62,7 +65,7 @@ def run(
     auth_key: str | None = None,
     ray_address: str | None = None,
     ray_resources: Mapping[str, float] | None = None,
-    tensorboard: bool | str | os.PathLike[str] | None = None,
+    tensorboard: bool | str | os.PathLike[str] = False,
     trial_timeout: float | None = None,
     max_outage: float | None = None,
 ) -> Result:
@@ -130,13 +133,12 @@ def run(
         ray_resources: With ``executor="ray"``, the resource bundle of each worker:
             ``{"CPU": 1, "GPU": 1}`` and any custom resource (default ``{"CPU": 1}``).
         tensorboard: TensorBoard event files of every member (metrics, the hyperparameters
-            in force, exploits), written while the run goes on: None (default) writes
-            them when ``pbtkit[viz]`` is installed, into ``tensorboard/<name>/`` beside
-            the SQLite file, else beside a local checkpoint root (with ``server`` or
-            object-store checkpoints there is no such place: none are written); True
-            insists (``./tensorboard/<name>/`` when there is no such place); False
-            writes none; a directory writes them into ``<directory>/<name>/``. Watch
-            them with ``tensorboard --logdir <that folder>``.
+            in force, exploits), written while the run goes on, only when asked for
+            (``pip install 'pbtkit[tensorboard]'``): True writes them into
+            ``tensorboard/<name>/`` beside the SQLite file, else beside a local checkpoint
+            root, else in the working directory; a directory writes them into
+            ``<directory>/<name>/``; False (default) writes none. Watch them with
+            ``tensorboard --logdir <that folder>``.
         trial_timeout: Seconds a training function may run for one trial (None: no
             limit). Past it the trial is given back as a failed attempt that says so
             (retried up to ``max_attempts``) and its worker is replaced: a process
@@ -217,12 +219,14 @@ def run(
     except BaseException:
         close()
         raise
+    _warn_nonfinite(result)
+    see = f"See `pbtkit status --storage {display_url(url)} --experiment {name}`"
+    stopped = next((e for e in reversed(result.events) if e.kind == "stopped"), None)
+    if result.status == "failed" and stopped is not None:
+        raise PBTError(f"experiment {name!r} {stopped.detail}. {see}")
     if all(m.status == "failed" for m in result.members):
         last = next((e.detail for e in reversed(result.failures) if e.detail), "unknown")
-        raise PBTError(
-            f"every member of {name!r} failed; the last error was: {last}. "
-            f"See `pbtkit status --storage {display_url(url)} --experiment {name}`"
-        )
+        raise PBTError(f"every member of {name!r} failed; the last error was: {last}. {see}")
     return result
 
 
@@ -316,7 +320,7 @@ def drive(
     restarts_left = (
         max_restarts if max_restarts is not None else workers + spec.population * spec.max_attempts
     )
-    if controller.summary(name).status == "finished":
+    if controller.summary(name).status != "running":
         display.close()
         return
     pool.start(workers)
@@ -324,6 +328,11 @@ def drive(
     try:
         while True:
             exits = pool.reap()
+            if any(gone.code == IMPORT_FAILED for gone in exits):
+                raise PBTError(
+                    f"the workers of {name!r} cannot import the training function (the "
+                    "traceback is above); fix it and run again: finished trials are kept"
+                )
             for gone in exits:
                 if gone.code != 0:
                     controller.release_worker(
@@ -334,7 +343,7 @@ def drive(
                 summary = controller.summary(name)
                 display.update(summary)
                 next_summary = now + _SUMMARY_EVERY
-                if summary.status == "finished":
+                if summary.status != "running":
                     break
                 missing = workers - pool.alive()
                 if missing > 0:
@@ -355,7 +364,7 @@ def drive(
 
 
 def _tensorboard(
-    setting: bool | str | os.PathLike[str] | None,
+    setting: bool | str | os.PathLike[str],
     controller: ControllerAPI,
     name: str,
     url: str,
@@ -384,6 +393,26 @@ def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:
         return CustomExplore(explore, target_of(explore))
     raise ConfigError(
         f"explore must be pk.Perturb(...), pk.Resample(...) or a function, got {explore!r}"
+    )
+
+
+def _warn_nonfinite(result: Result) -> None:
+    """Say once, after the run, that members reported NaN or an infinity."""
+    bad = [t for t in result.trials if t.status == "done" and not math.isfinite(t.score)]
+    if not bad:
+        return
+    first = min(bad, key=lambda t: t.id)
+    members = sorted({t.member for t in bad})
+    log.warning(
+        "%d trial(s) of member(s) %s ended with a %s that is not a finite number (the first: "
+        "member %d, steps %d..%d). Such a member ranks last and is never a donor; it is "
+        "replaced by the next exploit. A learning rate too high for it is the usual cause.",
+        len(bad),
+        ", ".join(map(str, members)),
+        result.metric,
+        first.member,
+        first.start_step,
+        first.end_step,
     )
 
 

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,7 +123,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from pbtkit._target import load_target
     from pbtkit.controller import Controller, worker_identity
     from pbtkit.store import open_store
-    from pbtkit.worker import restart_process, run_worker
+    from pbtkit.worker import IMPORT_FAILED, restart_process, run_worker
 
     target = args.target or args.target_option
     if not target:
@@ -133,13 +134,26 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     storage = args.storage or (None if server else os.environ.get("PBTKIT_STORAGE"))
     if bool(server) == bool(storage):
         raise ConfigError("give the worker either --server URL or --storage URL")
-    train = load_target(target)
+    try:
+        train = load_target(target)
+    except ConfigError as exc:
+        # Every worker would fail the same way: the run stops at once (on this exit
+        # code), and only the first worker shows the traceback.
+        if os.environ.get("PBTKIT_WORKER_INDEX", "0") == "0":
+            cause = exc.__cause__
+            if cause is not None:
+                sys.stderr.write("".join(traceback.format_exception(cause)))
+            print(f"pbtkit worker: error: {exc}", file=sys.stderr)
+        return IMPORT_FAILED
     worker_id = worker_identity(args.label)
     timeouts: dict[str, Any] = {
         "trial_timeout": args.trial_timeout,
         "on_timeout": restart_process,
     }
     if server:
+        from pbtkit._extras import need
+
+        need("client", "pbtkit worker --server")
         from pbtkit.service.client import RemoteController
 
         with RemoteController(server, _auth_key(args), max_outage=args.max_outage) as remote:
@@ -190,6 +204,9 @@ def _auth_key(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from pbtkit._extras import need
+
+    need("service", "pbtkit serve")
     from pbtkit.service.server import serve
 
     def announce(url: str) -> None:
@@ -237,8 +254,10 @@ def _open_experiment(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     from pbtkit._exceptions import ConfigError
+    from pbtkit._extras import need
     from pbtkit.viz import RunView, plot
 
+    need("plot", "pbtkit plot")
     paths: tuple[str, str] | None = None
     if args.paths is not None:
         parts = [p.strip() for p in args.paths.split(",")]
@@ -335,6 +354,9 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from pbtkit._extras import need
+
+    need("dashboard", "pbtkit dashboard")
     from pbtkit.viz.dashboard import serve_dashboard
 
     serve_dashboard(

@@ -63,6 +63,8 @@ WAIT: Literal["wait"] = "wait"
 FINISHED: Literal["finished"] = "finished"
 ACTIVE_STATUSES = ("pending", "running")
 
+#: How many members' first trials must fail with the same error to stop a run early.
+_SAME_ERROR_MEMBERS = 2
 #: How far back a lineage is searched for a good checkpoint to restart from.
 _LONGEST_WALK = 1000
 #: The longest a retry waits before it may be leased again.
@@ -281,6 +283,10 @@ class Controller:
                         f"experiment {name!r} already exists; pass resume=True to continue it "
                         "or choose another name"
                     )
+                if existing.status == "failed":
+                    tx.lock_experiment(existing.id)
+                    self._revive(tx, existing, self._now(tx))
+                    return dataclasses.replace(existing, status="running")
                 return existing
             check_experiment_name(name)  # a new one only: old names stay readable
             now = self._now(tx)
@@ -376,7 +382,7 @@ class Controller:
         while True:
             with self.store.read() as tx:
                 experiment = self._get_experiment(tx, name)
-                if experiment.status == "finished":
+                if experiment.status != "running":
                     return FINISHED
                 now = self._now(tx)
                 running = tx.trials(experiment.id, statuses=("running",))
@@ -677,6 +683,8 @@ class Controller:
                         )
                     ]
                 )
+                if penalize and trial.generation == 0:
+                    self._stop_if_every_start_fails(tx, trial, error, now)
                 return []
             tx.update_trial(
                 dataclasses.replace(base, status="failed", finished_at=now), expect_status="running"
@@ -1151,6 +1159,83 @@ class Controller:
             released.append(trial.checkpoint)
         return released
 
+    def _stop_if_every_start_fails(
+        self, tx: Transaction, trial: TrialRecord, error: str, now: float
+    ) -> None:
+        """Stop the experiment when the first trials of several members failed with the
+        same error and no trial has finished: a bug every member hits (a misspelled
+        hyperparameter, a missing file) is reported at once instead of after every
+        member spent every attempt. Running the experiment again resumes it."""
+        if tx.count_trials(trial.experiment_id, ("done",)):
+            return
+        line = _last_line(error)
+        first = {t.id for t in tx.trials(trial.experiment_id, generation=0)}
+        members = sorted(
+            {
+                e.member
+                for e in tx.events(trial.experiment_id, kind="retry")
+                if e.trial_id in first and e.detail == line
+            }
+        )
+        if len(members) < _SAME_ERROR_MEMBERS:
+            return
+        tx.set_experiment_status(trial.experiment_id, "failed")
+        shown = ", ".join(map(str, members))
+        tx.add_events(
+            [
+                EventRecord(
+                    trial.experiment_id,
+                    trial.member,
+                    "stopped",
+                    trial_id=trial.id,
+                    detail=(
+                        f"stopped early: the first trials of members {shown} all failed with "
+                        f"the same error: {line}. Fix it and run the experiment again: it "
+                        "resumes, and these trials start afresh"
+                    ),
+                    at=now,
+                )
+            ]
+        )
+
+    def _revive(self, tx: Transaction, experiment: ExperimentRecord, now: float) -> None:
+        """Resume a failed experiment: its failed members and pending trials start their
+        attempts afresh (the user fixed the cause and ran it again)."""
+        cache = self._population(tx, experiment.id, self._spec_of(experiment))
+        revived = []
+        for trial in tx.trials(experiment.id, statuses=("pending", "failed")):
+            if trial.status == "failed" and cache.records[trial.member].status != "failed":
+                continue
+            if (
+                trial.status == "failed"
+                and (cache.records[trial.member].latest_trial_id or 0) > trial.id
+            ):
+                continue
+            tx.update_trial(
+                dataclasses.replace(
+                    trial, status="pending", attempt=0, not_before=None, finished_at=None
+                ),
+                expect_status=trial.status,
+            )
+            if cache.records[trial.member].status == "failed":
+                _put(tx, cache, dataclasses.replace(cache.records[trial.member], status="active"))
+                revived.append(trial.member)
+        tx.set_experiment_status(experiment.id, "running")
+        tx.add_events(
+            [
+                EventRecord(
+                    experiment.id,
+                    -1 if not revived else revived[0],
+                    "resumed",
+                    detail=(
+                        "run again after it failed: pending trials start their attempts afresh"
+                        + (f"; members {', '.join(map(str, revived))} are back" if revived else "")
+                    ),
+                    at=now,
+                )
+            ]
+        )
+
     def _contain_bad_parent(
         self,
         tx: Transaction,
@@ -1316,7 +1401,7 @@ class Controller:
         self, tx: Transaction, experiment_id: int, cache: PopulationCache
     ) -> None:
         if not cache.active.any():
-            tx.set_experiment_status(experiment_id, "finished")
+            tx.set_experiment_status(experiment_id, "failed" if cache.failed.all() else "finished")
 
     def _finish_if_done(self, experiment: ExperimentRecord) -> Literal["wait", "finished"]:
         with self.store.transaction() as tx:
@@ -1324,7 +1409,8 @@ class Controller:
             if tx.count_trials(experiment.id, ACTIVE_STATUSES):
                 return WAIT
             if all(m.status != "active" for m in members.values()):
-                tx.set_experiment_status(experiment.id, "finished")
+                everyone_failed = all(m.status == "failed" for m in members.values())
+                tx.set_experiment_status(experiment.id, "failed" if everyone_failed else "finished")
             return FINISHED if all(m.status != "active" for m in members.values()) else WAIT
 
 

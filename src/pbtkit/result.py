@@ -181,25 +181,30 @@ class Result:
         return dataclasses.replace(plan, experiment=self.name, metric=self.metric)
 
     def curves(self, metric: str | None = None) -> dict[int, list[tuple[int, float]]]:
-        """Each member's reported values of a metric over its steps (the objective by default).
+        """Each member's reported values of a metric over its steps (the objective by default),
+        in step order.
+
+        A member that trained a step twice (it copied a donor behind it, whose checkpoint
+        was at an earlier step) keeps the later value: the curve is the member's path as
+        it stands, as the dashboard and the plots draw it.
 
         Raises:
             NotFound: No report ever named that metric.
         """
         metric = metric or self.metric
         reports = self._controller.reports(self.name)
-        out: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        out: dict[int, dict[int, float]] = defaultdict(dict)
         seen: set[str] = set()
         for r in reports:
             seen.update(r.metrics)
             if metric in r.metrics:
-                out[r.member].append((r.step, r.metrics[metric]))
+                out[r.member][r.step] = r.metrics[metric]
         if metric not in seen:
             raise NotFound(
                 f"no report has a metric named {metric!r}; "
                 f"reported: {', '.join(sorted(seen)) or 'none'}"
             )
-        return dict(out)
+        return {member: sorted(points.items()) for member, points in out.items()}
 
     def _member(self, member: int) -> MemberResult:
         for m in self.members:
@@ -213,10 +218,17 @@ class Result:
         hp = ", ".join(f"{k}={_fmt(v)}" for k, v in best.hparams.items())
         done = sum(m.status == "done" for m in self.members)
         failed = sum(m.status == "failed" for m in self.members)
-        return (
-            f"experiment {self.name!r}: {done} members done, {failed} failed, "
+        head = (
+            f"experiment {self.name!r} ({self.status}): {done} members done, {failed} failed, "
             f"{len(self.exploits)} exploits, "
             f"{sum(t.status == 'done' for t in self.trials)} trials\n"
+        )
+        if not math.isfinite(best.score):
+            return head + (
+                f"no member has a finite {self.metric}: every one failed, diverged or "
+                "reported NaN (see `pbtkit status`)"
+            )
+        return head + (
             f"best member {best.member}: {self.metric}={_fmt(best.score)} at step {best.step} "
             f"with {hp}\ncheckpoint: {best.checkpoint}"
         )

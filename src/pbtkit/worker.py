@@ -34,7 +34,7 @@ from pbtkit.core.fitness import metric_value, require_metric
 from pbtkit.core.inheritance import shrink_perturb
 from pbtkit.store._base import ReportRecord
 
-__all__ = ["TIMEOUT_EXIT", "Trial", "TrainFn", "restart_process", "run_worker"]
+__all__ = ["IMPORT_FAILED", "TIMEOUT_EXIT", "Trial", "TrainFn", "restart_process", "run_worker"]
 
 
 class Trial:
@@ -302,6 +302,10 @@ def run_worker(
         finished += 1
     return finished
 
+
+IMPORT_FAILED = 3
+"""Exit status of a worker process that cannot import the training function: every worker
+would fail the same way, so the run stops at once rather than replacing it."""
 
 TIMEOUT_EXIT = 75
 """Exit status of a worker process stopped by ``trial_timeout`` when it cannot replace

@@ -36,7 +36,7 @@ class Run:
 
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """The toy of the PBT paper, 4 members x 30 steps, on SQLite, TensorBoard on by default."""
+    """The toy of the PBT paper, 4 members x 30 steps, on SQLite, with TensorBoard."""
     directory = tmp_path_factory.mktemp("toy")
     result = toy.main(
         directory,
@@ -45,6 +45,7 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         total_steps=TOTAL_STEPS,
         executor="thread",
         name="toy",
+        tensorboard=True,
     )
     return Run(directory, f"sqlite:///{directory / 'pbt.db'}", "toy", result)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -180,10 +181,14 @@ def test_hostile_names_are_shown_as_text_and_never_run(browser: Any, tmp_path: P
         executor="thread",
         storage=storage,
         checkpoint_dir=tmp_path / "ckpt",
-        name=HOSTILE_NAME,
+        name="hostile",
         progress=False,
         tensorboard=False,
     )
+    # New names are letters, digits, "-", "_" and "."; a database written before that
+    # rule may still hold any name, so one is given the hostile name by hand.
+    with sqlite3.connect(tmp_path / "hostile.db") as db:
+        db.execute("UPDATE pbt_experiments SET name = ? WHERE name = 'hostile'", (HOSTILE_NAME,))
     with PBTServer(0, KEY, storage=storage, checkpoint_root=tmp_path / "ckpt") as server:
         browser.get(f"{server.url}/dashboard?{urlencode({'key': KEY})}")
         browser.get(f"{server.url}/dashboard?{urlencode({'experiment': HOSTILE_NAME})}")

@@ -32,8 +32,11 @@ def test_csv_has_every_trial_report_and_event(toy_run: Run, tmp_path: Path) -> N
         if math.isfinite(t.score):
             assert float(row["score"]) == t.score
     reports = _rows(tmp_path / "x" / "reports.csv")
-    curves = result.curves()
-    assert len(reports) == sum(len(points) for points in curves.values())
+    stored = result._controller.reports("toy")
+    assert len(reports) == len(stored)  # every report, steps trained twice included
+    assert [(int(r["member"]), int(r["step"])) for r in reports] == [
+        (r.member, r.step) for r in stored
+    ]
     assert set(reports[0]) == {"trial_id", "member", "step", "score", "theta0", "theta1"}
     events = _rows(tmp_path / "x" / "events.csv")
     exploits = [e for e in events if e["kind"] == "exploit"]

@@ -163,5 +163,5 @@ def test_without_matplotlib_the_message_names_the_extra(
 ) -> None:
     for module in ("matplotlib", "matplotlib.figure"):
         monkeypatch.setitem(sys.modules, module, None)  # importing it now fails
-    with pytest.raises(pk.ConfigError, match=r"pip install 'pbtkit\[viz\]'"):
+    with pytest.raises(pk.ConfigError, match=r"pip install 'pbtkit\[plot\]'"):
         plot(toy_run.result, tmp_path)

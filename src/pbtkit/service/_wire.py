@@ -9,7 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+try:
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the pbtkit client and service need pydantic: pip install 'pbtkit[client]'"
+    ) from exc
 
 from pbtkit.controller import Lease, Snapshot, Summary
 from pbtkit.store._base import (

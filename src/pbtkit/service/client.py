@@ -94,10 +94,9 @@ class RemoteController:
                 f"max_outage must be a number of seconds >= 0 (0: give up at once), got "
                 f"{max_outage!r}"
             )
-        try:
-            import httpx
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigError("the client needs httpx: pip install 'pbtkit[service]'") from exc
+        from pbtkit._extras import load
+
+        httpx = load("client", "the HTTP client", "httpx")
         key = auth_key if auth_key is not None else os.environ.get("PBTKIT_AUTH_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.url = url.rstrip("/")

@@ -49,12 +49,17 @@ TRIAL_STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed")
 
 @dataclass(frozen=True, slots=True)
 class ExperimentRecord:
-    """One experiment: its unique name and its settings (a JSON object)."""
+    """One experiment: its unique name and its settings (a JSON object).
+
+    ``status`` is ``running``, ``finished`` (every member done or given up on, at least one
+    done), or ``failed`` (every member given up on, or stopped early because its first
+    trials all failed the same way); a failed experiment resumes when run again.
+    """
 
     id: int
     name: str
     config: Mapping[str, Any]
-    status: Literal["running", "finished"]
+    status: Literal["running", "finished", "failed"]
     created_at: float
 
 

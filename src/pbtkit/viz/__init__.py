@@ -8,8 +8,9 @@
     result = pk.Result.load("sqlite:///pbt-demo/pbt.db", "toy")
     viz.plot(result, "plots", paths=("theta0", "theta1"))   # PNG and SVG of every plot
 
-Plots and TensorBoard need ``pip install 'pbtkit[viz]'``; the dashboard (``pbtkit serve``,
-``pbtkit dashboard``) needs ``pip install 'pbtkit[service]'``.
+Plots need ``pip install 'pbtkit[plot]'``, TensorBoard ``pbtkit[tensorboard]`` (both:
+``pbtkit[viz]``); the dashboard (``pbtkit serve``, ``pbtkit dashboard``) needs
+``pip install 'pbtkit[dashboard]'``.
 """
 
 from pbtkit.viz._view import Jump, MemberRow, RunView, TreeNode

@@ -1,4 +1,4 @@
-"""Plots of a run with matplotlib (``pip install 'pbtkit[viz]'``).
+"""Plots of a run with matplotlib (``pip install 'pbtkit[plot]'``).
 
 - :func:`curves_figure`: each member's metric over its steps, exploits marked;
 - :func:`schedules_figure`: each hyperparameter's value over each member's steps;
@@ -51,7 +51,7 @@ def _figure(width: float, height: float) -> Figure:
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ConfigError("plots need matplotlib: pip install 'pbtkit[viz]'") from exc
+        raise ConfigError("plots need matplotlib: pip install 'pbtkit[plot]'") from exc
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 

@@ -1,4 +1,4 @@
-"""TensorBoard event files of a run, written from the store (``pip install 'pbtkit[viz]'``).
+"""TensorBoard event files of a run, written from the store (``pip install 'pbtkit[tensorboard]'``).
 
 One run directory per member, ``<logdir>/member-000``, holding:
 
@@ -62,9 +62,12 @@ def _summary_writer() -> Any:
         from tensorboardX import SummaryWriter
     except ImportError as exc:
         raise ConfigError(
-            "TensorBoard logging needs tensorboardX: pip install 'pbtkit[viz]' "
+            "TensorBoard logging needs tensorboardX: pip install 'pbtkit[tensorboard]' "
             "(or pass tensorboard=False)"
         ) from exc
+    # A diverged member's NaN is pbtkit's to report, once (pk.run does); tensorboardX
+    # would print a line for every value.
+    logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
     return SummaryWriter
 
 
