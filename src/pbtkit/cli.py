@@ -64,6 +64,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from pbtkit.store import open_store
 
     console = Console()
+    if args.watch and args.experiment is None:
+        from pbtkit._exceptions import ConfigError
+
+        raise ConfigError("--watch follows one experiment: give --experiment NAME")
     with open_store(args.storage, create=False) as store:
         if args.experiment is None:
             with store.read() as tx:
@@ -81,6 +85,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             console.print(table)
             return 0
         controller = Controller(store)
+        if args.watch:
+            return _watch(controller, args.experiment, args.interval)
         summary = controller.summary(args.experiment)
         spec = controller.spec(args.experiment)
         experiment = controller.experiment(args.experiment)
@@ -94,10 +100,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             }
         table = Table(
             "member", "status", "step", spec.metric, "hyperparameters", "now",
-            title=(
-                f"{args.experiment}: {summary.status}, {summary.steps_done}/{summary.steps_total} "
-                f"steps, {summary.exploits} exploits"
-            ),
+            title=f"{args.experiment}: {summary.status}, {_steps(summary)}, "
+            f"{summary.exploits} exploits",
         )  # fmt: skip
         for m in members:
             now = "best" if m.member == summary.best_member else ""
@@ -110,6 +114,39 @@ def _cmd_status(args: argparse.Namespace) -> int:
             table.add_row(str(m.member), m.status, str(m.step), _short(m.score), hp, now)
         console.print(table)
     return 0
+
+
+def _steps(summary: Any) -> str:
+    """``120/800 steps``, or ``120 steps (open-ended)`` for a run without a step budget."""
+    from pbtkit.core.policy import MAX_STEPS
+
+    if summary.steps_total >= summary.population * MAX_STEPS:
+        return f"{summary.steps_done} steps (open-ended)"
+    return f"{summary.steps_done}/{summary.steps_total} steps"
+
+
+def _watch(controller: Any, name: str, interval: float) -> int:
+    """Print a line whenever the experiment moves on, until it ends (``status --watch``)."""
+    import time
+
+    last = None
+    while True:
+        summary = controller.summary(name)
+        best = (
+            "-"
+            if summary.best_member is None
+            else (f"{_short(summary.best_score)} (member {summary.best_member})")
+        )
+        line = (
+            f"{name}: {summary.status}, {_steps(summary)}, best {best}, {summary.exploits} "
+            f"exploits, {summary.trials_running} training, {summary.members_failed} failed"
+        )
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if summary.status != "running":
+            return 0 if summary.status == "finished" else 1
+        time.sleep(interval)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -569,6 +606,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show the members of an experiment (or list experiments)")
     p.add_argument("--storage", "-s", default="sqlite:///pbt.db", help="storage URL")
     p.add_argument("--experiment", "-e", help="experiment name (omit to list them)")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="with --experiment: print a line each time it moves on, until it ends",
+    )
+    p.add_argument(
+        "--interval", type=_positive_seconds, default=2.0, help="seconds between looks (--watch)"
+    )
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("demo", help="run the toy problem of the PBT paper and the digits example")

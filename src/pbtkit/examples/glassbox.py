@@ -42,6 +42,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,31 +188,44 @@ def _run_clients(url: str, port: int, key: str, options: list[str], timeout: flo
         "--url", url, "--port", str(port), "--key-env", _KEY_ENV, *options,
     ]  # fmt: skip
     env = {**os.environ, _KEY_ENV: key}
-    clients = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-        for _ in range(POPULATION)
-    ]
-    succeeded = True
-    try:
-        for process in clients:
-            out, _ = process.communicate(timeout=timeout)
-            lines = out.strip().splitlines()
-            if process.returncode != 0 or not lines:
-                succeeded = False
-                print(f"a client exited with code {process.returncode}", file=sys.stderr)
-                continue
-            summary = json.loads(lines[-1])
+    with tempfile.TemporaryDirectory(prefix="pbtkit-clients-") as scratch:
+        outputs = [Path(scratch) / f"client-{i}.json" for i in range(POPULATION)]
+        clients = [
+            subprocess.Popen(command, env=env, stdout=out.open("w"), text=True) for out in outputs
+        ]
+        deadline = time.monotonic() + timeout
+        try:
+            # Watch them all at once: one that fails stops the example at once, instead
+            # of its siblings training on (or waiting for it) until the timeout.
+            while any(p.poll() is None for p in clients):
+                failed = [p for p in clients if p.returncode not in (None, 0)]
+                if failed:
+                    print(
+                        f"a client exited with code {failed[0].returncode} (its error is "
+                        "above); stopping the others",
+                        file=sys.stderr,
+                    )
+                    return False
+                if time.monotonic() > deadline:
+                    print(f"the clients did not finish in {timeout:g} s", file=sys.stderr)
+                    return False
+                time.sleep(0.1)
+        finally:
+            for process in clients:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        if any(p.returncode != 0 for p in clients):
+            print("a client failed (its error is above)", file=sys.stderr)
+            return False
+        for out in outputs:
+            summary = json.loads(out.read_text().strip().splitlines()[-1])
             print(
                 f"client of member {summary['member']}: {summary['epochs']} epochs, "
                 f"validation accuracy {summary['accuracy']:.3f}, "
                 f"{summary['exploits']} exploits"
             )
-    finally:
-        for process in clients:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    return succeeded
+    return True
 
 
 def _demo(directory: Path, epochs: int, timeout: float, *, kept: bool) -> int:

@@ -610,7 +610,9 @@ class PBTServer:
             names no ``mode``.
         host: Address to listen on.
         storage: Where the state lives.
-        checkpoint_root: Where clients' checkpoints must lie.
+        checkpoint_root: Where clients' checkpoints must lie; by default the directory
+            the server was started in, so that clients on this machine may save anywhere
+            under it (``pbtkit serve`` defaults to ``pbt-checkpoints``).
         lease_seconds: How long a client may go silent before its trial is given back.
 
     Use it as a context manager, or call :meth:`shutdown`.
@@ -624,7 +626,7 @@ class PBTServer:
         *,
         host: str = "127.0.0.1",
         storage: str | Store = "sqlite:///pbt-server.db",
-        checkpoint_root: str | Path = "pbt-checkpoints",
+        checkpoint_root: str | Path | None = None,
         lease_seconds: float = 60.0,
         clock: Callable[[], float] | None = None,
         allow_imports: Sequence[str] = (),
@@ -634,7 +636,7 @@ class PBTServer:
         check_exposure(host, auth_key)
         app = create_app(
             storage,
-            checkpoint_root,
+            Path.cwd() if checkpoint_root is None else checkpoint_root,
             auth_key=auth_key,
             lease_seconds=lease_seconds,
             maximize_metric=maximize_metric,
