@@ -93,8 +93,10 @@ def run(
         storage: Where the state lives: ``sqlite:///file.db`` (default),
             ``postgresql+psycopg://...`` (many machines) or ``memory://`` (with
             ``executor="thread"`` only). With ``executor="ray"`` every node opens it.
-        checkpoint_dir: Checkpoint root; defaults to ``<name>-checkpoints`` beside a
-            SQLite file, else in the working directory.
+        checkpoint_dir: Checkpoint root (a directory or an fsspec URL such as
+            ``s3://bucket/prefix``); defaults to ``pbt-checkpoints`` beside the SQLite
+            file, else ``./pbt-checkpoints`` in the working directory. Each experiment has
+            its own folder inside.
         name: The experiment's name; running again with the same name resumes it.
             Defaults to the training function's name.
         evolution: ``"async"`` or ``"generational"``.
@@ -104,7 +106,12 @@ def run(
         explore: ``pk.Perturb()`` (default; per-parameter settings with ``per_param=``),
             ``pk.Resample(p)``, ``pk.GaussianNoise(sigma)``, ``pk.PB2()``, ``pk.Keep()``
             (exploit only), or your function ``f(hparams, space, rng) -> hparams``.
-        seed: Seeds the initial hyperparameters and every decision.
+        seed: Seeds the initial hyperparameters (always the same for a seed) and every
+            decision (each draws from a stream keyed by the seed and the trial it
+            follows). With ``evolution="generational"``, or one worker, a run repeats
+            exactly; with asynchronous evolution and several workers, which member
+            finishes first depends on timing, so runs with one seed start alike and may
+            then take other decisions.
         initial: Starting hyperparameters of the first members, one dict each (a grid,
             or hand-set members); values left out, and the other members, are sampled.
         inherit: What an exploiting member takes from its donor: ``"all"`` (weights and
