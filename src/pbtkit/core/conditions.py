@@ -152,13 +152,10 @@ class In(Condition):
         if isinstance(raw, str | bytes | Mapping) or not isinstance(
             raw, Sequence | set | frozenset
         ):
-            raise ConfigError(
-                f"In({raw!r}): pass a list of values, e.g. ['adam', 'adamw']"
-            )
+            raise ConfigError(f"In({raw!r}): pass a list of values, e.g. ['adam', 'adamw']")
         if not 1 <= len(raw) <= MAX_IN_VALUES:
             raise ConfigError(
-                f"In(...): a membership condition lists 1 to {MAX_IN_VALUES} values, got "
-                f"{len(raw)}"
+                f"In(...): a membership condition lists 1 to {MAX_IN_VALUES} values, got {len(raw)}"
             )
         items = sorted(raw, key=repr) if isinstance(raw, set | frozenset) else list(raw)
         values = []
@@ -235,7 +232,7 @@ class Compare(Condition):
             raise ConfigError(
                 "a comparison needs a bound: gt, gte, lt or lte, e.g. {'gte': 3} or pk.Gte(3)"
             )
-        if "gt" in given and "gte" in given or "lt" in given and "lte" in given:
+        if ("gt" in given and "gte" in given) or ("lt" in given and "lte" in given):
             raise ConfigError(
                 f"comparison {given!r}: give one lower bound (gt or gte) and one upper bound "
                 f"(lt or lte) at most"
@@ -246,8 +243,7 @@ class Compare(Condition):
         high, high_strict = self.upper()
         if low > high or (low == high and (low_strict or high_strict)):
             raise ConfigError(
-                f"comparison {self.to_spec()!r} can never hold: no number lies within "
-                f"its bounds"
+                f"comparison {self.to_spec()!r} can never hold: no number lies within its bounds"
             )
 
     def lower(self) -> tuple[float, bool]:
@@ -359,12 +355,11 @@ def condition_from_spec(spec: Any) -> Condition:
         unknown = [key for key in keys if key not in COMPARISONS]
         if unknown or len(keys) > len(COMPARISONS):
             shown = ", ".join(repr(key) for key in unknown[:5])
-            raise ConfigError(
-                f"a comparison takes the keys {', '.join(COMPARISONS)}; got {shown}"
-            )
+            raise ConfigError(f"a comparison takes the keys {', '.join(COMPARISONS)}; got {shown}")
         return Compare(**{str(key): spec[key] for key in keys})
     if isinstance(spec, list | tuple | set | frozenset):
-        return In(tuple(spec) if isinstance(spec, list) else spec)
+        ordered = sorted(spec, key=repr) if isinstance(spec, set | frozenset) else spec
+        return In(tuple(ordered))
     return Equals(spec)
 
 

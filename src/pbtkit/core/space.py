@@ -548,9 +548,7 @@ def domain_from_dict(spec: Mapping[str, Any]) -> Domain:
             f"domain spec {dict(spec)!r} has type {kind!r}; valid types: {valid_types}"
         )
     cls, keys = _DOMAIN_TYPES[kind.lower()]
-    check_keys(
-        f"domain spec {dict(spec)!r} of type {kind!r}", spec, keys, ("type", *keys, "when")
-    )
+    check_keys(f"domain spec {dict(spec)!r} of type {kind!r}", spec, keys, ("type", *keys, "when"))
     when = spec.get("when")
     if keys == _RANGE_KEYS:
         low, high = _number_from_text(spec["low"]), _number_from_text(spec["high"])
@@ -643,6 +641,15 @@ class SearchSpace(Mapping[str, Domain]):
         depend on it, otherwise in the space's order (the space's order when flat)."""
         return self._order
 
+    def conditions(self, name: str) -> When | None:
+        """The conditions under which ``name`` is active (None: always active).
+
+        Raises:
+            KeyError: ``name`` is not in the space.
+        """
+        self._domains[name]
+        return self._when.get(name)
+
     def parents(self, name: str) -> tuple[str, ...]:
         """The hyperparameters whose values decide whether ``name`` is active.
 
@@ -723,7 +730,8 @@ class SearchSpace(Mapping[str, Domain]):
             if not self.is_active(name, out):
                 continue
             domain = self._domains[name]
-            out[name] = domain.validate(name, values[name]) if name in values else domain.sample(rng)
+            given = name in values
+            out[name] = domain.validate(name, values[name]) if given else domain.sample(rng)
         return {name: out[name] for name in self._domains if name in out}
 
     def validate(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -1051,11 +1059,15 @@ def _can_hold(
             high, high_strict = domain.high, False
         return low < high or (low == high and not low_strict and not high_strict)
     if isinstance(domain, IntUniform):
-        first_int = domain.low if low == -math.inf else max(
-            domain.low, math.floor(low) + 1 if low_strict else math.ceil(low)
+        first_int = (
+            domain.low
+            if low == -math.inf
+            else max(domain.low, math.floor(low) + 1 if low_strict else math.ceil(low))
         )
-        last_int = domain.high if high == math.inf else min(
-            domain.high, math.ceil(high) - 1 if high_strict else math.floor(high)
+        last_int = (
+            domain.high
+            if high == math.inf
+            else min(domain.high, math.ceil(high) - 1 if high_strict else math.floor(high))
         )
         return first_int <= last_int
     if isinstance(domain, _Discrete):
@@ -1065,8 +1077,10 @@ def _can_hold(
                 number for value in domain.values if (number := real_number(value)) is not None
             )
             sorted_cache[id(domain)] = numbers_sorted
-        at = bisect.bisect_right(numbers_sorted, low) if low_strict else bisect.bisect_left(
-            numbers_sorted, low
+        at = (
+            bisect.bisect_right(numbers_sorted, low)
+            if low_strict
+            else bisect.bisect_left(numbers_sorted, low)
         )
         return at < len(numbers_sorted) and (
             numbers_sorted[at] < high if high_strict else numbers_sorted[at] <= high
