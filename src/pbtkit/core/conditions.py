@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from pbtkit._exceptions import ConfigError
 from pbtkit.core._specs import json_key, json_scalar, number_from_text, real_number
@@ -195,13 +198,25 @@ class In(Condition):
 
 
 def _bound(key: str, value: Any) -> float:
-    number = real_number(number_from_text(value))
+    raw = number_from_text(value)
+    number = real_number(raw)
     if number is None or not math.isfinite(number):
         raise ConfigError(
             f"a comparison's {key} must be a finite number, got {type(value).__name__} "
             f"{value!r}; e.g. {{'{key}': 3}}"
         )
-    return number
+    # An integer stays one: as a float, a bound beyond 2**53 would move.
+    return int(raw) if isinstance(raw, numbers.Integral) else number
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a number to compare exactly (an integer stays an int), or None."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    number = real_number(value)
+    return None if number is None or math.isnan(number) else number
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,8 +274,8 @@ class Compare(Condition):
         return (self.lte, False) if self.lte is not None else (math.inf, False)
 
     def holds(self, value: Any) -> bool:
-        number = real_number(value)
-        if number is None or math.isnan(number):
+        number = _number(value)
+        if number is None:
             return False
         low, low_strict = self.lower()
         high, high_strict = self.upper()

@@ -1074,7 +1074,9 @@ def _can_hold(
         numbers_sorted = sorted_cache.get(id(domain))
         if numbers_sorted is None:
             numbers_sorted = sorted(
-                number for value in domain.values if (number := real_number(value)) is not None
+                int(value) if isinstance(value, numbers.Integral) else float(value)
+                for value in domain.values
+                if real_number(value) is not None
             )
             sorted_cache[id(domain)] = numbers_sorted
         at = (
