@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "conditional-secret"
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
 SPACE = SearchSpace.coerce(digits.OPTIMIZER_SPACE)
 SGD_ONLY, ADAM_ONLY = {"momentum"}, {"beta1", "beta2"}
 POPULATION = 8
