@@ -919,9 +919,10 @@ def _analyse(domains: Mapping[str, Domain]) -> tuple[dict[str, When], tuple[str,
                     f"space or fix the condition"
                 )
     order = _topological_order(domains, whens)
+    facts: dict[str, tuple[set[tuple[str, Any]], bool]] = {}  # per parent, computed once
     for name, when in whens.items():
         for parent, condition in when.items():
-            _check_fits(name, parent, condition, domains[parent])
+            _check_fits(name, parent, condition, domains[parent], facts)
     _check_satisfiable(order, whens, domains)
     return whens, order
 
@@ -977,9 +978,23 @@ def _is_numeric_domain(domain: Domain) -> bool:
     return False
 
 
-def _check_fits(name: str, parent: str, condition: Condition, domain: Domain) -> None:
-    """Refuse a condition that cannot be tested on ``parent`` or can never hold on it."""
+def _check_fits(
+    name: str,
+    parent: str,
+    condition: Condition,
+    domain: Domain,
+    facts: dict[str, tuple[set[tuple[str, Any]], bool]],
+) -> None:
+    """Refuse a condition that cannot be tested on ``parent`` or can never hold on it.
+
+    ``facts`` keeps, per parent, the keys of its listed values and whether they are all
+    numbers, so a long list of values is read once however many children test it.
+    """
     where = f"hyperparameter {name!r}: the condition {condition.describe(parent)}"
+    if parent not in facts:
+        keys = set(domain._keys()) if isinstance(domain, _Discrete) else set()
+        facts[parent] = (keys, _is_numeric_domain(domain))
+    keys, numeric = facts[parent]
     if isinstance(condition, Equals | In):
         values = (condition.value,) if isinstance(condition, Equals) else condition.values
         if isinstance(domain, Uniform | LogUniform):
@@ -989,7 +1004,6 @@ def _check_fits(name: str, parent: str, condition: Condition, domain: Domain) ->
                 f"(pk.Gte(...))"
             )
         if isinstance(domain, _Discrete):
-            keys = set(domain._keys())
             outside = [value for value in values if _value_key(value) not in keys]
         elif isinstance(domain, IntUniform):
             outside = [
@@ -1008,7 +1022,7 @@ def _check_fits(name: str, parent: str, condition: Condition, domain: Domain) ->
             )
         return
     if isinstance(condition, Compare):
-        if not _is_numeric_domain(domain):
+        if not numeric:
             if isinstance(domain, _Discrete | Uniform | LogUniform | IntUniform):
                 raise ConfigError(
                     f"{where} compares, but {parent} is {_short(domain)}, whose values are not "
@@ -1097,36 +1111,44 @@ def _check_satisfiable(
     hold at once (e.g. it needs ``optimizer == 'sgd'`` while its parent needs ``'adam'``).
 
     A hyperparameter is active when each of its conditions holds and each parent is
-    active; unrolled, that is a set of conditions on the values of its ancestors. Values
-    are drawn independently, so the set can hold exactly when, for each ancestor, some
-    value of its domain meets all the conditions on it.
+    active; unrolled, that is the conditions of itself and of all its ancestors, each on
+    one hyperparameter's value. Values are drawn independently, so they can all hold
+    exactly when, for each hyperparameter they test, some value of its domain meets all
+    of them. One condition alone was checked against its parent already; only a
+    hyperparameter tested by two or more can hide a conflict.
     """
-    needs: dict[str, dict[str, list[tuple[Condition, str]]]] = {}
+    testers: dict[str, list[str]] = {}  # parent -> the hyperparameters that test it
+    for name in order:
+        for parent in whens.get(name, ()):
+            testers.setdefault(parent, []).append(name)
+    shared = {parent: names for parent, names in testers.items() if len(names) > 1}
+    if not shared:
+        return
+    ancestors: dict[str, frozenset[str]] = {}
     cache: dict[int, list[float]] = {}
     for name in order:
         when = whens.get(name)
         if when is None:
-            needs[name] = {}
+            ancestors[name] = frozenset()
             continue
-        merged: dict[str, list[tuple[Condition, str]]] = {}
-        for parent, condition in when.items():
-            merged.setdefault(parent, []).append((condition, name))
-            for ancestor, conditions in needs[parent].items():
-                merged.setdefault(ancestor, []).extend(conditions)
-        for ancestor, conditions in merged.items():
-            unique = list(dict.fromkeys(conditions))
-            merged[ancestor] = unique
-            distinct = list(dict.fromkeys(condition for condition, _ in unique))
-            if len(distinct) > 1 and not _can_hold(domains[ancestor], distinct, cache):
+        lineage = frozenset(when).union(*(ancestors[parent] for parent in when))
+        ancestors[name] = lineage
+        family = lineage | {name}
+        for tested, names in shared.items():
+            if tested not in family:
+                continue
+            found = [(whens[child][tested], child) for child in names if child in family]
+            distinct = list(dict.fromkeys(condition for condition, _ in found))
+            if len(distinct) > 1 and not _can_hold(domains[tested], distinct, cache):
                 reasons = " and ".join(
-                    f"{condition.describe(ancestor)} (for {child!r})" for condition, child in unique
-                )
+                    f"{condition.describe(tested)} (for {child!r})"
+                    for condition, child in found[:10]
+                ) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
                 raise ConfigError(
                     f"hyperparameter {name!r} can never be active: it needs {reasons}, and "
-                    f"no value of {ancestor} ({_short(domains[ancestor])}) meets them all; "
-                    f"fix the conditions"
+                    f"no value of {tested} ({_short(domains[tested])}) meets them all; fix "
+                    f"the conditions"
                 )
-        needs[name] = merged
 
 
 def _not_a_domain(name: Any, value: Any) -> str:
