@@ -193,6 +193,10 @@ class Perturb:
       batch sizes); clipped;
     - categorical (:class:`Choice`): resampled (categories have no neighbours).
 
+    In a space with conditions only the active values move, parents first; a value a
+    parent's move brings in is drawn from its prior, one it leaves is dropped (see the
+    module docstring). ``per_param`` settings apply to a value while it is active.
+
     ``per_param`` overrides ``factors`` and/or ``resample_probability`` for some
     hyperparameters: ``Perturb(per_param={"lr": {"factors": (0.5, 2.0)},
     "dropout": {"resample_probability": 1.0}, "batch": {"integers": "scale"}})``. Its names
