@@ -13,8 +13,8 @@ As in Ray Tune's PB2: numbers are normalised to ``[0, 1]`` (log scale for
 ``GaussianProcessRegressor`` (an anisotropic RBF kernel over time and hyperparameters, whose
 length scale in time lets old data count for less, plus white noise), and the UCB is
 maximised over random candidates, refined around the best of them. Integers and ordinals are
-treated as numbers and rounded; categorical values are resampled. The trials training right
-now are added to the model at its own prediction (GP-BUCB), so a batch of suggestions spreads.
+treated as numbers and rounded; categorical values are resampled. Unlike Ray, the values other
+members are training with right now are not used to spread a batch of suggestions apart.
 
 Conditional hyperparameters (``when=...``) are modelled with an encoding that marks inactive
 values, rather than one model per branch: each numeric hyperparameter is one input of the GP,
