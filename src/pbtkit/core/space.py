@@ -8,6 +8,11 @@ never a numpy scalar, so hyperparameters can be written to JSON as they are.
 
 A value never leaves its space: perturbing clips into the domain's range, and
 :meth:`SearchSpace.validate` is the gate every set of hyperparameters passes through.
+
+A domain may be *conditional* (``when={"optimizer": "sgd"}``, see
+:mod:`pbtkit.core.conditions`): its hyperparameter is active only while the conditions on
+its parents hold. The parents form a DAG that the space checks when it is built; a member
+holds exactly its active hyperparameters.
 """
 
 from __future__ import annotations
