@@ -30,6 +30,7 @@ from pbtkit._exceptions import (
 )
 from pbtkit._version import __version__
 from pbtkit.api import run
+from pbtkit.core.conditions import Gt, Gte, Lt, Lte
 from pbtkit.core.exploit import BinaryTournament, Initiator, NoExploit, Truncation, TTest
 from pbtkit.core.explore import GaussianNoise, Keep, Perturb, Resample
 from pbtkit.core.fitness import MultiObjective, Objective
@@ -65,11 +66,15 @@ __all__ = [
     "ConfigError",
     "ExperimentConflict",
     "GaussianNoise",
+    "Gt",
+    "Gte",
     "Initiator",
     "IntUniform",
     "Keep",
     "LeaseLost",
     "LogUniform",
+    "Lt",
+    "Lte",
     "MemberResult",
     "MetricError",
     "MultiObjective",

@@ -23,6 +23,10 @@ The format (TOML shown; YAML has the same keys)::
     layers = { type = "int", low = 1, high = 4 }
     activation = { type = "choice", values = ["relu", "tanh"] }
     batch = { type = "ordinal", values = [16, 32, 64] }
+    optimizer = { type = "choice", values = ["sgd", "adam"] }
+    # conditional: active only while the condition on its parent holds
+    beta1 = { type = "uniform", low = 0.8, high = 0.999, when = { optimizer = "adam" } }
+    width3 = { type = "int", low = 8, high = 256, when = { layers = { gte = 3 } } }
 
     [exploit]                     # default: truncation with fraction 0.2
     type = "truncation"           # or "binary_tournament", "ttest", "initiator" (window),
@@ -37,6 +41,11 @@ The format (TOML shown; YAML has the same keys)::
     combine = "weighted"          # or "pareto"
     metrics = [{metric = "acc", mode = "max", weight = 1.0},
                {metric = "ms", mode = "min", weight = 0.01}]
+
+A ``when`` names parents and a condition on each (all must hold): a value (equality), a
+list (membership), or bounds ``{gt, gte, lt, lte}`` for a numeric parent; see
+:mod:`pbtkit.core.conditions`. The parents must form a DAG; a cycle, a parent the space
+lacks, or a condition that can never hold is refused with a message that names it.
 
 Relative ``storage`` and ``checkpoint_dir`` paths are relative to the config file.
 """

@@ -1519,7 +1519,15 @@ def _last_line(text: str) -> str:
 
 
 def _change_text(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    changes = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+    # A conditional hyperparameter may be absent on either side: say it was inactive, or
+    # became so, rather than show a stale value or None.
+    shown = {k: repr(v) for k, v in old.items()}
+    changes = [
+        f"{k}: {shown.get(k, 'inactive')} -> {v!r}"
+        for k, v in new.items()
+        if k not in old or old[k] != v
+    ]
+    changes += [f"{k}: {shown[k]} -> inactive" for k in old if k not in new]
     return ", ".join(changes) or "no change"
 
 

@@ -112,18 +112,26 @@ class ExperimentSpec:
                     f"space ({', '.join(self.space)})"
                 )
             try:
-                checked.append(
-                    {name: self.space[name].validate(name, value) for name, value in values.items()}
-                )
+                entry = {
+                    name: self.space[name].validate(name, value) for name, value in values.items()
+                }
             except ConfigError as exc:
                 raise ConfigError(f"initial[{member}]: {exc}") from None
+            _check_decides(self.space, entry, member)
+            checked.append(entry)
         object.__setattr__(self, "initial", tuple(checked))
 
     def first_hparams(self, member: int, rng: np.random.Generator) -> dict[str, Any]:
-        """The hyperparameters ``member`` starts with: sampled, then its ``initial`` values."""
+        """The hyperparameters ``member`` starts with: sampled, then its ``initial`` values.
+
+        In a space with conditions the ``initial`` values are fixed first and the rest is
+        drawn around them, parents first, so the member holds exactly its active values.
+        """
+        given = self.initial[member] if member < len(self.initial) else {}
+        if self.space.conditional:
+            return self.space.complete(given, rng)
         hparams = self.space.sample(rng)
-        if member < len(self.initial):
-            hparams.update(self.initial[member])
+        hparams.update(given)
         return hparams
 
     @property
@@ -185,6 +193,27 @@ _SPEC_KEYS = (
     "max_attempts",
     "keep_checkpoints",
 )
+
+
+def _check_decides(space: SearchSpace, entry: Mapping[str, Any], member: int) -> None:
+    """Refuse an ``initial`` entry that sets a conditional hyperparameter without fixing
+    the parents that make it active: drawn, they could leave it inactive."""
+    for name in entry:
+        when = space.conditions(name)
+        if when is None:
+            continue
+        for parent, condition in when.items():
+            if parent not in entry:
+                raise ConfigError(
+                    f"initial[{member}] sets {name!r}, which is active only when "
+                    f"{when.describe()}; set {parent!r} too"
+                )
+            if not condition.holds(entry[parent]):
+                raise ConfigError(
+                    f"initial[{member}] sets {name!r}, which is inactive there: it needs "
+                    f"{condition.describe(parent)}, and {parent!r} is {entry[parent]!r}; leave "
+                    f"{name!r} out or change {parent!r}"
+                )
 
 
 def _diff(mine: Any, theirs: Any, path: str) -> list[str]:

@@ -7,6 +7,7 @@ before any trial, after the first generation, and at its end, and nothing waits 
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import sqlite3
@@ -228,3 +229,69 @@ def test_hostile_names_are_shown_as_text_and_never_run(browser: Any, tmp_path: P
             lambda b: HOSTILE_METRIC in b.find_element(By.ID, "curves").text,
         )
         assert browser.execute_script("return window.__pwned === undefined")
+
+
+# conditional hyperparameters ------------------------------------------------------------
+def test_inactive_hyperparameters_are_empty_cells_and_gaps_in_the_schedules(
+    browser: Any, tmp_path: Path
+) -> None:
+    from pbtkit.examples import digits
+
+    result = digits.main(
+        tmp_path,
+        optimizers=True,
+        progress=False,
+        population=8,
+        total_steps=12,
+        ready_every=2,
+        executor="thread",
+        evolution="generational",
+        exploit=pk.Truncation(0.5),  # many exploits: members leave a branch and come back
+        explore=pk.Perturb(per_param={"optimizer": {"resample_probability": 1.0}}),
+        initial=[{"optimizer": "sgd"}] * 4 + [{"optimizer": "adam"}] * 4,
+        seed=3,
+        tensorboard=False,
+    )
+    storage = f"sqlite:///{tmp_path / 'pbt.db'}"
+    with PBTServer(0, KEY, storage=storage, checkpoint_root=tmp_path / "checkpoints") as server:
+        browser.get(f"{server.url}/dashboard?{urlencode({'key': KEY, 'experiment': result.name})}")
+        _until(
+            browser,
+            "the members",
+            lambda b: len(b.find_elements(By.CSS_SELECTOR, "#members tbody tr")) == 8,
+        )
+        view = browser.execute_script(
+            "return fetch('/dashboard/api/experiment?name=' + arguments[0]).then((r) => r.json())",
+            result.name,
+        )
+        headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#members th")]
+        for member in view["members"]:
+            row = browser.find_element(
+                By.CSS_SELECTOR, f"#members tr[data-member='{member['member']}']"
+            )
+            cells = row.find_elements(By.TAG_NAME, "td")
+            for name in view["hparams"]:
+                cell = cells[headers.index(name)]
+                inactive = "inactive" in (cell.get_attribute("class") or "").split()
+                assert inactive == (name not in member["hparams"]), (member, name)
+                assert (cell.text == "") == inactive
+        # each stretch of steps a member had the value is one line; a gap starts another
+        gaps = 0
+        for name in ("momentum", "beta1"):
+            expected = 0
+            for stretches in view["schedules"].values():
+                present = [name in hparams for _, _, hparams in stretches]
+                runs = sum(
+                    now and not before for before, now in itertools.pairwise([False, *present])
+                )
+                expected += runs
+                gaps += runs > 1
+            lines = browser.execute_script(
+                "const panel = [...document.querySelectorAll('#schedules svg')].find("
+                "  (s) => s.querySelector('title')?.textContent === 'schedule of ' + arguments[0]);"
+                "return panel.querySelectorAll('polyline.schedule').length",
+                name,
+            )
+            assert lines == expected, name
+        assert gaps, "no member's schedule has a gap"
+        assert not browser.find_element(By.ID, "error").text

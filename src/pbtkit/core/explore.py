@@ -4,6 +4,13 @@ An :class:`Explorer` is a pure function of the hyperparameters, the space and a 
 generator. Every explorer returns values that lie in the space, so
 ``space.validate(out) == out`` always holds.
 
+In a space with conditions (``when=...``) the built-in explorers walk the hyperparameters
+parents first (:attr:`SearchSpace.order`) and move each *active* one by its type. A value
+that stays active is the donor's, moved as usual; a value that becomes active because its
+parent moved (``optimizer`` from ``"sgd"`` to ``"adam"`` brings in ``beta1``) is drawn from
+its prior, since the donor never trained with it and no one value is better evidence than
+the prior; a value whose conditions no longer hold is dropped.
+
 An explorer that learns from the population (PB2) says so with a class attribute
 ``needs_population = True``; the policy then calls it through :func:`call_explorer` with
 two more keywords, ``population`` (a :class:`~pbtkit.core.Population`) and ``objective``
@@ -23,7 +30,15 @@ import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
 from pbtkit.core._specs import finite_number, typed_spec
-from pbtkit.core.space import Choice, IntUniform, LogUniform, Ordinal, SearchSpace, Uniform
+from pbtkit.core.space import (
+    Choice,
+    Domain,
+    IntUniform,
+    LogUniform,
+    Ordinal,
+    SearchSpace,
+    Uniform,
+)
 
 if TYPE_CHECKING:
     from pbtkit.core.fitness import Fitness
@@ -45,10 +60,11 @@ __all__ = [
 class Explorer(Protocol):
     """Turns hyperparameters into new ones inside the same space.
 
-    Contract: the result is a fresh dict holding every name of ``space`` with a value that
-    ``space.validate`` accepts unchanged; ``hparams`` is not modified; all randomness comes
-    from ``rng``. An explorer with ``needs_population = True`` also takes the keywords
-    ``population`` and ``objective`` (see the module docstring).
+    Contract: the result is a fresh dict holding every *active* name of ``space`` (every
+    name of a flat space) with a value that ``space.validate`` accepts unchanged, and no
+    inactive one; ``hparams`` is not modified; all randomness comes from ``rng``. An
+    explorer with ``needs_population = True`` also takes the keywords ``population`` and
+    ``objective`` (see the module docstring).
     """
 
     def __call__(
@@ -177,6 +193,10 @@ class Perturb:
       batch sizes); clipped;
     - categorical (:class:`Choice`): resampled (categories have no neighbours).
 
+    In a space with conditions only the active values move, parents first; a value a
+    parent's move brings in is drawn from its prior, one it leaves is dropped (see the
+    module docstring). ``per_param`` settings apply to a value while it is active.
+
     ``per_param`` overrides ``factors`` and/or ``resample_probability`` for some
     hyperparameters: ``Perturb(per_param={"lr": {"factors": (0.5, 2.0)},
     "dropout": {"resample_probability": 1.0}, "batch": {"integers": "scale"}})``. Its names
@@ -249,19 +269,18 @@ class Perturb:
         if self.per_param:
             self.check_space(space)
         current = space.validate(hparams)
-        explored: dict[str, Any] = {}
-        for name, domain in space.items():
+
+        def move(name: str, domain: Domain, value: Any) -> Any:
             factors, resample_probability = self.settings(name)
             if float(rng.random()) < resample_probability:
-                explored[name] = domain.sample(rng)
-            else:
-                factor = factors[int(rng.integers(len(factors)))]
-                if isinstance(domain, IntUniform) and self.integer_move(name) == "step":
-                    step = 1 if factor > 1 else -1 if factor < 1 else 0
-                    explored[name] = min(max(current[name] + step, domain.low), domain.high)
-                else:
-                    explored[name] = domain.perturb(current[name], factor, rng)
-        return explored
+                return domain.sample(rng)
+            factor = factors[int(rng.integers(len(factors)))]
+            if isinstance(domain, IntUniform) and self.integer_move(name) == "step":
+                step = 1 if factor > 1 else -1 if factor < 1 else 0
+                return min(max(value + step, domain.low), domain.high)
+            return domain.perturb(value, factor, rng)
+
+        return _explore_each(space, current, move, rng)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "perturb", "factors": [...], "resample_probability": p}``,
@@ -312,10 +331,11 @@ class Resample:
             OutOfSpace: ``hparams`` do not lie in ``space``.
         """
         current = space.validate(hparams)
-        return {
-            name: domain.sample(rng) if float(rng.random()) < self.probability else current[name]
-            for name, domain in space.items()
-        }
+
+        def move(name: str, domain: Domain, value: Any) -> Any:
+            return domain.sample(rng) if float(rng.random()) < self.probability else value
+
+        return _explore_each(space, current, move, rng)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "resample", "probability": p}``."""
@@ -362,32 +382,30 @@ class GaussianNoise:
             OutOfSpace: ``hparams`` do not lie in ``space``.
         """
         current = space.validate(hparams)
-        explored: dict[str, Any] = {}
-        for name, domain in space.items():
-            value = current[name]
+        return space.validate(_explore_each(space, current, self._move(rng), rng))
+
+    def _move(self, rng: np.random.Generator) -> Move:
+        def move(name: str, domain: Domain, value: Any) -> Any:
             if isinstance(domain, Choice | Ordinal):
-                explored[name] = value
-                continue
+                return value
             step = self.sigma * float(rng.standard_normal())
             if isinstance(domain, Uniform):
-                explored[name] = min(max(value + step, domain.low), domain.high)
-            elif isinstance(domain, LogUniform):
+                return min(max(value + step, domain.low), domain.high)
+            if isinstance(domain, LogUniform):
                 log_value = math.log(value) + step
                 if log_value >= math.log(domain.high):
-                    explored[name] = domain.high
-                elif log_value <= math.log(domain.low):
-                    explored[name] = domain.low
-                else:
-                    # value * exp(step) keeps a zero step exact; exp(log_value) cannot overflow
-                    moved = value * math.exp(step) if abs(step) < 700 else math.exp(log_value)
-                    explored[name] = min(max(moved, domain.low), domain.high)
-            elif isinstance(domain, IntUniform):
+                    return domain.high
+                if log_value <= math.log(domain.low):
+                    return domain.low
+                # value * exp(step) keeps a zero step exact; exp(log_value) cannot overflow
+                moved = value * math.exp(step) if abs(step) < 700 else math.exp(log_value)
+                return min(max(moved, domain.low), domain.high)
+            if isinstance(domain, IntUniform):
                 bounded = max(min(step, 2.0**65), -(2.0**65))  # beyond any int64 range
-                moved = value + round(bounded)
-                explored[name] = min(max(moved, domain.low), domain.high)
-            else:
-                explored[name] = value
-        return space.validate(explored)
+                return min(max(value + round(bounded), domain.low), domain.high)
+            return value
+
+        return move
 
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "gaussian", "sigma": s}``."""
@@ -443,6 +461,32 @@ def call_explorer(
         )
         return result
     return explorer(hparams, space, rng)
+
+
+Move = Callable[[str, Domain, Any], Any]
+
+
+def _explore_each(
+    space: SearchSpace, current: Mapping[str, Any], move: Move, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Apply ``move(name, domain, value)`` to each active value of ``current`` (checked
+    values of ``space``), parents first; see the module docstring for conditions.
+
+    A flat space is walked in its own order with every value moved, exactly as before
+    conditions existed, so the same seed explores the same way.
+    """
+    if not space.conditional:
+        return {name: move(name, domain, current[name]) for name, domain in space.items()}
+    explored: dict[str, Any] = {}
+    for name in space.order:
+        if not space.is_active(name, explored):
+            continue  # inactive now: dropped
+        domain = space[name]
+        if name in current:
+            explored[name] = move(name, domain, current[name])
+        else:  # newly active: the donor never had it
+            explored[name] = domain.sample(rng)
+    return {name: explored[name] for name in space if name in explored}
 
 
 ExploreFunction = Callable[[Mapping[str, Any], SearchSpace, np.random.Generator], Mapping[str, Any]]

@@ -215,6 +215,10 @@ class TensorBoardLogger:
     def _hparams(
         self, writer: Any, member: int, hparams: Mapping[str, Any], first: int, last: int
     ) -> None:
+        for key in [k for (m, k) in self._text if m == member and k not in hparams]:
+            # Inactive in this trial (a conditional hyperparameter): nothing is written for
+            # it, and its text is written again when it comes back.
+            del self._text[(member, key)]
         for key, value in hparams.items():
             if isinstance(value, bool | int | float):
                 for step in dict.fromkeys((first, last)):
@@ -329,9 +333,13 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    # Conditional hyperparameters: absent on one side means inactive there.
     changed = [
-        f"{k} {_short(old.get(k))} -> {_short(v)}" for k, v in new.items() if old.get(k) != v
+        f"{k} {_short(old[k]) if k in old else 'inactive'} -> {_short(v)}"
+        for k, v in new.items()
+        if k not in old or old[k] != v
     ]
+    changed += [f"{k} {_short(old[k])} -> inactive" for k in old if k not in new]
     return ", ".join(changed) or "same hyperparameters"
 
 

@@ -218,7 +218,15 @@
       row.appendChild(el("td", m.status, `text status-${m.status}`));
       row.appendChild(el("td", fmt(m.step)));
       row.appendChild(el("td", fmt(m.score), "score"));
-      for (const name of view.hparams) row.appendChild(el("td", fmt(m.hparams[name])));
+      for (const name of view.hparams) {
+        // A conditional hyperparameter the member does not have is inactive: an empty cell.
+        if (name in m.hparams) row.appendChild(el("td", fmt(m.hparams[name])));
+        else {
+          const cell = el("td", "", "inactive");
+          cell.title = `${name} is inactive for this member`;
+          row.appendChild(cell);
+        }
+      }
       row.appendChild(el("td", m.training ? `training ${m.training[0]}–${m.training[1]}` : "", "text"));
       body.appendChild(row);
     }
@@ -286,7 +294,8 @@
     const x = [0, Math.max(view.total_steps, ...members.flatMap((m) => view.schedules[m].map((s) => s[1])))];
     for (const name of view.hparams) {
       const domain = view.space[name] || {};
-      const values = members.flatMap((m) => view.schedules[m].map((s) => s[2][name]));
+      // Absent where inactive (conditional hyperparameters): left out, and the line breaks.
+      const values = members.flatMap((m) => view.schedules[m].map((s) => s[2][name])).filter((v) => v !== undefined);
       const numeric = values.every((v) => typeof v === "number" || v === null);
       const categories = numeric ? null : (Array.isArray(domain.values) ? domain.values : [...new Set(values)]);
       const toY = (v) => (categories ? categories.findIndex((c) => JSON.stringify(c) === JSON.stringify(v)) : v);
@@ -299,13 +308,21 @@
       });
       for (const m of members) {
         const color = memberColor(m, view.population);
-        const points = [];
+        let points = [];
+        const flush = () => {
+          if (points.length) root.appendChild(polyline(points, { stroke: color, "stroke-width": m === view.best_member ? 2.6 : 1.2, class: "schedule" }));
+          points = [];
+        };
         for (const [start, end, hp] of view.schedules[m]) {
+          if (!(name in hp)) {
+            flush(); // inactive here: a gap, not a line across it
+            continue;
+          }
           const v = toY(hp[name]);
           if (v === null || v === undefined || (categories && v < 0)) continue;
           points.push([sx(start), sy(v)], [sx(end), sy(v)]);
         }
-        if (points.length) root.appendChild(polyline(points, { stroke: color, "stroke-width": m === view.best_member ? 2.6 : 1.2, class: "schedule" }));
+        flush();
       }
       box.appendChild(cell);
     }
