@@ -66,6 +66,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         explore=pk.Perturb(per_param={"optimizer": {"resample_probability": 1.0}}),
         initial=[{"optimizer": "sgd"}] * 4 + [{"optimizer": "adam"}] * 4,
         seed=3,
+        tensorboard=True,
     )
     return Run(directory, f"sqlite:///{directory / 'pbt.db'}", result)
 
