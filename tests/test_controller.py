@@ -471,7 +471,7 @@ def test_a_zombie_or_a_reused_pid_does_not_hold_a_lease() -> None:
     import sys
     import time
 
-    from pbtkit.controller import _dead_local_owner
+    from pbtkit.controller._liveness import dead_local_owner as _dead_local_owner
 
     host = socket.gethostname()
     child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -15,6 +15,7 @@ from pbtkit._exceptions import ConfigError, PBTError
 from pbtkit._target import load_target, target_of
 from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import Controller, ControllerAPI
+from pbtkit.controller._retention import final_keep
 from pbtkit.core.exploit import Exploiter, Truncation
 from pbtkit.core.explore import CustomExplore, Explorer, Perturb
 from pbtkit.core.fitness import Fitness, Objective
@@ -457,17 +458,7 @@ def _checkpoint_root(checkpoint_dir: str | Path | None, url: str, name: str) -> 
 
 
 def _kept(result: Result, checkpoints: CheckpointStore) -> set[str]:
-    trials = result.trials
-    if result.spec.keep_checkpoints == "all":
-        return {t.checkpoint for t in trials if t.checkpoint}
-    # a checkpoint that failed verification stays, to be examined
-    bad = {t.checkpoint for t in trials if t.checkpoint and t.checkpoint_bad}
+    """What the run's final sweep keeps (the controller's own rule: ``final_keep``)."""
     # a local Path or an object store's URL: either way, back to its stored name
-    keep = bad | {checkpoints.relative(str(m.checkpoint)) for m in result.members if m.checkpoint}
-    by_id = {t.id: t for t in trials}
-    for t in trials:
-        if t.status in ("pending", "running") and t.parent_id is not None:
-            parent = by_id[t.parent_id].checkpoint
-            if parent:
-                keep.add(parent)
-    return keep
+    latest = [checkpoints.relative(str(m.checkpoint)) for m in result.members if m.checkpoint]
+    return final_keep(result.spec, result.trials, latest)

@@ -7,7 +7,7 @@ from typing import Any
 
 from tensorboard.backend.event_processing import event_accumulator
 
-from pbtkit.controller import _change_text
+from pbtkit.controller._apply import change_text as _change_text
 from pbtkit.viz.tensorboard import TensorBoardLogger, _changes, member_dir
 
 SGD = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9}
