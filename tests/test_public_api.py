@@ -11,6 +11,11 @@ def test_public_names() -> None:
     assert set(pk.__all__) == {
         "PBT",
         "BadCheckpoint",
+        "CustomExplore",
+        "Exploiter",
+        "Explorer",
+        "Fitness",
+        "WeightTransform",
         "BinaryTournament",
         "CheckpointError",
         "Choice",

@@ -31,10 +31,17 @@ from pbtkit._exceptions import (
 from pbtkit._version import __version__
 from pbtkit.api import run
 from pbtkit.core.conditions import Gt, Gte, Lt, Lte
-from pbtkit.core.exploit import BinaryTournament, Initiator, NoExploit, Truncation, TTest
-from pbtkit.core.explore import GaussianNoise, Keep, Perturb, Resample
-from pbtkit.core.fitness import MultiObjective, Objective
-from pbtkit.core.inheritance import ShrinkPerturb, shrink_perturb
+from pbtkit.core.exploit import (
+    BinaryTournament,
+    Exploiter,
+    Initiator,
+    NoExploit,
+    Truncation,
+    TTest,
+)
+from pbtkit.core.explore import CustomExplore, Explorer, GaussianNoise, Keep, Perturb, Resample
+from pbtkit.core.fitness import Fitness, MultiObjective, Objective
+from pbtkit.core.inheritance import ShrinkPerturb, WeightTransform, shrink_perturb
 from pbtkit.core.lineage import Schedule, Segment
 from pbtkit.core.pb2 import PB2
 from pbtkit.core.policy import PBT
@@ -58,6 +65,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "WeightTransform",
+    "Fitness",
+    "Explorer",
+    "Exploiter",
+    "CustomExplore",
     "PBT",
     "BadCheckpoint",
     "BinaryTournament",

@@ -395,7 +395,7 @@ def _tensorboard(
 def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:
     if explore is None:
         return Perturb()
-    if hasattr(explore, "to_dict"):
+    if isinstance(explore, Explorer):
         return explore
     if callable(explore):
         return CustomExplore(explore, target_of(explore))

@@ -31,7 +31,7 @@ from pbtkit._exceptions import (
 from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.core.fitness import metric_value, require_metric
-from pbtkit.core.inheritance import shrink_perturb
+from pbtkit.core.inheritance import shrink_perturb, transform_of
 from pbtkit.store._base import ReportRecord
 
 __all__ = ["IMPORT_FAILED", "TIMEOUT_EXIT", "Trial", "TrainFn", "restart_process", "run_worker"]
@@ -114,12 +114,14 @@ class Trial:
         retry starts from the same weights). Call it on what you load from
         :attr:`parent_checkpoint`, e.g. ``weights = trial.inherited(np.load(...))``.
         """
-        found = self.shrink_perturb
-        if found is None:
-            return dict(arrays)
-        shrink, noise = found
         rng = np.random.default_rng([self.trial_id, 0x5EED])
-        return shrink_perturb(arrays, shrink, noise, rng)
+        found = self.shrink_perturb
+        if found is not None:
+            shrink, noise = found
+            return shrink_perturb(arrays, shrink, noise, rng)
+        if self._inherit is not None:  # your own WeightTransform, recorded by the policy
+            return transform_of(self._inherit).apply(arrays, rng)
+        return dict(arrays)
 
     def steps(self) -> range:
         """The steps this trial must train: ``range(start_step, end_step)``."""

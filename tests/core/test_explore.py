@@ -272,7 +272,7 @@ def test_custom_spec_imports_nested_names() -> None:
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
-        ({"type": "mutate"}, "valid types: perturb, resample, gaussian, keep, pb2, custom"),
+        ({"type": "mutate"}, "valid types: perturb, resample, gaussian, keep, custom, pb2"),
         ({"factors": [0.8]}, "has type None"),
         (
             {"type": "perturb", "resample": 0.2},

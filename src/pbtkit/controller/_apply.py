@@ -25,6 +25,7 @@ _INHERIT_TEXT = {
     "hparams": " (hyperparameters only: the member keeps its own weights)",
     "weights": " (weights only: the member explores its own hyperparameters)",
     "shrink_perturb": " (weights shrunk by {shrink} and perturbed with noise {noise})",
+    "transform": " (weights transformed by {transform})",
 }
 
 
@@ -91,6 +92,8 @@ def outcome_of(
         start = latest.end_step if own or donor_step is None else donor_step
         if decision.inherit == "shrink_perturb":
             inherit = {"mode": "shrink_perturb", "shrink": decision.shrink, "noise": decision.noise}
+        elif decision.inherit == "transform" and decision.transform is not None:
+            inherit = dict(decision.transform)
         event = EventRecord(
             experiment_id,
             member,
@@ -101,7 +104,9 @@ def outcome_of(
             new_hparams=dict(hparams),
             detail=change_text(decision.old_hparams, hparams)
             + _INHERIT_TEXT.get(decision.inherit, "").format(
-                shrink=decision.shrink, noise=decision.noise
+                shrink=decision.shrink,
+                noise=decision.noise,
+                transform=(decision.transform or {}).get("mode"),
             ),
             at=now,
         )

@@ -20,16 +20,18 @@ arguments only, so plain functions wrapped in :class:`CustomExplore` keep workin
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
-from pbtkit.core._specs import finite_number, typed_spec
+from pbtkit.core._registry import Plugin
+from pbtkit.core._specs import check_keys, finite_number
 from pbtkit.core.space import (
     Choice,
     Domain,
@@ -56,8 +58,7 @@ __all__ = [
 ]
 
 
-@runtime_checkable
-class Explorer(Protocol):
+class Explorer(Plugin, abc.ABC, family="explore"):
     """Turns hyperparameters into new ones inside the same space.
 
     Contract: the result is a fresh dict holding every *active* name of ``space`` (every
@@ -65,17 +66,27 @@ class Explorer(Protocol):
     inactive one; ``hparams`` is not modified; all randomness comes from ``rng``. An
     explorer with ``needs_population = True`` also takes the keywords ``population`` and
     ``objective`` (see the module docstring).
+
+    Your own: subclass it (or wrap a plain function in :class:`CustomExplore`); it
+    registers itself when defined, under its ``kind`` or its import path, like an
+    :class:`~pbtkit.core.exploit.Exploiter`.
     """
 
+    __slots__ = ()
+
+    #: Whether the policy passes ``population`` and ``objective`` (PB2 learns from them).
+    needs_population: ClassVar[bool] = False
+
+    @abc.abstractmethod
     def __call__(
         self, hparams: Mapping[str, Any], space: SearchSpace, rng: np.random.Generator
     ) -> dict[str, Any]:
         """Explore from ``hparams``; see the class docstring for the contract."""
-        ...
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able spec that :func:`explorer_from_dict` turns back into the explorer."""
-        ...
+        """A JSON-able spec that :func:`explorer_from_dict` turns back into the explorer:
+        ``{"type": kind, **settings}`` (a dataclass's fields by default)."""
+        return Plugin.to_dict(self)
 
 
 def _probability(owner: str, name: str, value: Any) -> float:
@@ -177,7 +188,7 @@ class _Overrides(Mapping[str, Mapping[str, Any]]):
 
 
 @dataclass(frozen=True, slots=True)
-class Perturb:
+class Perturb(Explorer):
     """Perturb each hyperparameter by a random factor, or resample it from its prior.
 
     For each hyperparameter independently: with probability ``resample_probability`` a new
@@ -214,6 +225,8 @@ class Perturb:
             probability is outside ``[0, 1]``, ``integers`` is neither ``"step"`` nor
             ``"scale"``, or ``per_param`` has an unknown setting.
     """
+
+    kind: ClassVar[str] = "perturb"
 
     factors: tuple[float, ...] = (0.8, 1.2)
     resample_probability: float = 0.25
@@ -282,6 +295,20 @@ class Perturb:
 
         return _explore_each(space, current, move, rng)
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Perturb:
+        """Build from a spec's settings (JSON lists become tuples)."""
+        check_keys(
+            f"explore spec {dict(settings)!r} of type 'perturb'",
+            settings,
+            (),
+            ("type", "factors", "resample_probability", "per_param", "integers"),
+        )
+        arguments = dict(settings)
+        if isinstance(arguments.get("factors"), list):
+            arguments["factors"] = tuple(arguments["factors"])
+        return cls(**arguments)
+
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "perturb", "factors": [...], "resample_probability": p}``,
         with ``"per_param": {name: {"factors": [...], "resample_probability": p}}`` when
@@ -305,7 +332,7 @@ class Perturb:
 
 
 @dataclass(frozen=True, slots=True)
-class Resample:
+class Resample(Explorer):
     """Resample each hyperparameter from its prior with ``probability``, else keep it.
 
     Args:
@@ -314,6 +341,8 @@ class Resample:
     Raises:
         ConfigError: The probability is outside ``[0, 1]``.
     """
+
+    kind: ClassVar[str] = "resample"
 
     probability: float = 1.0
 
@@ -343,7 +372,7 @@ class Resample:
 
 
 @dataclass(frozen=True, slots=True)
-class GaussianNoise:
+class GaussianNoise(Explorer):
     """Add Gaussian noise to every numeric hyperparameter, clipped into its domain.
 
     The toy problem of Jaderberg et al. 2017 (Figure 2) explores this way, with
@@ -361,6 +390,8 @@ class GaussianNoise:
     Raises:
         ConfigError: ``sigma`` is negative or not a finite number.
     """
+
+    kind: ClassVar[str] = "gaussian"
 
     sigma: float = 0.1
 
@@ -413,9 +444,11 @@ class GaussianNoise:
 
 
 @dataclass(frozen=True, slots=True)
-class Keep:
+class Keep(Explorer):
     """Keep the hyperparameters as they are: an exploiting member takes the donor's values
     unchanged (the "exploit only" variant of Jaderberg et al. 2017, Figure 2)."""
+
+    kind: ClassVar[str] = "keep"
 
     def __call__(
         self, hparams: Mapping[str, Any], space: SearchSpace, rng: np.random.Generator
@@ -493,7 +526,7 @@ ExploreFunction = Callable[[Mapping[str, Any], SearchSpace, np.random.Generator]
 
 
 @dataclass(frozen=True, slots=True)
-class CustomExplore:
+class CustomExplore(Explorer):
     """A user's explore function, checked against the space after every call.
 
     Built from a spec (``{"type": "custom", "target": "module:qualname"}``) it holds only
@@ -511,6 +544,8 @@ class CustomExplore:
         ConfigError: ``fn`` is not callable, or ``target`` is not ``"module:qualname"``
             (or missing when ``fn`` is None).
     """
+
+    kind: ClassVar[str] = "custom"
 
     fn: ExploreFunction | None = field(default=None, compare=False)
     target: str = field(default="")
@@ -570,6 +605,29 @@ class CustomExplore:
                 f"not in the search space: {error}"
             ) from None
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> CustomExplore:
+        """Build from a spec's settings; nothing is imported (see the class docstring).
+
+        Raises:
+            ConfigError: The target is missing, or not an import path.
+        """
+        check_keys(
+            f"explore spec {dict(settings)!r} of type 'custom'", settings, (), ("type", "target")
+        )
+        if "target" not in settings:
+            raise ConfigError(
+                f"explore spec {dict(settings)!r}: missing target; a 'custom' explorer takes "
+                f"the keys type, target ('module:qualname')"
+            )
+        if not _is_target(settings["target"]):
+            raise ConfigError(
+                f"custom explore target {settings['target']!r} must be an import path "
+                f"'module:qualname', e.g. 'mypkg.search:explore'"
+            )
+        # Nothing is imported here: reading a spec must never run the code it names.
+        return cls(target=settings["target"])
+
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "custom", "target": "module:qualname"}``."""
         return {"type": "custom", "target": self.target}
@@ -589,9 +647,10 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
         spec: ``{"type": "perturb", "factors": [...], "resample_probability": p,
             "per_param": {...}}``, ``{"type": "resample", "probability": p}``,
             ``{"type": "gaussian", "sigma": s}``, ``{"type": "keep"}``,
-            ``{"type": "pb2", ...}`` (see :class:`~pbtkit.core.PB2`) or
-            ``{"type": "custom", "target": "module:qualname"}``; omitted numbers take
-            their defaults.
+            ``{"type": "pb2", ...}`` (see :class:`~pbtkit.core.PB2`),
+            ``{"type": "custom", "target": "module:qualname"}``, or your own subclass's
+            ``{"type": "mypkg.module:Class", **settings}``; omitted numbers take their
+            defaults.
 
     Returns:
         The explorer.
@@ -600,38 +659,5 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
         ConfigError: The type or a key is unknown, or a value is invalid. (A custom
             function is imported only when first called: see :class:`CustomExplore`.)
     """
-    from pbtkit.core import pb2  # here: pb2 builds on this module
-
-    keys_by_type = {
-        "perturb": ("factors", "resample_probability", "per_param", "integers"),
-        "resample": ("probability",),
-        "gaussian": ("sigma",),
-        "keep": (),
-        "pb2": pb2.SPEC_KEYS,
-        "custom": ("target",),
-    }
-    kind, arguments = typed_spec("explore", spec, keys_by_type)
-    if kind == "perturb":
-        if "factors" in arguments and isinstance(arguments["factors"], list):
-            arguments["factors"] = tuple(arguments["factors"])
-        return Perturb(**arguments)
-    if kind == "resample":
-        return Resample(**arguments)
-    if kind == "gaussian":
-        return GaussianNoise(**arguments)
-    if kind == "keep":
-        return Keep()
-    if kind == "pb2":
-        return pb2.PB2.from_dict(arguments)
-    if "target" not in spec:
-        raise ConfigError(
-            f"explore spec {dict(spec)!r}: missing target; a 'custom' explorer takes "
-            f"the keys type, target ('module:qualname')"
-        )
-    if not _is_target(spec["target"]):
-        raise ConfigError(
-            f"custom explore target {spec['target']!r} must be an import path "
-            f"'module:qualname', e.g. 'mypkg.search:explore'"
-        )
-    # Nothing is imported here: reading a spec must never run the code it names.
-    return CustomExplore(target=spec["target"])
+    built: Explorer = Explorer.registry.build(spec)
+    return built

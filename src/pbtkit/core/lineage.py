@@ -414,17 +414,14 @@ def _inherit(spec: Mapping[str, Any]) -> dict[str, Any]:
     value = spec["inherit"]
     if (
         not isinstance(value, Mapping)
-        or value.get("mode") != "shrink_perturb"
-        or not all(
-            isinstance(value.get(k), int | float) and not isinstance(value.get(k), bool)
-            for k in ("shrink", "noise")
-        )
+        or not isinstance(value.get("mode"), str)
+        or not all(isinstance(k, str) for k in value)
     ):
         raise ValueError(
-            f"trial {dict(spec)!r}: inherit must be {{'mode': 'shrink_perturb', 'shrink': s, "
-            f"'noise': n}}, got {value!r}"
+            f"trial {dict(spec)!r}: inherit must be {{'mode': kind, **settings}} (e.g. "
+            f"{{'mode': 'shrink_perturb', 'shrink': s, 'noise': n}}), got {value!r}"
         )
-    return {"mode": "shrink_perturb", "shrink": value["shrink"], "noise": value["noise"]}
+    return dict(value)
 
 
 def _hparams(spec: Mapping[str, Any], what: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
-from pbtkit.core._specs import finite_number
+from pbtkit.core._specs import check_keys, finite_number
 from pbtkit.core.decisions import MemberView
 from pbtkit.core.explore import Explorer, Perturb
 from pbtkit.core.space import Domain, IntUniform, LogUniform, Ordinal, SearchSpace, Uniform
@@ -65,7 +65,7 @@ def _int_at_least(name: str, value: Any, low: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class PB2:
+class PB2(Explorer):
     """Choose new hyperparameters with a time-varying GP bandit (GP-UCB).
 
     An explorer (``PBT(explore=PB2())``) that learns from the population: it reads the
@@ -87,6 +87,8 @@ class PB2:
         ConfigError: A count is too small, ``kappa`` is negative or not finite, or the
             fallback is not an explorer of its own (PB2 cannot fall back to PB2).
     """
+
+    kind: ClassVar[str] = "pb2"
 
     generations: int = 4
     min_data: int = 4
@@ -286,6 +288,14 @@ class PB2:
             "kappa": self.kappa,
             "fallback": self.fallback.to_dict(),
         }
+
+    @classmethod
+    def from_settings(cls, arguments: Mapping[str, Any]) -> PB2:
+        """Build PB2 from its spec's settings (see :meth:`from_dict`)."""
+        check_keys(
+            f"explore spec {dict(arguments)!r} of type 'pb2'", arguments, (), ("type", *SPEC_KEYS)
+        )
+        return cls.from_dict(arguments)
 
     @classmethod
     def from_dict(cls, arguments: Mapping[str, Any]) -> PB2:
