@@ -20,7 +20,9 @@ import pytest
 
 import pbtkit as pk
 from pbtkit import CheckpointError
-from pbtkit.checkpoints import MANIFEST, CheckpointStore, ObjectCheckpointStore
+from pbtkit.checkpoints import MANIFEST, CheckpointStore, ObjectCheckpoints, open_checkpoints
+from pbtkit.checkpoints.testing import CheckpointContract
+from pbtkit.checkpoints.testing import commit_files as _write
 from pbtkit.controller import Controller
 from pbtkit.core.fitness import Objective
 from pbtkit.core.policy import PBT
@@ -48,17 +50,24 @@ def root(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def store(root: str, tmp_path: Path) -> CheckpointStore:
-    return CheckpointStore(root, cache_dir=tmp_path / "cache")
+    return open_checkpoints(root, cache_dir=tmp_path / "cache")
 
 
-def _write(store: CheckpointStore, trial_id: int, files: dict[str, bytes], exp: str = "exp") -> str:
-    staging = store.staging_dir(exp, trial_id)
-    for name, data in files.items():
-        (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        (staging / name).write_bytes(data)
-    name = store.commit(staging, exp, trial_id)
-    assert name is not None
-    return name
+class TestObjectCheckpoints(CheckpointContract):
+    """The shipped contract, on an object store: in memory and on S3 (moto)."""
+
+    @pytest.fixture
+    def checkpoints(self, store: CheckpointStore) -> CheckpointStore:
+        assert isinstance(store, ObjectCheckpoints)
+        return store
+
+    def write_file(self, checkpoints: CheckpointStore, name: str, rel: str, data: bytes) -> None:
+        _put(checkpoints, name, rel, data)
+
+    def remove_file(self, checkpoints: CheckpointStore, name: str, rel: str) -> None:
+        assert isinstance(checkpoints, ObjectCheckpoints)
+        checkpoints.fs.rm_file(f"{checkpoints.location(name)}/{rel}")
+        checkpoints.fs.invalidate_cache()
 
 
 def _objects(store: CheckpointStore, under: str) -> set[str]:
@@ -134,21 +143,21 @@ def _recorded(
     store: CheckpointStore, tmp_path: Path, **kw: Any
 ) -> tuple[CheckpointStore, Recorder]:
     spy = Recorder(store.fs, **kw)
-    return CheckpointStore(store.root, cache_dir=tmp_path / "cache", filesystem=spy), spy
+    return open_checkpoints(store.root, cache_dir=tmp_path / "cache", filesystem=spy), spy
 
 
 # the contract, on both stores -------------------------------------------------------------
 def test_a_url_root_is_an_object_store_and_a_file_url_a_directory(tmp_path: Path) -> None:
-    remote = CheckpointStore("memory://pbtkit-tests/kind", create=False)
-    assert isinstance(remote, ObjectCheckpointStore)
+    remote = open_checkpoints("memory://pbtkit-tests/kind", create=False)
+    assert isinstance(remote, ObjectCheckpoints)
     assert remote.remote
     assert remote.root == "memory://pbtkit-tests/kind"
-    local = CheckpointStore(f"file://{tmp_path}/ckpt")
+    local = open_checkpoints(f"file://{tmp_path}/ckpt")
     assert not local.remote
     assert local.root == tmp_path / "ckpt"
     assert (tmp_path / "ckpt").is_dir()
     with pytest.raises(CheckpointError, match="names no folder"):
-        CheckpointStore("s3://")
+        open_checkpoints("s3://")
 
 
 def test_commit_uploads_and_verify_returns_a_local_copy(
@@ -220,51 +229,12 @@ def test_files_without_a_manifest_are_refused_as_incomplete(store: CheckpointSto
         store.fetch(name, verify=False)
 
 
-def test_a_recommit_replaces_an_earlier_attempt(store: CheckpointStore) -> None:
-    first = _write(store, 5, {"m": b"first", "old": b"gone"})
-    store.verify(first)
-    name = _write(store, 5, {"m": b"second"})
-    assert _objects(store, name) == {MANIFEST, "m"}
-    path = store.verify(name)
-    assert (path / "m").read_bytes() == b"second"
-    assert not (path / "old").exists()
-
-
-@pytest.mark.parametrize("damage", ["same size", "other size", "missing"])
-def test_a_damaged_object_is_detected(store: CheckpointStore, damage: str) -> None:
-    name = _write(store, 1, {"model.npz": b"weights", "b": b"2"})
-    if damage == "missing":
-        store.fs.rm_file(f"{store.location(name)}/b")
-        store.fs.invalidate_cache()
-        expected = "missing its file 'b'"
-    else:
-        _put(store, name, "model.npz", b"weightz" if damage == "same size" else b"w")
-        expected = "corrupt: 'model.npz'"
-    with pytest.raises(CheckpointError, match=expected):
-        store.verify(name)
-
-
-def test_a_corrupt_manifest_is_refused(store: CheckpointStore) -> None:
-    name = _write(store, 1, {"m": b"1"})
-    _put(store, name, MANIFEST, b"{not json")
-    with pytest.raises(CheckpointError, match="corrupt manifest"):
-        store.verify(name)
-    _put(
-        store,
-        name,
-        MANIFEST,
-        json.dumps({"files": {"../../x": {"sha256": "", "size": 0}}}).encode(),
-    )
-    with pytest.raises(CheckpointError, match="not its file"):
-        store.verify(name)
-
-
 def test_the_local_copy_is_reused_and_checked_again(store: CheckpointStore, tmp_path: Path) -> None:
     name = _write(store, 4, {"m": b"weights"})
     path = store.verify(name)
     inode = (path / "m").stat().st_ino
     # another worker sharing the cache finds the same copy, checked, not downloaded again
-    other = CheckpointStore(store.root, cache_dir=tmp_path / "cache", create=False)
+    other = open_checkpoints(store.root, cache_dir=tmp_path / "cache", create=False)
     assert other.verify(name) == path
     assert (path / "m").stat().st_ino == inode
     # a file added to the copy: it no longer is what was committed, so it is fetched anew
@@ -329,33 +299,6 @@ def test_delete_removes_the_checkpoint_and_its_local_copy(store: CheckpointStore
     store.delete(name)  # already gone: no error
 
 
-def test_sweep_keeps_only_what_is_named(store: CheckpointStore) -> None:
-    keep = _write(store, 1, {"m": b"1"})
-    gone = _write(store, 2, {"m": b"2"})
-    other = _write(store, 3, {"m": b"3"}, exp="other")
-    half = CheckpointStore.name_for("exp", 4)
-    _put(store, half, "m", b"an upload that never finished")
-    gone_copy = store.verify(gone)
-    leftover = store.staging_dir("exp", 9)
-    active = store.staging_dir("exp", 10)
-    removed = store.sweep("exp", [keep], active_staging=[10])
-    assert removed == 3  # two checkpoints (one half-written) and one staging dir
-    assert _objects(store, "exp") == {f"trial-000001/{MANIFEST}", "trial-000001/m"}
-    assert (store.verify(keep) / "m").read_bytes() == b"1"
-    assert (store.verify(other) / "m").read_bytes() == b"3"
-    assert not gone_copy.exists()
-    assert not leftover.exists()
-    assert active.exists()
-
-
-def test_similar_experiment_names_do_not_share_a_folder(store: CheckpointStore) -> None:
-    a = _write(store, 1, {"m": b"a"}, exp="a b")
-    b = _write(store, 2, {"m": b"b"}, exp="a_b")
-    store.sweep("a b", [a])
-    assert (store.verify(b) / "m").read_bytes() == b"b"
-    assert a.split("/")[0] != b.split("/")[0]
-
-
 def test_an_unreachable_store_says_what_to_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -368,7 +311,7 @@ def test_an_unreachable_store_says_what_to_check(
         "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
         "skip_instance_cache": True,
     }
-    remote = CheckpointStore(
+    remote = open_checkpoints(
         "s3://nowhere/run", create=False, storage_options=options, cache_dir=tmp_path
     )
     remote.fs.retries = 1  # s3fs's own retries would only make the test slower
@@ -392,7 +335,7 @@ def test_workers_train_from_the_object_store_and_the_result_names_urls(
     try:
         run_worker(controller, "w", trainers.climb, "w1")
         result = Result(controller, "w")
-        store = CheckpointStore(root, create=False)
+        store = open_checkpoints(root, create=False)
         assert result.exploits, "a population this spread out must exploit"
         _assert_targets_loaded_the_donors_weights(result, store, controller)
         for m in result.members:
@@ -465,7 +408,7 @@ def test_a_run_keeps_its_checkpoints_in_s3(
     assert result.spec.checkpoint_root == root
     assert all(m.status == "done" and m.step == 20 for m in result.members)
     assert result.exploits, "a population this spread out must exploit"
-    store = CheckpointStore(root, create=False)
+    store = open_checkpoints(root, create=False)
     best = result.best.checkpoint
     assert isinstance(best, str)
     assert best.startswith(root + "/")

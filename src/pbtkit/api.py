@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pbtkit._exceptions import ConfigError, PBTError
 from pbtkit._target import load_target, target_of
-from pbtkit.checkpoints import CheckpointStore
+from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import Controller, ControllerAPI
 from pbtkit.controller._retention import final_keep
 from pbtkit.core.exploit import Exploiter, Truncation
@@ -221,7 +221,7 @@ def run(
         with _tensorboard(tensorboard, controller, name, url, server, spec.checkpoint_root):
             drive(controller, name, pool, workers, ProgressDisplay(name, progress))
         result = Result(controller, name)
-        checkpoints = CheckpointStore(result.spec.checkpoint_root, create=False)
+        checkpoints = open_checkpoints(result.spec.checkpoint_root, create=False)
         if checkpoints.exists():  # a server's root may not be visible from here
             checkpoints.sweep(name, _kept(result, checkpoints))
     except BaseException:
@@ -451,7 +451,7 @@ def _import_named_code(policy: PBT) -> None:
 def _checkpoint_root(checkpoint_dir: str | Path | None, url: str, name: str) -> Path | str:
     if checkpoint_dir is not None:
         # An absolute path for a directory; an object store's URL (s3://...) as given.
-        return CheckpointStore(checkpoint_dir, create=False).root
+        return open_checkpoints(checkpoint_dir, create=False).root
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///") :]).resolve().parent / "pbt-checkpoints"
     return Path.cwd() / "pbt-checkpoints"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pbtkit._exceptions import ConfigError, NotFound
-from pbtkit.checkpoints import CheckpointStore
+from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import Controller, Lease
 from pbtkit.core.lineage import Schedule, Segment
 from pbtkit.result import Result
@@ -242,7 +242,7 @@ def replay(
         from pbtkit._target import load_target
 
         train = load_target(train)
-    checkpoints = CheckpointStore(checkpoint_dir)
+    checkpoints = open_checkpoints(checkpoint_dir)
     label = f"replay-{schedule.experiment}" if schedule.experiment else "replay"
     done: list[ReplayedTrial] = []
     previous: str | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pbtkit._exceptions import ConfigError, NotFound
-from pbtkit.checkpoints import CheckpointStore
+from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.core.lineage import Schedule, TrialNode, ancestry, schedule
 from pbtkit.core.ranking import Standing, rank
 from pbtkit.spec import ExperimentSpec
@@ -61,7 +61,7 @@ class Result:
         self.trials: list[TrialRecord] = snapshot.trials
         self.events: list[EventRecord] = snapshot.events
         members = snapshot.members
-        checkpoints = CheckpointStore(self.spec.checkpoint_root, durable=False, create=False)
+        checkpoints = open_checkpoints(self.spec.checkpoint_root, durable=False, create=False)
         by_id = {t.id: t for t in self.trials}
         self.members: list[MemberResult] = []
         for m in members:

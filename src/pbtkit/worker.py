@@ -28,7 +28,7 @@ from pbtkit._exceptions import (
     PBTError,
     StorageError,
 )
-from pbtkit.checkpoints import CheckpointStore
+from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.core.fitness import metric_value, require_metric
 from pbtkit.core.inheritance import shrink_perturb, transform_of
@@ -287,7 +287,7 @@ def run_worker(
         waits = _backoff(poll)
         root = checkpoint_root or lease.checkpoint_root
         if root not in roots:
-            roots[root] = CheckpointStore(root)
+            roots[root] = open_checkpoints(root)
         watchdog = _Watchdog(controller, lease, worker_id, trial_timeout, on_timeout)
         _run_trial(
             controller,

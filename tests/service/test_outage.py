@@ -125,7 +125,11 @@ def test_workers_ride_out_a_server_killed_and_restarted(tmp_path: Path) -> None:
         assert experiment is not None
         assert experiment.status == "finished"
         trials = tx.trials(experiment.id)
-    assert len(trials) == population * total_steps // ready_every
+        members = tx.members(experiment.id)
+    # every member's weights got their budget (a member that copied a donor behind it
+    # trained a few steps again, so there may be more trials than population x 6)
+    assert len(trials) >= population * total_steps // ready_every
+    assert all(m.status == "done" and m.step == total_steps for m in members)
     assert all(t.status == "done" and t.attempt == 1 for t in trials)
     assert set(trained) == {t.id for t in trials}
     # every checkpoint a member ended with is still there: none was deleted unacknowledged

@@ -44,7 +44,7 @@ from pbtkit._exceptions import (
 )
 from pbtkit._target import ImportPolicy
 from pbtkit._version import __version__
-from pbtkit.checkpoints import CheckpointStore
+from pbtkit.checkpoints import open_checkpoints
 from pbtkit.controller import Controller, Lease
 from pbtkit.service import _wire as wire
 from pbtkit.spec import ExperimentSpec
@@ -205,7 +205,7 @@ def create_app(
     # operator allowed is ever imported, and a file path never.
     imports = ImportPolicy.only(allow_imports)
     controller = Controller(store, lease_seconds=lease_seconds, clock=clock, imports=imports)
-    checkpoints = CheckpointStore(checkpoint_root)
+    checkpoints = open_checkpoints(checkpoint_root)
     key = auth_key.encode() if auth_key else None
 
     async def authorized(request: Request) -> None:
