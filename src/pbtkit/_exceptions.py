@@ -34,6 +34,7 @@ __all__ = [
     "SchemaMismatch",
     "StorageError",
     "TrialFailed",
+    "errors_by_name",
 ]
 
 
@@ -93,3 +94,12 @@ class BadCheckpoint(CheckpointError):
 
 class TrialFailed(PBTError, RuntimeError):
     """The user's training function raised; ``__cause__`` holds the original exception."""
+
+
+def errors_by_name() -> dict[str, type[PBTError]]:
+    """Every pbtkit exception class by its name (what an HTTP error body says it was)."""
+    return {
+        cls.__name__: cls
+        for cls in globals().values()
+        if isinstance(cls, type) and issubclass(cls, PBTError)
+    }

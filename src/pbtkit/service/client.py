@@ -16,8 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from pbtkit import _exceptions
-from pbtkit._exceptions import ConfigError, PBTError, StorageError
+from pbtkit._exceptions import ConfigError, PBTError, StorageError, errors_by_name
 from pbtkit.controller import FINISHED, WAIT, Lease, Snapshot, Summary
 from pbtkit.service import _wire as wire
 from pbtkit.spec import ExperimentSpec
@@ -42,11 +41,7 @@ def _backoff(first: float = 0.05, longest: float = 5.0) -> Iterator[float]:
 
 
 #: Exception classes a server may name in an error body.
-_ERRORS: dict[str, type[PBTError]] = {
-    name: cls
-    for name in _exceptions.__all__
-    if isinstance(cls := getattr(_exceptions, name), type) and issubclass(cls, PBTError)
-}
+_ERRORS: dict[str, type[PBTError]] = errors_by_name()
 
 
 class ServiceError(PBTError, RuntimeError):
