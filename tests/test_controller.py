@@ -21,7 +21,7 @@ from pbtkit.core.fitness import Objective
 from pbtkit.core.policy import PBT
 from pbtkit.service import PBTServer, RemoteController
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store import MemoryStore, ReportRecord, Store, open_store
+from pbtkit.store import Measurement, MemoryStore, Store, open_store
 
 
 class Clock:
@@ -110,8 +110,8 @@ def _lease(c: ControllerAPI, worker: str = "w") -> Lease:
     return got
 
 
-def _score(trial_id: int, member: int, step: int, value: float) -> list[ReportRecord]:
-    return [ReportRecord(trial_id, member, step, {"score": value})]
+def _score(trial_id: int, member: int, step: int, value: float) -> list[Measurement]:
+    return [Measurement(step, {"score": value})]
 
 
 def _finish(
@@ -334,7 +334,7 @@ def test_missing_objective_writes_nothing(store: Store, make: Make) -> None:
     c = make()
     c.create("e", _spec(population=1))
     lease = _lease(c)
-    reports = [ReportRecord(lease.trial.id, 0, 5, {"loss": 0.1})]
+    reports = [Measurement(5, {"loss": 0.1})]
     with pytest.raises(MetricError, match="'score' was never reported"):
         c.finish(lease.trial.id, "w", reports, "ck")
     with store.read() as tx:

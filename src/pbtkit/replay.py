@@ -337,7 +337,10 @@ def _call(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return name, trial._take_reports()
+    reports = [
+        ReportRecord(piece.trial_id, piece.member, m.step, m.metrics) for m in trial._take_reports()
+    ]
+    return name, reports
 
 
 def _where(checkpoints: CheckpointStore, name: str) -> Path | str:

@@ -32,7 +32,7 @@ from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.core.fitness import metric_value, require_metric
 from pbtkit.core.inheritance import shrink_perturb, transform_of
-from pbtkit.store._base import ReportRecord
+from pbtkit.store._base import Measurement
 
 __all__ = ["IMPORT_FAILED", "TIMEOUT_EXIT", "Trial", "TrainFn", "restart_process", "run_worker"]
 
@@ -83,7 +83,7 @@ class Trial:
         self._needed = lease.metrics or (lease.metric,)
         self.replay = replay
         self._inherit = dict(record.inherit) if record.inherit else None
-        self._reports: list[ReportRecord] = []
+        self._reports: list[Measurement] = []
         self._lock = threading.Lock()
         self._seen: set[str] = set()
 
@@ -150,10 +150,10 @@ class Trial:
             )
         clean = {name: metric_value(name, value) for name, value in metrics.items()}
         with self._lock:
-            self._reports.append(ReportRecord(self.trial_id, self.member, int(step), clean))
+            self._reports.append(Measurement(int(step), clean))
             self._seen.update(clean)
 
-    def _take_reports(self) -> list[ReportRecord]:
+    def _take_reports(self) -> list[Measurement]:
         with self._lock:
             taken, self._reports = self._reports, []
         return taken

@@ -25,7 +25,7 @@ from pbtkit._target import ImportPolicy
 from pbtkit.controller import Controller, Lease
 from pbtkit.core.explore import CustomExplore
 from pbtkit.service import PBTServer, RemoteController
-from pbtkit.store import ReportRecord, open_store
+from pbtkit.store import Measurement, open_store
 from tests.service.helpers import KEY, auth, check_error, small_spec, sqlite_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +144,7 @@ def _planted_store(tmp_path: Path, evil: Path) -> str:
             lease = controller.lease("planted", "w")
             assert isinstance(lease, Lease)
             trial = lease.trial
-            report = ReportRecord(trial.id, trial.member, trial.end_step - 1, {"score": 1.0})
+            report = Measurement(trial.end_step - 1, {"score": 1.0})
             controller.finish(trial.id, "w", [report], None)
         events = controller.snapshot("planted").events
     failed = [e for e in events if e.kind == "failed"]
@@ -214,7 +214,7 @@ def test_a_server_never_imports_code_a_stored_spec_names(
         lease = remote.lease("planted", "w")
         assert isinstance(lease, Lease)
         trial = lease.trial
-        remote.finish(trial.id, "w", [ReportRecord(trial.id, 0, trial.end_step - 1, {"score": 1})])
+        remote.finish(trial.id, "w", [Measurement(trial.end_step - 1, {"score": 1})])
         events = remote.snapshot("planted").events
         assert remote.summary("planted").members_failed == 1
     failed = [e for e in events if e.kind == "failed"]

@@ -41,7 +41,7 @@ from pbtkit.core.policy import PBT
 from pbtkit.service import PBTServer, RemoteController, create_app
 from pbtkit.service.server import STATUS, _status_of, check_exposure
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store import MemoryStore, ReportRecord, TrialRecord
+from pbtkit.store import Measurement, MemoryStore, TrialRecord
 
 KEY = "secret-key"
 INT64_MAX = 2**63 - 1
@@ -101,8 +101,8 @@ def check_error(
     return body
 
 
-def _report(trial: TrialRecord, step: int, value: float) -> ReportRecord:
-    return ReportRecord(trial.id, trial.member, step, {"score": value})
+def _report(trial: TrialRecord, step: int, value: float) -> Measurement:
+    return Measurement(step, {"score": value})
 
 
 def _wire_report(step: int, value: float) -> dict[str, Any]:

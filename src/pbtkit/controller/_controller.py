@@ -44,6 +44,7 @@ from pbtkit.spec import ExperimentSpec, check_experiment_name
 from pbtkit.store._base import (
     EventRecord,
     ExperimentRecord,
+    Measurement,
     MemberRecord,
     ReportRecord,
     Transaction,
@@ -249,7 +250,7 @@ class Controller(Reader):
         )
 
     def heartbeat(
-        self, trial_id: int, worker_id: str, reports: Sequence[ReportRecord] = ()
+        self, trial_id: int, worker_id: str, reports: Sequence[Measurement] = ()
     ) -> float:
         """Extend a lease and store reports made so far.
 
@@ -265,7 +266,7 @@ class Controller(Reader):
         return outcome
 
     def heartbeat_many(
-        self, beats: Sequence[tuple[int, str, Sequence[ReportRecord]]]
+        self, beats: Sequence[tuple[int, str, Sequence[Measurement]]]
     ) -> list[float | LeaseLost]:
         """Several heartbeats in one transaction (a server's group commit).
 
@@ -304,7 +305,7 @@ class Controller(Reader):
         self,
         trial_id: int,
         worker_id: str,
-        reports: Sequence[ReportRecord] = (),
+        reports: Sequence[Measurement] = (),
         checkpoint: str | None = None,
     ) -> list[str]:
         """Record a finished trial and decide what its member (or generation) does next.
@@ -326,8 +327,8 @@ class Controller(Reader):
             trial = self._held(tx, trial_id, worker_id)
             tx.lock_experiment(trial.experiment_id)
             spec = self._spec_by_id(tx, trial.experiment_id)
-            reports = _owned(reports, trial)
-            metrics = _merge_metrics(trial.metrics, reports)
+            stored = _owned(reports, trial)
+            metrics = _merge_metrics(trial.metrics, stored)
             score = spec.policy.objective.score(metrics)
             now = self._now(tx)
             done = dataclasses.replace(
@@ -342,7 +343,7 @@ class Controller(Reader):
             )
             if not tx.update_trial(done, expect_status="running"):
                 raise LeaseLost(f"trial {trial_id} changed while it was being finished")
-            tx.add_reports(trial.experiment_id, reports)
+            tx.add_reports(trial.experiment_id, stored)
             cache = self._population(tx, trial.experiment_id, spec)
             previous = cache.records[trial.member].latest_trial_id
             put_member(
@@ -664,14 +665,9 @@ class Controller(Reader):
             return FINISHED if all(m.status != "active" for m in members.values()) else WAIT
 
 
-def _owned(reports: Sequence[ReportRecord], trial: TrialRecord) -> list[ReportRecord]:
-    """Reports attributed to the trial they were sent for, whatever they claim."""
-    return [
-        r
-        if r.trial_id == trial.id and r.member == trial.member
-        else ReportRecord(trial.id, trial.member, r.step, r.metrics)
-        for r in reports
-    ]
+def _owned(measurements: Sequence[Measurement], trial: TrialRecord) -> list[ReportRecord]:
+    """The reports of the trial they were sent for, ready to store."""
+    return [ReportRecord(trial.id, trial.member, m.step, m.metrics) for m in measurements]
 
 
 def _merge_metrics(

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from pbtkit.store._base import ExperimentRecord, MemberRecord, ReportRecord, TrialRecord
+from pbtkit.store._base import (
+    ExperimentRecord,
+    Measurement,
+    MemberRecord,
+    ReportRecord,
+    TrialRecord,
+)
 
 if TYPE_CHECKING:
     from pbtkit.spec import ExperimentSpec
@@ -111,7 +117,7 @@ class ControllerAPI(Protocol):
         ...
 
     def heartbeat(
-        self, trial_id: int, worker_id: str, reports: Sequence[ReportRecord] = ()
+        self, trial_id: int, worker_id: str, reports: Sequence[Measurement] = ()
     ) -> float:
         """Extend a lease and store reports."""
         ...
@@ -120,7 +126,7 @@ class ControllerAPI(Protocol):
         self,
         trial_id: int,
         worker_id: str,
-        reports: Sequence[ReportRecord] = (),
+        reports: Sequence[Measurement] = (),
         checkpoint: str | None = None,
     ) -> list[str]:
         """Record a finished trial and decide what comes next."""

@@ -20,6 +20,7 @@ from pbtkit.controller import Lease, Snapshot, Summary
 from pbtkit.store._base import (
     EventRecord,
     ExperimentRecord,
+    Measurement,
     MemberRecord,
     ReportRecord,
     TrialRecord,
@@ -144,9 +145,9 @@ def _unscore(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def reports_in(trial_id: int, reports: list[ReportIn]) -> list[ReportRecord]:
-    """Wire reports of one trial as records (the controller fills in the member)."""
-    return [ReportRecord(trial_id, -1, r.step, decode_metrics(r.metrics)) for r in reports]
+def reports_in(reports: list[ReportIn]) -> list[Measurement]:
+    """Wire reports of one trial (the one of the request's path) as measurements."""
+    return [Measurement(r.step, decode_metrics(r.metrics)) for r in reports]
 
 
 def report_out(report: ReportRecord) -> dict[str, Any]:

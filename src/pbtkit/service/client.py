@@ -20,7 +20,13 @@ from pbtkit._exceptions import ConfigError, PBTError, StorageError, errors_by_na
 from pbtkit.controller import FINISHED, WAIT, Lease, Snapshot, Summary
 from pbtkit.service import _wire as wire
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store._base import ExperimentRecord, ReportRecord, TrialRecord, encode_metrics
+from pbtkit.store._base import (
+    ExperimentRecord,
+    Measurement,
+    ReportRecord,
+    TrialRecord,
+    encode_metrics,
+)
 
 __all__ = ["DEFAULT_MAX_OUTAGE", "RemoteController", "ServiceError"]
 
@@ -257,7 +263,7 @@ class RemoteController:
         return WAIT if got == FINISHED else got
 
     def heartbeat(
-        self, trial_id: int, worker_id: str, reports: Sequence[ReportRecord] = ()
+        self, trial_id: int, worker_id: str, reports: Sequence[Measurement] = ()
     ) -> float:
         """Extend a lease and send reports."""
         body = {"worker_id": worker_id, "reports": _reports(reports)}
@@ -267,7 +273,7 @@ class RemoteController:
         self,
         trial_id: int,
         worker_id: str,
-        reports: Sequence[ReportRecord] = (),
+        reports: Sequence[Measurement] = (),
         checkpoint: str | None = None,
     ) -> list[str]:
         """Finish a trial; returns checkpoint names nothing needs any more."""
@@ -322,7 +328,7 @@ class RemoteController:
         return wire.trial_from(self._call("GET", f"/v1/trials/{trial_id}"))
 
 
-def _reports(reports: Sequence[ReportRecord]) -> list[dict[str, Any]]:
+def _reports(reports: Sequence[Measurement]) -> list[dict[str, Any]]:
     return [{"step": r.step, "metrics": encode_metrics(r.metrics)} for r in reports]
 
 

@@ -56,7 +56,7 @@ from pbtkit.core.policy import PBT
 from pbtkit.core.space import SearchSpace
 from pbtkit.service.client import RemoteController
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store._base import ReportRecord
+from pbtkit.store._base import Measurement
 
 __all__ = ["PBTClient"]
 
@@ -220,7 +220,7 @@ class PBTClient:
         with self._lock:
             lease = self._current()
             trial = lease.trial
-            report = ReportRecord(trial.id, trial.member, trial.end_step - 1, values)
+            report = Measurement(trial.end_step - 1, values)
             try:
                 self._remote.finish(trial.id, self._worker_id, [report], str(path))
             except CheckpointError as exc:

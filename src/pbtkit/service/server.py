@@ -377,7 +377,7 @@ def create_app(
         responses=_errors(400, 401, 409, 413, 422, 503),
     )
     async def heartbeat(trial_id: TrialId, body: wire.HeartbeatIn) -> dict[str, Any]:
-        records = wire.reports_in(trial_id, body.reports)
+        records = wire.reports_in(body.reports)
         return {"lease_expires": await beats.submit(trial_id, body.worker_id, records)}
 
     @app.post(
@@ -386,7 +386,7 @@ def create_app(
         responses=_errors(400, 401, 404, 409, 413, 422, 503),
     )
     def finish(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
-        records = wire.reports_in(trial_id, body.reports)
+        records = wire.reports_in(body.reports)
         released = controller.finish(
             trial_id, body.worker_id, records, checkpoint_name(body.checkpoint)
         )

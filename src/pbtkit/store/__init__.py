@@ -17,6 +17,7 @@ from pbtkit._exceptions import ConfigError
 from pbtkit.store._base import (
     EventRecord,
     ExperimentRecord,
+    Measurement,
     MemberRecord,
     ReportRecord,
     Store,
@@ -31,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "EventRecord",
     "ExperimentRecord",
+    "Measurement",
     "MemberRecord",
     "MemoryStore",
     "ReportRecord",

@@ -32,6 +32,7 @@ __all__ = [
     "ExperimentRecord",
     "MemberRecord",
     "MemberStatus",
+    "Measurement",
     "ReportRecord",
     "Store",
     "Transaction",
@@ -125,8 +126,18 @@ class TrialRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Measurement:
+    """Metric values a trial reports at one step, as a worker sends them: the trial (and
+    its member) is the one the heartbeat or finish is for, so they are not repeated here;
+    the controller stores each as a :class:`ReportRecord`."""
+
+    step: int
+    metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class ReportRecord:
-    """Metrics a trial reported at one step."""
+    """Metrics a trial reported at one step, as stored."""
 
     trial_id: int
     member: int
