@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ from pbtkit.core.inheritance import ShrinkPerturb
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import Domain, SearchSpace
 from pbtkit.executors import Executor, ProcessExecutor, RayExecutor, ThreadExecutor
+from pbtkit.loggers import Logger, follow, logger_from
 from pbtkit.progress import ProgressDisplay
 from pbtkit.result import Result
 from pbtkit.spec import ExperimentSpec
@@ -62,6 +62,7 @@ def run(
     ray_address: str | None = None,
     ray_resources: Mapping[str, float] | None = None,
     tensorboard: bool | str | os.PathLike[str] | None = None,
+    loggers: Sequence[Logger | str | Mapping[str, Any]] = (),
 ) -> Result:
     """Train a population with Population Based Training and return the result.
 
@@ -134,6 +135,11 @@ def run(
             insists (``./tensorboard/<name>/`` when there is no such place); False
             writes none; a directory writes them into ``<directory>/<name>/``. Watch
             them with ``tensorboard --logdir <that folder>``.
+        loggers: Experiment trackers written while the run goes on, from this process
+            (never from the workers): ``pbtkit.loggers.MLflowLogger(...)``,
+            ``WandbLogger(...)``, or their names ``"mlflow"``, ``"wandb"`` for their
+            defaults, or tables ``{"type": "mlflow", "tracking_uri": ...}`` (see
+            :mod:`pbtkit.loggers`; ``pbtkit[mlflow]``, ``pbtkit[wandb]``).
 
     Returns:
         A :class:`~pbtkit.Result`.
@@ -160,6 +166,7 @@ def run(
         )
     name = name or getattr(train, "__name__", None) or "pbt"
     url = normalize_url(storage)
+    trackers = _trackers(loggers)
     spec = ExperimentSpec(
         space=SearchSpace.coerce(space),
         policy=PBT(
@@ -193,7 +200,8 @@ def run(
     try:
         controller.create(name, spec, resume=resume)
         controller.reclaim_orphans(name)
-        with _tensorboard(tensorboard, controller, name, url, server, spec.checkpoint_root):
+        tensorboard_logger = _tensorboard(tensorboard, name, url, server, spec.checkpoint_root)
+        with follow(controller, name, [*tensorboard_logger, *trackers]):
             drive(controller, name, pool, workers, ProgressDisplay(name, progress))
         result = Result(controller, name)
         checkpoints = CheckpointStore(result.spec.checkpoint_root, create=False)
@@ -326,23 +334,32 @@ def drive(
 
 def _tensorboard(
     setting: bool | str | os.PathLike[str] | None,
-    controller: ControllerAPI,
     name: str,
     url: str,
     server: str | None,
     checkpoint_root: str,
-) -> AbstractContextManager[object]:
-    """Live TensorBoard logging around the loop (see ``tensorboard`` in :func:`run`)."""
-    from pbtkit.viz.tensorboard import live
+) -> list[Logger]:
+    """The TensorBoard logger of a run, if any (see ``tensorboard`` in :func:`run`)."""
+    from pbtkit.viz.tensorboard import from_setting
 
     local = server is None  # a server's storage and checkpoint root are not this machine's
-    return live(
+    logger = from_setting(
         setting,
-        controller,
         name,
         storage_url=url if local else None,
         checkpoint_root=checkpoint_root if local else None,
     )
+    return [] if logger is None else [logger]
+
+
+def _trackers(loggers: Sequence[Logger | str | Mapping[str, Any]]) -> list[Logger]:
+    """The loggers asked for, built before anything is opened (a missing package is
+    reported before the run starts)."""
+    if isinstance(loggers, str | Mapping) or not isinstance(loggers, Sequence):
+        raise ConfigError(
+            f"loggers must be a list, like ['mlflow'] or [MLflowLogger(...)], got {loggers!r}"
+        )
+    return [logger_from(spec) for spec in loggers]
 
 
 def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:

@@ -29,6 +29,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             kwargs[key] = value
+    if args.logger:
+        kwargs["loggers"] = [*kwargs.get("loggers", ()), *args.logger]
     kwargs.setdefault("name", args.target.rpartition(":")[2])
     load_target(args.target)  # fail here, with a clear message, if it cannot be imported
     result = run(args.target, progress=not args.no_progress and None, **kwargs)
@@ -506,6 +508,12 @@ def _parser() -> argparse.ArgumentParser:
         "--ray-resources", metavar="CPU=1,GPU=0.5", help="each Ray worker's resource bundle"
     )
     p.add_argument("--seed", type=int, help="override the seed")
+    p.add_argument(
+        "--logger",
+        action="append",
+        choices=("mlflow", "wandb", "tensorboard"),
+        help="also log to this tracker with its defaults (repeatable; beside the config's)",
+    )
     p.add_argument("--no-progress", action="store_true", help="do not show live progress")
     p.set_defaults(func=_cmd_run)
 
