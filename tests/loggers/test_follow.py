@@ -44,7 +44,8 @@ class Recorder(Logger):
 def test_each_report_trial_and_event_is_handed_on_once(tmp_path: Path) -> None:
     recorder = Recorder()
     result = pk.run(trainers.climb, loggers=[recorder], **settings(tmp_path))  # type: ignore[arg-type]
-    assert recorder.run is not None and recorder.run.metric == "score"
+    assert recorder.run is not None
+    assert recorder.run.metric == "score"
     assert recorder.run.space["kind"]["type"] == "choice"
     reports = [r for u in recorder.updates for r in u.reports]
     store = open_store(f"sqlite:///{tmp_path / 'run.db'}")
@@ -60,7 +61,8 @@ def test_each_report_trial_and_event_is_handed_on_once(tmp_path: Path) -> None:
     finished = sorted(m.member for u in recorder.updates for m in u.members_finished)
     assert finished == [m.member for m in result.members]
     (last,) = recorder.closed_with
-    assert last is not None and last.experiment.status == "finished"
+    assert last is not None
+    assert last.experiment.status == "finished"
 
 
 class Stuck(Recorder):
@@ -127,7 +129,7 @@ def test_a_failing_logger_loses_nothing_and_stops_nothing(
 
 def test_loggers_by_name_and_table_and_bad_ones() -> None:
     assert type(logger_from("tensorboard")).__name__ == "TensorBoardLogger"
-    logger = logger_from({"type": "mlflow", "tracking_uri": "sqlite:///x.db", "log_checkpoint": False})
+    logger = logger_from({"type": "mlflow", "tracking_uri": "sqlite:///x.db", "fresh": False})
     assert type(logger).__name__ == "MLflowLogger"
     with pytest.raises(pk.ConfigError, match="unknown logger 'neptune'"):
         logger_from("neptune")
@@ -159,7 +161,7 @@ def test_config_files_name_loggers(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "pbtkit", "run", "tests.trainers:climb", "--config", str(config),
          "--storage", f"sqlite:///{tmp_path / 'run.db'}", "--no-progress"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
         env={**_env(), "PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr

@@ -147,7 +147,7 @@ def test_running_again_replaces_the_runs_of_the_experiment(tmp_path: Path) -> No
             **settings(tmp_path, population=2, total_steps=6),  # type: ignore[arg-type]
         )  # fmt: skip
     client = MlflowClient(tracking_uri=uri)
-    parent, children = _runs(client)
+    _, children = _runs(client)
     assert sorted(children) == [0, 1]
     history = _history(client, children[0].info.run_id, "score")
     assert sorted(s for s, _ in history) == list(range(6))  # each step once
