@@ -50,7 +50,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     database = tmp_path / "live.db"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PBTKIT_AUTH_KEY"}
-    env.update(PYTHONPATH=str(ROOT), PBTKIT_AUTH_KEY=KEY)
+    env.update(PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}", PBTKIT_AUTH_KEY=KEY)
     process = subprocess.Popen(
         [sys.executable, "-m", "pbtkit", "serve", "--storage", f"sqlite:///{database}",
          "--checkpoint-root", str(tmp_path / "server-ckpt"), "--port", str(port)],

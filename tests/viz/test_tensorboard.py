@@ -15,8 +15,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import pbtkit as pk
 from pbtkit.controller import Controller
-from pbtkit.store import open_store
 from pbtkit.loggers import Follower
+from pbtkit.store import open_store
 from pbtkit.viz import TensorBoardLogger
 from pbtkit.viz.tensorboard import trial_dir
 from tests import trainers
