@@ -178,3 +178,24 @@ def _env() -> dict[str, Any]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+
+def test_the_trackers_are_imported_only_when_used() -> None:
+    code = (
+        "import sys, pbtkit, pbtkit.loggers\n"
+        "assert not {'mlflow', 'wandb', 'pandas'} & set(sys.modules), sys.modules.keys()\n"
+        "from pbtkit.loggers import MLflowLogger, WandbLogger\n"
+        "assert not {'mlflow', 'wandb'} & set(sys.modules)\n"
+        "MLflowLogger(tracking_uri='sqlite:///unused.db')\n"
+        "assert 'mlflow' in sys.modules\n"
+        "print(sorted(pbtkit.loggers.__all__))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+        env={**_env(), "PYTHONPATH": f"{ROOT / 'src'}"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(sorted([
+        "KINDS", "Follower", "Logger", "MLflowLogger", "RunInfo", "StoreTail",
+        "TensorBoardLogger", "Update", "WandbLogger", "follow", "logger_from",
+    ]))  # fmt: skip

@@ -242,7 +242,7 @@
       scales: { x: { time: false } },
       axes: [
         { label: xLabel, stroke: "#656d76", grid: { stroke: "#eeeeee" }, ...(xLabel.startsWith("step") ? { incrs: STEP_INCRS } : {}) },
-        { label: yLabel, stroke: "#656d76", grid: { stroke: "#eeeeee" }, size: 64 },
+        { label: yLabel, stroke: "#656d76", grid: { stroke: "#eeeeee" }, size: 64, space: 24 },
       ],
       series: [{ label: xLabel }],
     };
