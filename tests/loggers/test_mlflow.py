@@ -175,3 +175,10 @@ def test_without_mlflow_the_message_names_the_extra(
     with pytest.raises(pk.ConfigError, match=r"pip install 'pbtkit\[mlflow\]'"):
         pk.run(trainers.climb, loggers=["mlflow"], **settings(tmp_path))  # type: ignore[arg-type]
     assert not (tmp_path / "run.db").exists()  # refused before anything was created
+
+
+def test_an_unusable_tracking_store_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    logger = MLflowLogger(tracking_uri=f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}")
+    with pytest.raises(pk.ConfigError, match="give a tracking_uri it can reach"):
+        pk.run(trainers.climb, loggers=[logger], **settings(tmp_path))  # type: ignore[arg-type]

@@ -111,3 +111,15 @@ def test_without_wandb_the_message_names_the_extra(
 def test_a_bad_mode_is_refused() -> None:
     with pytest.raises(pk.ConfigError, match="W&B mode"):
         pk.loggers.logger_from({"type": "wandb", "mode": "sometimes"})
+
+
+def test_online_without_a_login_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))  # no stored login
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens here
+    logger = pk.loggers.logger_from({"type": "wandb", "mode": "online", "dir": str(tmp_path)})
+    with pytest.raises(pk.ConfigError, match="wandb login"):
+        pk.run(trainers.climb, loggers=[logger], **settings(tmp_path))  # type: ignore[arg-type]

@@ -78,7 +78,8 @@ class MLflowLogger(Logger):
         fresh: Delete the runs an earlier writer made for this experiment first.
 
     Raises:
-        ConfigError: mlflow is not installed.
+        ConfigError: mlflow is not installed; when the run starts, the tracking store
+            cannot be reached.
     """
 
     kind = "mlflow"
@@ -115,15 +116,22 @@ class MLflowLogger(Logger):
     def open(self, run: RunInfo) -> None:
         """Find or create the MLflow experiment and start the parent run."""
         self._run = run
-        self.client = self._client_class(tracking_uri=self.tracking_uri)
         name = self.experiment_name or run.name
-        found = self.client.get_experiment_by_name(name)
-        if found is None:
-            self.experiment_id = self.client.create_experiment(
-                name, artifact_location=self.artifact_location
-            )
-        else:
-            self.experiment_id = found.experiment_id
+        try:
+            self.client = self._client_class(tracking_uri=self.tracking_uri)
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                self.experiment_id = self.client.create_experiment(
+                    name, artifact_location=self.artifact_location
+                )
+            else:
+                self.experiment_id = found.experiment_id
+        except Exception as exc:  # MLflow's errors name the store; say what to do
+            raise ConfigError(
+                f"MLflow's tracking store {self.tracking_uri or '(its default)'} cannot be "
+                f"used ({type(exc).__name__}: {exc}); give a tracking_uri it can reach, "
+                "such as sqlite:///mlflow.db"
+            ) from exc
         if self.fresh:
             for old in self._earlier_runs(run.name):
                 self.client.delete_run(old)

@@ -66,7 +66,8 @@ class WandbLogger(Logger):
         tags: Tags for every run.
 
     Raises:
-        ConfigError: wandb is not installed, or ``mode`` is not one W&B knows.
+        ConfigError: wandb is not installed, or ``mode`` is not one W&B knows; when the
+            run starts, W&B cannot start a run (not logged in, say).
     """
 
     kind = "wandb"
@@ -104,9 +105,16 @@ class WandbLogger(Logger):
 
         self._run = run
         self.project = self.project or os.environ.get("WANDB_PROJECT") or "pbtkit"
-        self.experiment_run = self._init(
-            "experiment", "experiment", {"pbtkit": _settings(run), "experiment": run.name}
-        )
+        try:
+            self.experiment_run = self._init(
+                "experiment", "experiment", {"pbtkit": _settings(run), "experiment": run.name}
+            )
+        except Exception as exc:  # W&B's own errors say what it needs; say what to do
+            raise ConfigError(
+                f"W&B could not start a run ({type(exc).__name__}: {exc}); log in with "
+                "`wandb login` (or set WANDB_API_KEY), or log offline with mode='offline' "
+                "and upload later with `wandb sync`"
+            ) from exc
 
     def log(self, update: Update) -> None:
         """Write the update's hyperparameters, reports, trial ends and events."""
