@@ -135,8 +135,8 @@ def _loggers(path: Path, value: Any) -> list[str | dict[str, Any]]:
     items = [value] if isinstance(value, str | Mapping) else value
     if not isinstance(items, list) or not all(isinstance(i, str | Mapping) for i in items):
         raise ConfigError(
-            f"config file {path}: loggers must be a list of names (\"mlflow\", \"wandb\", "
-            f"\"tensorboard\") or tables with a type, got {value!r}"
+            f'config file {path}: loggers must be a list of names ("mlflow", "wandb", '
+            f'"tensorboard") or tables with a type, got {value!r}'
         )
     return [i if isinstance(i, str) else dict(i) for i in items]
 
