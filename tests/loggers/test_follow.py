@@ -199,3 +199,44 @@ def test_the_trackers_are_imported_only_when_used() -> None:
         "KINDS", "Follower", "Logger", "MLflowLogger", "RunInfo", "StoreTail",
         "TensorBoardLogger", "Update", "WandbLogger", "follow", "logger_from",
     ]))  # fmt: skip
+
+
+def test_a_retried_trial_reports_its_steps_again_and_none_is_lost(tmp_path: Path) -> None:
+    """A running trial's reports are handed on while it runs; when its attempt fails,
+    the next attempt's reports are handed on from its first step, not from where the
+    failed one stopped."""
+    import threading
+
+    seen = threading.Event()
+
+    class Watcher(Recorder):
+        def log(self, update: Update) -> None:
+            super().log(update)
+            if any(r.member == 0 for r in update.reports):
+                seen.set()
+
+    attempts: list[int] = []
+
+    def flaky(trial: pk.Trial) -> None:
+        first = trial.member == 0 and trial.start_step == 0 and not attempts
+        if trial.member == 0 and trial.start_step == 0:
+            attempts.append(1)
+        for step in trial.steps():
+            trial.report(step, score=float(step) + (0.5 if first else 0.0))
+        if first:
+            assert seen.wait(60), "the logger never saw the running trial's reports"
+            raise RuntimeError("the first attempt breaks after its reports were seen")
+        (trial.checkpoint_dir / "done").write_text("yes")
+
+    watcher = Watcher()
+    pk.run(
+        flaky, loggers=[watcher], lease_seconds=0.4,  # heartbeats every 0.1 s
+        **settings(tmp_path, population=2, total_steps=6, workers=1),  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert len(attempts) == 2
+    first_trial = [r for u in watcher.updates for r in u.reports if r.member == 0 and r.step < 3]
+    failed = [r for r in first_trial if r.metrics["score"] % 1 == 0.5]
+    kept = [r for r in first_trial if r.metrics["score"] % 1 == 0.0]
+    assert sorted(r.step for r in failed) == [0, 1, 2]  # shown while the attempt ran
+    assert sorted(r.step for r in kept) == [0, 1, 2]  # and the retry's, from its first step
+    assert any(e.kind == "retry" for u in watcher.updates for e in u.events)
