@@ -5,11 +5,15 @@ once per seed in each configuration, the configurations interleaved seed by seed
 they share the machine's moods: no logger; TensorBoard; MLflow (a SQLite tracking
 store); W&B (offline); all three. One JSON line per configuration:
 
-- ``train_s``: from the first trial's creation to the last one's end, read from the
-  store: how long the population trained. The loggers run in a thread of the driving
-  process, not in the workers, so this should not move;
-- ``wall_s``: start of ``pk.run`` to its result: ``train_s`` plus starting the workers
-  and the trackers, and the trackers' last write and close at the end;
+- ``train_s``: from the first trial's start to the last one's end, read from the
+  store: how long the workers took to train the population. The loggers run in a thread
+  of the driving process, not in the workers, so this moves only as much as that thread
+  takes the machine's cores from the workers (2 workers on 2 cores here);
+- ``start_s``: from ``pk.run`` to the first trial's start: starting the workers, and
+  opening the trackers (MLflow creates its SQLite tracking store the first time);
+- ``end_s``: from the last trial's end to ``pk.run``'s result: the trackers' last
+  write and close;
+- ``wall_s``: start of ``pk.run`` to its result, all of it;
 - for each configuration against no logger: the median paired ratio and a Wilcoxon
   signed-rank p-value over the seeds (``pip install scipy``).
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -61,6 +66,7 @@ def one_run(config: str, seed: int) -> dict[str, float]:
         folder = Path(tmp)
         tensorboard, trackers = loggers(config, folder)
         started = time.perf_counter()
+        epoch = time.time()
         result = pk.run(
             toy.train, space=toy.SPACE, metric="score", population=8, workers=2,
             ready_every=10, total_steps=100, exploit=pk.Truncation(0.25),
@@ -70,9 +76,14 @@ def one_run(config: str, seed: int) -> dict[str, float]:
             loggers=trackers,
         )  # fmt: skip
         wall = time.perf_counter() - started
-        first = min(t.created_at for t in result.trials)
+        first = min(t.started_at or math.inf for t in result.trials)
         last = max(t.finished_at or 0.0 for t in result.trials)
-        return {"wall_s": wall, "train_s": last - first}
+        return {
+            "train_s": last - first,
+            "start_s": first - epoch,
+            "end_s": epoch + wall - last,
+            "wall_s": wall,
+        }
 
 
 def main() -> None:
@@ -91,10 +102,10 @@ def main() -> None:
     base = runs["none"]
     for config in CONFIGS:
         line: dict[str, Any] = {"benchmark": f"loggers_{config}", "repeats": args.repeats}
-        for key in ("train_s", "wall_s"):
+        for key in ("train_s", "start_s", "end_s", "wall_s"):
             values = [r[key] for r in runs[config]]
             line[key] = round(statistics.median(values), 3)
-            if config != "none":
+            if config != "none" and key in ("train_s", "wall_s"):
                 ratios = [a[key] / b[key] for a, b in zip(runs[config], base, strict=True)]
                 line[f"{key}_ratio"] = round(statistics.median(ratios), 3)
                 if wilcoxon is not None and args.repeats >= 5:

@@ -266,6 +266,10 @@ def follow(
     """Sync ``loggers`` in a background thread every ``every`` seconds while the block
     runs, once more at its end, then close them. No loggers: nothing is started.
 
+    A sync that takes long (a slow tracking server, a busy machine) makes the thread
+    wait twice as long before the next one, so the loggers take at most about a third of
+    a core from the workers on the same machine, and write bigger batches instead.
+
     Raises:
         ConfigError: A logger cannot start (before the block runs).
     """
@@ -276,11 +280,14 @@ def follow(
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(every):
+        pause = every
+        while not stop.wait(pause):
+            started = time.monotonic()
             try:
                 follower.sync()
             except Exception as exc:  # a hiccup of the store must not end the logging
                 log.warning("logging of %r: %s; trying again", name, exc)
+            pause = max(every, 2.0 * (time.monotonic() - started))
 
     thread = threading.Thread(target=loop, name=f"pbtkit-loggers-{name}", daemon=True)
     thread.start()

@@ -299,22 +299,26 @@ class MLflowLogger(Logger):
         params: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
+        """Log in as few requests as MLflow's limits allow (usually one per run per
+        sync: each request costs the tracking store a transaction)."""
         from mlflow.entities import Metric, Param, RunTag
 
-        for i in range(0, len(metrics), _MAX_METRICS):
-            chunk = metrics[i : i + _MAX_METRICS]
+        metric_items = [Metric(k, float(v), ts, int(s)) for k, v, s, ts in metrics]
+        param_items = [Param(k, v) for k, v in (params or {}).items()]
+        tag_items = [RunTag(k, v[:_MAX_TAG_VALUE]) for k, v in (tags or {}).items()]
+        while metric_items or param_items or tag_items:
+            chunk_params = param_items[:_MAX_TAGS]
+            chunk_tags = tag_items[:_MAX_TAGS]
+            room = _MAX_METRICS - len(chunk_params) - len(chunk_tags)
+            chunk_metrics = metric_items[:room]
             self.client.log_batch(
                 run_id,
-                metrics=[Metric(k, float(v), ts, int(s)) for k, v, s, ts in chunk],
+                metrics=chunk_metrics,
+                params=chunk_params,
+                tags=chunk_tags,
                 synchronous=True,
             )
-        items = list((params or {}).items())
-        for i in range(0, len(items), _MAX_TAGS):
-            self.client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + _MAX_TAGS]])
-        tag_items = [(k, v[:_MAX_TAG_VALUE]) for k, v in (tags or {}).items()]
-        for i in range(0, len(tag_items), _MAX_TAGS):
-            chunk_tags = tag_items[i : i + _MAX_TAGS]
-            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in chunk_tags])
+            del metric_items[:room], param_items[:_MAX_TAGS], tag_items[:_MAX_TAGS]
 
 
 def _settings(run: RunInfo) -> dict[str, str]:
