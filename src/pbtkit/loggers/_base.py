@@ -24,6 +24,7 @@ from pbtkit.store import EventRecord, ExperimentRecord, MemberRecord, ReportReco
 __all__ = [
     "Logger",
     "RunInfo",
+    "INACTIVE",
     "Update",
     "changed_hparams",
     "describe_changes",
@@ -194,22 +195,37 @@ def hparam_value(
 def changed_hparams(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """The hyperparameters an exploit changed, as ``(name, old, new)``.
 
-    A hyperparameter that one side leaves out (inactive under a condition) shows as
-    None on that side.
+    A hyperparameter one side leaves out (a conditional one, inactive there) counts as
+    changed when the other has it; its value on that side is :data:`INACTIVE`.
     """
     names = list(dict.fromkeys([*new, *old]))
-    return [(k, old.get(k), new.get(k)) for k in names if old.get(k) != new.get(k)]
+    return [
+        (k, old.get(k, INACTIVE), new.get(k, INACTIVE))
+        for k in names
+        if (k in old) != (k in new) or old[k] != new[k]
+    ]
 
 
 def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """``"lr 0.01 -> 0.012, act relu -> tanh"``; ``absent`` for a value left out."""
+    """``"lr 0.01 -> 0.012, act relu -> tanh"``; ``inactive`` for a value left out."""
     parts = [f"{k} {_short(a)} -> {_short(b)}" for k, a, b in changed_hparams(old, new)]
     return ", ".join(parts) or "same hyperparameters"
 
 
+class _Inactive:
+    """The value of a hyperparameter that a trial does not have (a conditional one)."""
+
+    def __repr__(self) -> str:
+        return "inactive"
+
+
+#: Stands for a hyperparameter left out of a trial's values (inactive under a condition).
+INACTIVE: Any = _Inactive()
+
+
 def _short(value: Any) -> str:
-    if value is None:
-        return "absent"
+    if value is INACTIVE:
+        return "inactive"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

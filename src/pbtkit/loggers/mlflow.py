@@ -36,6 +36,7 @@ from typing import Any
 
 from pbtkit._exceptions import ConfigError
 from pbtkit.loggers._base import (
+    INACTIVE,
     Logger,
     RunInfo,
     Update,
@@ -170,7 +171,7 @@ class MLflowLogger(Logger):
                 )
             for key in run.space:  # left out of this trial (inactive): say so
                 if key not in t.hparams:
-                    tags[t.member][f"hparams.{self._key(key)}"] = "absent"
+                    tags[t.member][f"hparams.{self._key(key)}"] = "inactive"
         for r in update.reports:
             for key, value in r.metrics.items():
                 metrics[r.member].append((self._key(key), value, r.step))
@@ -350,7 +351,11 @@ def _exploit_row(e: EventRecord, step: int) -> dict[str, Any]:
         "donor_trial": e.donor_trial,
         "trial": e.trial_id,
         "changes": [
-            {"name": k, "old": a, "new": b}
+            {
+                "name": k,
+                **({} if a is INACTIVE else {"old": a}),
+                **({} if b is INACTIVE else {"new": b}),
+            }
             for k, a, b in changed_hparams(e.old_hparams or {}, e.new_hparams or {})
         ],
         "old_hparams": dict(e.old_hparams or {}),

@@ -131,7 +131,7 @@ class WandbLogger(Logger):
                 texts[t.member][f"hparams.{key}"] = text if text is not None else str(value)
             for key in run.space:
                 if key not in t.hparams:  # left out of this trial (inactive)
-                    texts[t.member][f"hparams.{key}"] = "absent"
+                    texts[t.member][f"hparams.{key}"] = "inactive"
         for r in update.reports:
             rows[r.member][r.step].update(r.metrics)
         for t in sorted(update.finished, key=lambda t: (t.end_step, t.id)):

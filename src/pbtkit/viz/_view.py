@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pbtkit._exceptions import ConfigError, NotFound
-from pbtkit.loggers._base import changed_hparams
+from pbtkit.loggers._base import INACTIVE, changed_hparams
 from pbtkit.store import ReportRecord, Store, TrialRecord, normalize_url
 
 if TYPE_CHECKING:
@@ -368,8 +368,16 @@ class RunView:
                     "donor_member": j.donor_member,
                     "donor_trial": j.donor_trial,
                     "trial_id": j.trial_id,
+                    # [name, old, new, whether old and new are active]: a conditional
+                    # hyperparameter may be inactive on one side (its value null there)
                     "changes": [
-                        [k, _json_value(a), _json_value(b)]
+                        [
+                            k,
+                            None if a is INACTIVE else _json_value(a),
+                            None if b is INACTIVE else _json_value(b),
+                            a is not INACTIVE,
+                            b is not INACTIVE,
+                        ]
                         for k, a, b in changed_hparams(j.old_hparams, j.new_hparams)
                     ],
                 }

@@ -185,6 +185,11 @@ class TensorBoardLogger(Logger):
     def _hparams(self, member: int, hparams: Mapping[str, Any], step: int, *, first: bool) -> None:
         assert self._run is not None
         writer = self._writer(member)
+        if first:
+            for key in [k for (m, k) in self._text if m == member and k not in hparams]:
+                # inactive in this trial (a conditional hyperparameter): its text is
+                # written again when it comes back
+                del self._text[(member, key)]
         for key, value in hparams.items():  # one left out (inactive) has no point here
             point, text = hparam_value(key, value, self._run.space)
             if point is not None:

@@ -431,7 +431,10 @@
       row.appendChild(score);
       for (const name of view.hparams) {
         const value = m.hparams[name];
-        row.appendChild(el("td", value === undefined ? "absent" : fmt(value), value === undefined ? "absent" : ""));
+        // a conditional hyperparameter the member does not have is inactive
+        const cell = el("td", value === undefined ? "" : fmt(value), value === undefined ? "inactive" : "");
+        if (value === undefined) cell.title = `${name} is inactive for this member`;
+        row.appendChild(cell);
       }
       row.appendChild(el("td", columns[columns.length - 1].get(m), "text"));
       body.appendChild(row);
@@ -660,9 +663,9 @@
   }
 
   function changeText(change) {
-    const [name, before, after] = change;
-    const side = (v) => (v === null || v === undefined ? "absent" : fmt(v));
-    return `${name} ${side(before)} → ${side(after)}`;
+    const [name, before, after, wasActive, isActive] = change;
+    const side = (v, active) => (active === false ? "inactive" : fmt(v));
+    return `${name} ${side(before, wasActive)} → ${side(after, isActive)}`;
   }
 
   function renderExploits(view) {
@@ -726,7 +729,7 @@
       cell.appendChild(document.createTextNode(String(member)));
       row.appendChild(cell);
       row.appendChild(el("td", fmt(trial)));
-      for (const name of view.hparams) row.appendChild(el("td", hp[name] === undefined ? "absent" : fmt(hp[name])));
+      for (const name of view.hparams) row.appendChild(el("td", name in hp ? fmt(hp[name]) : "", name in hp ? "" : "inactive"));
       body.appendChild(row);
     }
     const charts = $("lineage-charts");
