@@ -7,7 +7,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +22,7 @@ from pbtkit.core.inheritance import ShrinkPerturb
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import Domain, SearchSpace
 from pbtkit.executors import Executor, ProcessExecutor, RayExecutor, ThreadExecutor
+from pbtkit.loggers import Logger, follow, logger_from
 from pbtkit.progress import ProgressDisplay
 from pbtkit.result import Result
 from pbtkit.spec import ExperimentSpec, check_experiment_name
@@ -69,6 +69,7 @@ def run(
     tensorboard: bool | str | os.PathLike[str] = False,
     trial_timeout: float | None = None,
     max_outage: float | None = None,
+    loggers: Sequence[Logger | str | Mapping[str, Any]] = (),
 ) -> Result:
     """Train a population with Population Based Training and return the result.
 
@@ -154,6 +155,11 @@ def run(
             contrast, only notices a worker that stopped answering.
         max_outage: With ``server``, how long this run and its workers wait for an
             unreachable server to come back before they give up (default 600 s).
+        loggers: Experiment trackers written while the run goes on, from this process
+            (never from the workers): ``pbtkit.loggers.MLflowLogger(...)``,
+            ``WandbLogger(...)``, or their names ``"mlflow"``, ``"wandb"`` for their
+            defaults, or tables ``{"type": "mlflow", "tracking_uri": ...}`` (see
+            :mod:`pbtkit.loggers`; ``pbtkit[mlflow]``, ``pbtkit[wandb]``).
 
     Returns:
         A :class:`~pbtkit.Result`.
@@ -182,6 +188,7 @@ def run(
         )
     name = check_experiment_name(name or getattr(train, "__name__", None) or "pbt")
     url = normalize_url(storage)
+    trackers = _trackers(loggers)
     spec = ExperimentSpec(
         space=SearchSpace.coerce(space),
         policy=PBT(
@@ -218,7 +225,8 @@ def run(
     try:
         controller.create(name, spec, resume=resume)
         controller.reclaim_orphans(name)
-        with _tensorboard(tensorboard, controller, name, url, server, spec.checkpoint_root):
+        tensorboard_logger = _tensorboard(tensorboard, name, url, server, spec.checkpoint_root)
+        with follow(controller, name, [*tensorboard_logger, *trackers]):
             drive(controller, name, pool, workers, ProgressDisplay(name, progress))
         result = Result(controller, name)
         checkpoints = open_checkpoints(result.spec.checkpoint_root, create=False)
@@ -373,23 +381,32 @@ def drive(
 
 def _tensorboard(
     setting: bool | str | os.PathLike[str],
-    controller: ControllerAPI,
     name: str,
     url: str,
     server: str | None,
     checkpoint_root: str,
-) -> AbstractContextManager[object]:
-    """Live TensorBoard logging around the loop (see ``tensorboard`` in :func:`run`)."""
-    from pbtkit.viz.tensorboard import live
+) -> list[Logger]:
+    """The TensorBoard logger of a run, if any (see ``tensorboard`` in :func:`run`)."""
+    from pbtkit.viz.tensorboard import from_setting
 
     local = server is None  # a server's storage and checkpoint root are not this machine's
-    return live(
+    logger = from_setting(
         setting,
-        controller,
         name,
         storage_url=url if local else None,
         checkpoint_root=checkpoint_root if local else None,
     )
+    return [] if logger is None else [logger]
+
+
+def _trackers(loggers: Sequence[Logger | str | Mapping[str, Any]]) -> list[Logger]:
+    """The loggers asked for, built before anything is opened (a missing package is
+    reported before the run starts)."""
+    if isinstance(loggers, str | Mapping) or not isinstance(loggers, Sequence):
+        raise ConfigError(
+            f"loggers must be a list, like ['mlflow'] or [MLflowLogger(...)], got {loggers!r}"
+        )
+    return [logger_from(spec) for spec in loggers]
 
 
 def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:

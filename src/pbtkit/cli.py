@@ -32,6 +32,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             kwargs[key] = value
+    if args.logger:
+        kwargs["loggers"] = [*kwargs.get("loggers", ()), *args.logger]
     kwargs.setdefault("name", args.target.rpartition(":")[2])
     load_target(args.target)  # fail here, with a clear message, if it cannot be imported
     result = run(args.target, progress=not args.no_progress and None, **kwargs)
@@ -328,16 +330,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import json
 
     from pbtkit._exceptions import ConfigError
-    from pbtkit.export import to_json, write_csv
+    from pbtkit.export import to_json, write_csv, write_parquet
 
-    if args.format == "csv" and args.out is None:
+    if args.format in ("csv", "parquet") and args.out is None:
         raise ConfigError(
-            "CSV export writes trials.csv, reports.csv and events.csv: give --out FOLDER"
+            f"{args.format} export writes trials.{args.format}, reports.{args.format} and "
+            f"events.{args.format}: give --out FOLDER"
         )
     controller, name = _open_experiment(args)
     try:
-        if args.format == "csv":
-            for path in write_csv(controller, name, args.out):
+        if args.format in ("csv", "parquet"):
+            write = write_csv if args.format == "csv" else write_parquet
+            for path in write(controller, name, args.out):
                 print(path)
             return 0
         text = json.dumps(to_json(controller, name), indent=1, allow_nan=False) + "\n"
@@ -437,11 +441,16 @@ def _add_viewing_commands(sub: Any) -> None:
     )
     p.set_defaults(func=_cmd_plot)
 
-    p = sub.add_parser("export", help="write a run's trials, reports and events (CSV or JSON)")
+    p = sub.add_parser(
+        "export", help="write a run's trials, reports and events (CSV, Parquet or JSON)"
+    )
     common(p)
-    p.add_argument("--format", "-f", choices=("csv", "json"), default="json")
+    p.add_argument("--format", "-f", choices=("csv", "parquet", "json"), default="json")
     p.add_argument(
-        "--out", "-o", help="a folder for CSV; a file for JSON (default: standard output)"
+        "--out",
+        "-o",
+        help="a folder for CSV and Parquet (three tables); a file for JSON "
+        "(default: standard output)",
     )
     p.set_defaults(func=_cmd_export)
 
@@ -599,6 +608,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_seconds,
         metavar="SECONDS",
         help="override trial_timeout: stop and retry a trial whose function runs longer",
+    )
+    p.add_argument(
+        "--logger",
+        action="append",
+        choices=("mlflow", "wandb", "tensorboard"),
+        help="also log to this tracker with its defaults (repeatable; beside the config's)",
     )
     p.add_argument("--no-progress", action="store_true", help="do not show live progress")
     p.set_defaults(func=_cmd_run)

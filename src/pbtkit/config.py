@@ -37,6 +37,11 @@ The format (TOML shown; YAML has the same keys)::
     factors = [0.8, 1.2]
     resample_probability = 0.25
 
+    loggers = ["mlflow", "wandb"] # experiment trackers (pbtkit[mlflow], pbtkit[wandb]), or
+    [[loggers]]                   #   one table each, with the logger's settings
+    type = "mlflow"
+    tracking_uri = "sqlite:///mlflow.db"
+
     [objective]                   # instead of metric/mode: several metrics
     combine = "weighted"          # or "pareto"
     metrics = [{metric = "acc", mode = "max", weight = 1.0},
@@ -72,7 +77,7 @@ _KNOWN = {
     "evolution", "storage", "checkpoint_dir", "seed", "max_attempts", "lease_seconds",
     "keep_checkpoints", "space", "exploit", "explore", "executor", "ray_address",
     "ray_resources", "initial", "inherit", "objective", "tensorboard", "trial_timeout",
-    "max_outage",
+    "max_outage", "loggers",
 }  # fmt: skip
 _REQUIRED = ("ready_every", "total_steps", "space")
 
@@ -131,7 +136,20 @@ def load_config(path: str | Path) -> dict[str, Any]:
         out["storage"] = f"sqlite:///{base / str(out['storage'])[len('sqlite:///') :]}"
     if "checkpoint_dir" in out and "://" not in str(out["checkpoint_dir"]):
         out["checkpoint_dir"] = str(base / str(out["checkpoint_dir"]))
+    if "loggers" in out:
+        out["loggers"] = _loggers(path, out["loggers"])
     return out
+
+
+def _loggers(path: Path, value: Any) -> list[str | dict[str, Any]]:
+    """The ``loggers`` setting: a name, or a list of names and tables with a type."""
+    items = [value] if isinstance(value, str | Mapping) else value
+    if not isinstance(items, list) or not all(isinstance(i, str | Mapping) for i in items):
+        raise ConfigError(
+            f'config file {path}: loggers must be a list of names ("mlflow", "wandb", '
+            f'"tensorboard") or tables with a type, got {value!r}'
+        )
+    return [i if isinstance(i, str) else dict(i) for i in items]
 
 
 def run_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import sys
 import time
@@ -9,19 +10,42 @@ from typing import Any
 
 from pbtkit.controller import Summary
 
-__all__ = ["ProgressDisplay"]
+__all__ = ["ProgressDisplay", "in_notebook"]
+
+_NOTEBOOK_EVERY = 0.5  # seconds between two redraws of a notebook's display
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (a notebook, JupyterLab, VS Code's)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class ProgressDisplay:
     """Shows a :class:`~pbtkit.controller.Summary` as it changes.
 
-    On a terminal it is a rich progress bar; elsewhere (CI logs) a plain line at each
-    tenth of the way and at the end. ``enabled=False`` shows nothing.
+    On a terminal it is a rich progress bar; in a Jupyter notebook, an HTML progress bar
+    in the cell's output, redrawn in place; elsewhere (CI logs) a plain line at each
+    tenth of the way and at the end. By default it shows on a terminal and in a notebook;
+    ``enabled=False`` shows nothing.
     """
 
     def __init__(self, name: str, enabled: bool | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._live = self.enabled and sys.stderr.isatty()
+        notebook = in_notebook()
+        self.enabled = (sys.stderr.isatty() or notebook) if enabled is None else enabled
+        self._live = self.enabled and sys.stderr.isatty() and not notebook
+        self._notebook: Any = None
+        self._drawn = 0.0
+        self._latest: Summary | None = None
+        if self.enabled and notebook:
+            shown = _ipython_display()
+            self._notebook = shown.display(shown.HTML(_bar(name, None, 0.0)), display_id=True)
         self._name = name
         self._bar: Any = None
         self._task: Any = None
@@ -54,6 +78,11 @@ class ProgressDisplay:
         """Show the latest summary."""
         if not self.enabled:
             return
+        if self._notebook is not None:
+            self._latest = summary
+            if time.monotonic() - self._drawn >= _NOTEBOOK_EVERY:
+                self._draw()
+            return
         best = (
             "-"
             if math.isnan(summary.best_score)
@@ -80,8 +109,45 @@ class ProgressDisplay:
                 flush=True,
             )
 
+    def _draw(self) -> None:
+        self._drawn = time.monotonic()
+        elapsed = self._drawn - self._start
+        self._notebook.update(_ipython_display().HTML(_bar(self._name, self._latest, elapsed)))
+
     def close(self) -> None:
-        """Stop the display."""
+        """Stop the display (a notebook's shows where the run ended)."""
+        if self._notebook is not None and self._latest is not None:
+            self._draw()
+            self._latest = None
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def _ipython_display() -> Any:
+    import importlib
+
+    return importlib.import_module("IPython.display")
+
+
+def _bar(name: str, summary: Summary | None, elapsed: float) -> str:
+    """The notebook's progress bar: an HTML ``<progress>`` and one line of text."""
+    if summary is None:
+        done, total, text = 0, 1, "starting"
+    else:
+        done, total = summary.steps_done, max(summary.steps_total, 1)
+        best = (
+            "-"
+            if math.isnan(summary.best_score)
+            else f"{summary.best_score:.4g} (member {summary.best_member})"
+        )
+        text = (
+            f"{summary.steps_done}/{summary.steps_total} steps, best {best}, "
+            f"{summary.exploits} exploits, {summary.members_failed} failed, {elapsed:.1f}s"
+            + (" - finished" if summary.status == "finished" else "")
+        )
+    return (
+        f'<div class="pbtkit-progress"><b>{html.escape(name)}</b> '
+        f'<progress value="{done}" max="{total}" style="width: 40%"></progress> '
+        f"<span>{html.escape(text)}</span></div>"
+    )

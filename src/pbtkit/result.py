@@ -233,6 +233,40 @@ class Result:
             f"with {hp}\ncheckpoint: {best.checkpoint}"
         )
 
+    def to_dataframe(self, table: str = "trials") -> Any:
+        """The run as a pandas DataFrame (``pip install 'pbtkit[pandas]'``).
+
+        Args:
+            table: ``"trials"`` (default): one row per trial, with ``member``,
+                ``generation``, ``start_step``, ``end_step``, ``status``, ``score``,
+                ``parent_id``, ``parent_member``, ``exploit``, ``donor_member``, a
+                ``hparams.<name>`` column per hyperparameter (missing where a trial has
+                none) and a ``metrics.<name>`` column per metric; ``"reports"``: one row
+                per report (``trial_id``, ``member``, ``step``, a column per metric);
+                ``"events"``: every decision and incident. The same tables as
+                ``pbtkit export --format csv|parquet``.
+
+        Raises:
+            ConfigError: An unknown table, or pandas is not installed.
+        """
+        from pbtkit.export import TABLES, dataframe, event_table, report_table, trial_table
+
+        if table == "trials":
+            columns, rows = trial_table(self.trials, self.events, list(self.spec.space))
+        elif table == "reports":
+            columns, rows = report_table(self._controller.reports(self.name))
+        elif table == "events":
+            columns, rows = event_table(self.events)
+        else:
+            raise ConfigError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
+        return dataframe(columns, rows)
+
+    def _repr_html_(self) -> str:
+        """The run in a notebook: the best member, the members, the best's schedule."""
+        from pbtkit._notebook import result_html
+
+        return result_html(self)
+
     def __repr__(self) -> str:
         return f"Result(name={self.name!r}, status={self.status!r}, best={self.best!r})"
 

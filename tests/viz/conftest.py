@@ -81,11 +81,25 @@ def browser() -> Iterator[Any]:
         "--window-size=1280,1800",
     ):
         options.add_argument(argument)
+    # the page's console, so a test can say that no script failed
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     session = webdriver.Chrome(options=options, service=Service(driver))
     try:
         yield session
     finally:
         session.quit()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where the browser tests keep their screenshots (``build/screenshots``, or
+    ``$PBTKIT_SCREENSHOTS``): kept after the run, to look at what the tests saw."""
+    folder = Path(
+        os.environ.get("PBTKIT_SCREENSHOTS")
+        or Path(__file__).resolve().parents[2] / "build" / "screenshots"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 class GatedRun:

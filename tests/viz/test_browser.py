@@ -52,7 +52,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     database = tmp_path / "live.db"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PBTKIT_AUTH_KEY"}
-    env.update(PYTHONPATH=str(ROOT), PBTKIT_AUTH_KEY=KEY)
+    env.update(PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}", PBTKIT_AUTH_KEY=KEY)
     process = subprocess.Popen(
         [sys.executable, "-m", "pbtkit", "serve", "--storage", f"sqlite:///{database}",
          "--checkpoint-root", str(tmp_path / "server-ckpt"), "--port", str(port)],
@@ -90,6 +90,11 @@ def _page_state(browser: Any) -> str:
     )
 
 
+def console_errors(browser: Any) -> list[str]:
+    """What the page's scripts logged as errors (a failed script, a refused resource)."""
+    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
 def _scores(browser: Any) -> list[str]:
     # read in one script, so that a refresh cannot fall between finding and reading
     found: list[str] = browser.execute_script(
@@ -105,7 +110,7 @@ def _done_nodes(browser: Any) -> int:
 
 
 def test_the_dashboard_follows_a_run(
-    browser: Any, served: tuple[str, Path], tmp_path: Path
+    browser: Any, served: tuple[str, Path], tmp_path: Path, screenshots: Path
 ) -> None:
     url, database = served
     run = GatedRun(f"sqlite:///{database}", tmp_path / "ckpt", tensorboard=False)
@@ -129,7 +134,7 @@ def test_the_dashboard_follows_a_run(
         first = _done_nodes(browser)
         assert first == POPULATION
         assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "running"
-        browser.save_screenshot(str(tmp_path / "dashboard-running.png"))
+        assert browser.save_screenshot(str(screenshots / "dashboard-running.png"))
 
         run.release(POPULATION * GENERATIONS)  # the rest
         _until(
@@ -144,10 +149,11 @@ def test_the_dashboard_follows_a_run(
         assert _done_nodes(browser) > first  # the tree grew
         exploits = browser.find_elements(By.CSS_SELECTOR, "#tree line.edge.exploit")
         assert exploits, "the family tree shows no exploit"
-        assert browser.find_elements(By.CSS_SELECTOR, "#curves polyline.curve")
-        assert browser.find_elements(By.CSS_SELECTOR, "#schedules polyline.schedule")
+        assert browser.find_elements(By.CSS_SELECTOR, "#curves canvas")
+        assert browser.find_elements(By.CSS_SELECTOR, "#schedules canvas")
         assert not browser.find_element(By.ID, "error").text
-        shot = tmp_path / "dashboard.png"
+        assert not console_errors(browser)
+        shot = screenshots / "dashboard-finished.png"
         assert browser.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
@@ -226,8 +232,17 @@ def test_hostile_names_are_shown_as_text_and_never_run(browser: Any, tmp_path: P
         _until(
             browser,
             "the hostile metric's curves",
-            lambda b: HOSTILE_METRIC in b.find_element(By.ID, "curves").text,
+            lambda b: HOSTILE_METRIC in b.find_element(By.ID, "curves-section").text,
         )
+        # the charts' captions, the lineage and the exploit log name them as text too
+        for section in ("lineage-section", "exploits-section"):
+            browser.find_element(By.CSS_SELECTOR, f"#{section} summary").click()
+        captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, ".chart-title")]
+        assert f"schedule of {HOSTILE_PARAM}" in captions
+        assert f"{HOSTILE_PARAM} along the best member's lineage" in captions
+        lineage = browser.find_element(By.ID, "lineage-table").text
+        assert HOSTILE_VALUE in lineage or f"{HOSTILE_VALUE}!" in lineage
+        assert browser.find_elements(By.CSS_SELECTOR, "main img, main script") == []
         assert browser.execute_script("return window.__pwned === undefined")
 
 

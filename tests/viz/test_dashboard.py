@@ -151,7 +151,7 @@ def _free_port() -> int:
 def test_pbtkit_dashboard_serves_a_store_on_its_own(toy_run: Run, tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PBTKIT_AUTH_KEY"}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'src'}"
     process = subprocess.Popen(
         [sys.executable, "-m", "pbtkit", "dashboard", "--storage", toy_run.storage,
          "--port", str(port)],

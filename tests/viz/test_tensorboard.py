@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import pbtkit as pk
 from pbtkit.controller import Controller
+from pbtkit.loggers import Follower
 from pbtkit.store import open_store
 from pbtkit.viz import TensorBoardLogger
+from pbtkit.viz.tensorboard import trial_dir
 from tests import trainers
 from tests.viz.conftest import POPULATION, TOTAL_STEPS, GatedRun, Run
 
@@ -45,7 +48,7 @@ def test_every_member_has_its_metrics_and_hyperparameters_as_scalars(toy_run: Ru
     result = toy_run.result
     reports = Controller(open_store(toy_run.storage)).reports(toy_run.name)
     folders = sorted(p.name for p in toy_run.tensorboard.iterdir())
-    assert folders == [f"member-{m:03d}" for m in range(POPULATION)]
+    assert folders == [*(f"member-{m:03d}" for m in range(POPULATION)), "trials"]
     for member in range(POPULATION):
         reader = _read(toy_run.tensorboard / f"member-{member:03d}")
         tags = set(reader.Tags()["scalars"])
@@ -100,20 +103,37 @@ def test_exploits_are_text_at_their_step(toy_run: Run) -> None:
             assert part in text
 
 
-def test_each_member_has_an_hparams_record_of_its_final_values(toy_run: Run) -> None:
-    for m in toy_run.result.members:
-        reader = _read(toy_run.tensorboard / f"member-{m.member:03d}")
-        content = reader.PluginTagToContent("hparams")
-        start = plugin_data_pb2.HParamsPluginData.FromString(
-            content["_hparams_/session_start_info"]
-        ).session_start_info
-        assert start.hparams["member"].number_value == m.member
-        for name, value in m.hparams.items():
+def _session(folder: Path) -> tuple[Any, Any]:
+    content = _read(folder).PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/experiment"]
+    ).experiment
+    return start, experiment
+
+
+def test_each_trial_has_an_hparams_record_of_the_values_then_in_force(toy_run: Run) -> None:
+    done = [t for t in toy_run.result.trials if t.status == "done"]
+    for t in done:
+        folder = trial_dir(toy_run.tensorboard, t.member, t.id)
+        start, experiment = _session(folder)
+        assert start.hparams["member"].number_value == t.member
+        assert start.hparams["trial"].number_value == t.id
+        assert start.hparams["start_step"].number_value == t.start_step
+        for name, value in t.hparams.items():
             assert start.hparams[name].number_value == pytest.approx(value)
-        experiment = plugin_data_pb2.HParamsPluginData.FromString(
-            content["_hparams_/experiment"]
-        ).experiment
         assert [i.name.tag for i in experiment.metric_infos] == ["metrics/score"]
+        assert _scalars(_read(folder), "metrics/score") == {t.end_step: pytest.approx(t.score)}
+    # the member's last record holds its final values: they differ from its first
+    # wherever it exploited
+    for m in toy_run.result.members:
+        assert m.trial_id is not None
+        start, _ = _session(trial_dir(toy_run.tensorboard, m.member, m.trial_id))
+        assert {k: start.hparams[k].number_value for k in m.hparams} == pytest.approx(m.hparams)
+    members = toy_run.tensorboard / "trials"
+    assert sum(1 for _ in members.glob("member-*/trial-*")) == len(done)
 
 
 def _settings(tmp_path: Path, **kw: Any) -> dict[str, Any]:
@@ -139,8 +159,19 @@ def test_running_again_writes_each_scalar_once(tmp_path: Path) -> None:
     pk.run(trainers.climb, **_settings(tmp_path, tensorboard=True))  # resumed: rewritten
     reader = _read(folder)
     assert len(reader.Scalars("metrics/score")) == len(first) == 6
-    # a categorical hyperparameter is text, written when it changes
-    assert _texts(reader, "hparams/kind")[0][0] == 0
+    # a categorical hyperparameter is text, written when it changes, beside a curve of
+    # its index among the domain's values
+    texts = _texts(reader, "hparams/kind")
+    assert texts[0][0] == 0
+    result = pk.Result.load(f"sqlite:///{tmp_path / 'run.db'}", "climb")
+    kinds = ["a", "b"]
+    for t in (t for t in result.trials if t.member == 0):
+        index = kinds.index(t.hparams["kind"])
+        assert _scalars(reader, "hparams/kind")[t.start_step] == index
+        assert _scalars(reader, "hparams/kind")[t.end_step - 1] == index
+    first = result.trials[0].hparams["kind"]
+    assert texts[0][1].startswith(f"{first} (drawn at {kinds.index(first)})")
+    assert "0 = a, 1 = b" in texts[0][1]
 
 
 def test_a_folder_given_or_none_at_all(tmp_path: Path) -> None:
@@ -156,9 +187,9 @@ def test_a_logger_follows_a_run_it_did_not_start(tmp_path: Path) -> None:
     """The glass-box case: any process can tail the store, here after the fact."""
     pk.run(trainers.climb, **_settings(tmp_path, tensorboard=False))
     controller = Controller(open_store(f"sqlite:///{tmp_path / 'run.db'}"))
-    with TensorBoardLogger(controller, "climb", tmp_path / "later") as logger:
-        assert logger.sync() == 4  # two members, two trials each
-        assert logger.sync() == 0  # nothing new
+    with Follower(controller, "climb", [TensorBoardLogger(tmp_path / "later")]) as follower:
+        assert len(follower.sync().finished) == 4  # two members, two trials each
+        assert follower.sync().empty  # nothing new
     reader = _read(tmp_path / "later" / "member-001")
     assert sorted(_scalars(reader, "metrics/score")) == list(range(6))
 
@@ -200,7 +231,9 @@ def test_the_files_are_written_while_the_run_goes_on(tmp_path: Path) -> None:
     for m in result.members:  # when the run returns, everything is there
         reader = _read(folder / f"member-{m.member:03d}")
         assert sorted(_scalars(reader, "metrics/score")) == list(range(15))
-        assert "_hparams_/session_start_info" in reader.PluginTagToContent("hparams")
+        assert m.trial_id is not None
+        trial = _read(trial_dir(folder, m.member, m.trial_id))
+        assert "_hparams_/session_start_info" in trial.PluginTagToContent("hparams")
 
 
 def test_without_tensorboardx_the_message_names_the_extra(
@@ -211,3 +244,52 @@ def test_without_tensorboardx_the_message_names_the_extra(
         pk.run(trainers.climb, **_settings(tmp_path, tensorboard=True))
     pk.run(trainers.climb, **_settings(tmp_path, name="default"))  # default: off
     assert not (tmp_path / "tensorboard" / "default").exists()
+
+
+def test_reports_show_while_their_trial_is_still_running(tmp_path: Path) -> None:
+    """The store holds a running trial's reports (its heartbeats carry them); the event
+    files show them before the trial ends."""
+    halfway = threading.Event()
+    gate = threading.Event()
+
+    def train(trial: pk.Trial) -> None:
+        value = 0.0
+        if trial.parent_checkpoint is not None:
+            value = float((trial.parent_checkpoint / "value").read_text())
+        for step in trial.steps():
+            value += trial.hparams["x"]
+            trial.report(step, score=value)
+            if trial.member == 0 and step == 2:
+                halfway.set()
+                assert gate.wait(60), "the test never let the trial go on"
+        (trial.checkpoint_dir / "value").write_text(str(value))
+
+    settings = _settings(tmp_path, lease_seconds=0.4, tensorboard=tmp_path / "tb", name="beats")
+    outcome: list[Any] = []
+    thread = threading.Thread(target=lambda: outcome.append(pk.run(train, **settings)))
+    thread.start()
+    folder = tmp_path / "tb" / "beats" / "member-000"
+    try:
+        assert halfway.wait(60)
+
+        def first_steps_written() -> bool:
+            if not folder.is_dir():
+                return False
+            reader = _read(folder)
+            if "metrics/score" not in reader.Tags()["scalars"]:
+                return False
+            return sorted(_scalars(reader, "metrics/score")) == [0, 1, 2]
+
+        _wait_for("steps 0..2 of a running trial", first_steps_written)
+        store = open_store(str(settings["storage"]))
+        with store.read() as tx:
+            experiment = tx.get_experiment("beats")
+            assert experiment is not None
+            first = tx.trials(experiment.id, member=0)[0]
+        store.close()
+        assert first.status == "running"  # still training: the files ran ahead of its end
+    finally:
+        gate.set()
+        thread.join(120)
+    assert outcome, "the run did not end"
+    assert sorted(_scalars(_read(folder), "metrics/score")) == list(range(6))

@@ -38,7 +38,7 @@ __all__ = ["ObjectCheckpoints"]
 class ObjectCheckpoints(CheckpointStore):
     """Checkpoints under an fsspec URL with no atomic rename (``s3://bucket/prefix``, ...).
 
-    Built by ``CheckpointStore(url)``; same arguments, same contract. A checkpoint is the
+    Built by ``open_checkpoints(url)``; the same contract as a local directory. A checkpoint is the
     folder ``<root>/<experiment>/trial-<id>/``; its ``MANIFEST.json`` is written last and
     removed first, so a checkpoint without one is incomplete. Trials stage their files in
     a local directory, and :meth:`fetch` / :meth:`verify` return a local copy kept in
@@ -62,7 +62,7 @@ class ObjectCheckpoints(CheckpointStore):
         if not is_remote(url):
             raise CheckpointError(
                 f"checkpoint root {url!r} is not an object store URL; "
-                "CheckpointStore(path) serves a local directory"
+                "open_checkpoints(path) serves a local directory"
             )
         protocol, rest = split_protocol(url)
         if not rest.strip("/"):

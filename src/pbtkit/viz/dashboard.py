@@ -2,9 +2,11 @@
 
 ``pbtkit serve`` serves it at ``/dashboard`` beside the API; ``pbtkit dashboard --storage
 URL`` serves it alone. The page is static HTML, CSS and JavaScript shipped in this
-package (no CDN: it works offline); its script reads JSON from two GET endpoints and
-draws the population table, the curves, the schedules and the family tree with inline
-SVG, every two seconds while the run goes on.
+package, the chart library (uPlot) included (no CDN: it works offline); its script reads
+JSON from two GET endpoints every two seconds while the run goes on, and draws the
+population table (sortable, filterable), the curves and the best score so far, the
+schedules, each hyperparameter against the score, the best member's lineage schedule,
+the exploit log, and the family tree; charts read out values on hover and zoom.
 
 Security:
 
@@ -54,7 +56,13 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+_STATIC = {
+    "dashboard.js": "text/javascript",
+    "dashboard.css": "text/css",
+    # uPlot 1.6.32 (MIT licence, in uPlot.LICENSE beside it), the charts' library
+    "uPlot.iife.min.js": "text/javascript",
+    "uPlot.min.css": "text/css",
+}
 _MAX_FORM = 4096
 
 
