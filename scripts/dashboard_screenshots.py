@@ -26,7 +26,7 @@ from selenium.webdriver.common.by import By
 
 import pbtkit as pk
 from pbtkit.examples import toy
-from pbtkit.viz.dashboard import dashboard_app
+from pbtkit.service.dashboard import dashboard_app
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 BEFORE = 32  # trials let through before the "during the run" picture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,8 @@ from pbtkit.core import SearchSpace
 from pbtkit.examples import digits
 from pbtkit.service import PBTClient, PBTServer
 from pbtkit.spec import ExperimentSpec
-from tests.servers import wait_until_serving
+from tests.helpers import free_port as _free_port
+from tests.helpers import wait_until_serving
 from tests.strategies import member_violations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,12 +166,6 @@ def test_pbtkit_run_refuses_a_cyclic_config_with_a_clear_error(tmp_path: Path) -
         "on 'optimizer'" in done.stderr
     )
     assert "Traceback" not in done.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

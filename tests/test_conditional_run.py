@@ -26,8 +26,8 @@ import pytest
 import pbtkit as pk
 from pbtkit.core import SearchSpace
 from pbtkit.examples import digits
+from pbtkit.loggers.tensorboard import member_dir
 from pbtkit.service import PBTServer
-from pbtkit.viz.tensorboard import member_dir
 from tests.strategies import member_violations
 
 pytestmark = pytest.mark.slow

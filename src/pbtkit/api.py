@@ -387,7 +387,7 @@ def _tensorboard(
     checkpoint_root: str,
 ) -> list[Logger]:
     """The TensorBoard logger of a run, if any (see ``tensorboard`` in :func:`run`)."""
-    from pbtkit.viz.tensorboard import from_setting
+    from pbtkit.loggers.tensorboard import from_setting
 
     local = server is None  # a server's storage and checkpoint root are not this machine's
     logger = from_setting(

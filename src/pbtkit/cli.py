@@ -398,7 +398,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from pbtkit._extras import need
 
     need("dashboard", "pbtkit dashboard")
-    from pbtkit.viz.dashboard import serve_dashboard
+    from pbtkit.service.dashboard import serve_dashboard
 
     serve_dashboard(
         args.storage,

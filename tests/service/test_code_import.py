@@ -185,8 +185,8 @@ def test_reading_a_stored_spec_imports_nothing(tmp_path: Path, planted: tuple[Pa
         assert "Traceback" not in out.stderr, (command, out.stderr)
         assert not marker.exists(), f"`pbtkit {' '.join(command)}` ran the stored code"
     # and in this process: the result, the dashboard's view and TensorBoard
+    from pbtkit.loggers.tensorboard import TensorBoardLogger
     from pbtkit.viz import RunView
-    from pbtkit.viz.tensorboard import TensorBoardLogger
 
     with open_store(url, create=False) as store:
         controller = Controller(store)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,8 @@ import pbtkit as pk
 from pbtkit.service import RemoteController
 from pbtkit.spec import ExperimentSpec
 from pbtkit.store import open_store
-from tests.servers import wait_until_serving
+from tests.helpers import free_port as _free_port
+from tests.helpers import wait_until_serving
 from tests.service.helpers import KEY
 
 pytestmark = pytest.mark.slow
@@ -35,12 +35,6 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PBTKIT_AUTH_KEY"}
     env.update(PYTHONPATH=str(ROOT), PBTKIT_AUTH_KEY=KEY, **extra)
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve(directory: Path, port: int) -> subprocess.Popen[bytes]:

@@ -42,6 +42,7 @@ from pbtkit.service import PBTServer, RemoteController, create_app
 from pbtkit.service.server import STATUS, _status_of, check_exposure
 from pbtkit.spec import ExperimentSpec
 from pbtkit.store import Measurement, MemoryStore, TrialRecord
+from tests.helpers import free_port as _free_port
 
 KEY = "secret-key"
 INT64_MAX = 2**63 - 1
@@ -199,12 +200,6 @@ def _serving(app: Any) -> Iterator[str]:
 
 def _env_without_key() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PBTKIT_AUTH_KEY"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # fixtures --------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,8 +28,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import pbtkit as pk
 from pbtkit.service import PBTServer
-from tests.servers import wait_until_serving
-from tests.viz.conftest import GatedRun
+from tests.helpers import GatedRun, wait_until_serving
+from tests.helpers import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "browser-secret"
@@ -38,12 +37,6 @@ POPULATION = GatedRun.POPULATION
 GENERATIONS = GatedRun.GENERATIONS
 WAIT = 60  # seconds a condition may take to show before the test fails
 NO_SCORE = "\u2013"  # what the table shows for a member without a score yet
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -301,10 +294,21 @@ def test_inactive_hyperparameters_are_empty_cells_and_gaps_in_the_schedules(
                 )
                 expected += runs
                 gaps += runs > 1
+            # the chart's own data: a series breaks (a new line) at every null
             lines = browser.execute_script(
-                "const panel = [...document.querySelectorAll('#schedules svg')].find("
-                "  (s) => s.querySelector('title')?.textContent === 'schedule of ' + arguments[0]);"
-                "return panel.querySelectorAll('polyline.schedule').length",
+                "const cell = [...document.querySelectorAll('#schedules [data-chart]')].find("
+                "  (c) => c.dataset.chart === 'schedule:' + arguments[0]);"
+                "const u = cell.querySelector('.plot').__uplot;"
+                "let runs = 0;"
+                "for (let s = 1; s < u.data.length; s++) {"
+                "  let on = false;"
+                "  for (const v of u.data[s]) {"
+                "    const now = v !== null && v !== undefined;"
+                "    if (now && !on) runs++;"
+                "    on = now;"
+                "  }"
+                "}"
+                "return runs;",
                 name,
             )
             assert lines == expected, name

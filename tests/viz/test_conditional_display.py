@@ -8,7 +8,9 @@ from typing import Any
 from tensorboard.backend.event_processing import event_accumulator
 
 from pbtkit.controller._apply import change_text as _change_text
-from pbtkit.viz.tensorboard import TensorBoardLogger, _changes, member_dir
+from pbtkit.loggers._base import RunInfo
+from pbtkit.loggers._base import describe_changes as _changes
+from pbtkit.loggers.tensorboard import TensorBoardLogger, member_dir
 
 SGD = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9}
 ADAM = {"optimizer": "adam", "lr": 0.02, "beta1": 0.85}
@@ -32,11 +34,13 @@ def test_the_tensorboard_text_says_the_same() -> None:
 
 
 def test_a_categorical_value_that_comes_back_is_written_again(tmp_path: Path) -> None:
-    logger = TensorBoardLogger(controller=None, name="x", logdir=tmp_path)  # type: ignore[arg-type]
-    writer = logger._writer(0)
+    logger = TensorBoardLogger(tmp_path)
+    space = {"act": {"type": "choice", "values": ["relu", "tanh"]}}
+    logger.open(RunInfo("x", {"space": space}, "score", "max", space, str(tmp_path)))
     trials: list[dict[str, Any]] = [{"act": "relu"}, {}, {"act": "relu"}, {"act": "relu"}]
-    for i, hparams in enumerate(trials):
-        logger._hparams(writer, 0, hparams, 2 * i, 2 * i + 1)
+    for i, hparams in enumerate(trials):  # each trial's first step, then its last
+        logger._hparams(0, hparams, 2 * i, first=True)
+        logger._hparams(0, hparams, 2 * i + 1, first=False)
     logger.close()
     reader = event_accumulator.EventAccumulator(
         str(member_dir(tmp_path, 0)), size_guidance={event_accumulator.TENSORS: 0}

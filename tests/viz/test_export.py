@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import pbtkit as pk
-from tests.viz.conftest import Run
-from tests.viz.test_plots import _pbtkit
+from tests.helpers import Run
+from tests.helpers import pbtkit_cli as _pbtkit
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -18,7 +18,7 @@ from pbtkit.controller import Controller
 from pbtkit.store import open_store
 from pbtkit.viz import RunView, plot
 from pbtkit.viz.plots import curves_figure, paths_figure
-from tests.viz.conftest import POPULATION, TOTAL_STEPS, Run
+from tests.helpers import POPULATION, TOTAL_STEPS, Run
 
 ROOT = Path(__file__).resolve().parents[2]
 STEMS = ("curves", "schedules", "family-tree", "paths")

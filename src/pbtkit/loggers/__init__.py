@@ -35,8 +35,8 @@ from pbtkit.loggers._tail import Follower, StoreTail, follow
 
 if TYPE_CHECKING:
     from pbtkit.loggers.mlflow import MLflowLogger
+    from pbtkit.loggers.tensorboard import TensorBoardLogger
     from pbtkit.loggers.wandb import WandbLogger
-    from pbtkit.viz.tensorboard import TensorBoardLogger
 
 __all__ = [
     "KINDS",
@@ -67,7 +67,7 @@ def __getattr__(name: str) -> Any:
 
         return WandbLogger
     if name == "TensorBoardLogger":
-        from pbtkit.viz.tensorboard import TensorBoardLogger
+        from pbtkit.loggers.tensorboard import TensorBoardLogger
 
         return TensorBoardLogger
     raise AttributeError(f"module 'pbtkit.loggers' has no attribute {name!r}")

@@ -16,11 +16,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 import pbtkit as pk
 from pbtkit.controller import Controller
 from pbtkit.loggers import Follower
+from pbtkit.loggers.tensorboard import TensorBoardLogger, trial_dir
 from pbtkit.store import open_store
-from pbtkit.viz import TensorBoardLogger
-from pbtkit.viz.tensorboard import trial_dir
 from tests import trainers
-from tests.viz.conftest import POPULATION, TOTAL_STEPS, GatedRun, Run
+from tests.helpers import POPULATION, TOTAL_STEPS, GatedRun, Run
 
 
 def _read(folder: Path) -> event_accumulator.EventAccumulator:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,10 +14,10 @@ import pytest
 from fastapi.routing import APIRoute
 
 from pbtkit.service import PBTServer, create_app
+from pbtkit.service.dashboard import COOKIE, CSP
 from pbtkit.store import MemoryStore
-from pbtkit.viz.dashboard import COOKIE, CSP
-from tests.servers import wait_until_serving
-from tests.viz.conftest import POPULATION, Run
+from tests.helpers import POPULATION, Run, wait_until_serving
+from tests.helpers import free_port as _free_port
 
 KEY = "dashboard-secret"
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,12 +141,6 @@ def test_the_dashboard_only_reads(tmp_path: Path) -> None:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_pbtkit_dashboard_serves_a_store_on_its_own(toy_run: Run, tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PBTKIT_AUTH_KEY"}
@@ -179,7 +172,7 @@ def test_pbtkit_dashboard_serves_a_store_on_its_own(toy_run: Run, tmp_path: Path
 def test_pbtkit_dashboard_refuses_to_listen_openly_without_a_key(
     toy_run: Run, tmp_path: Path
 ) -> None:
-    from tests.viz.test_plots import _pbtkit
+    from tests.helpers import pbtkit_cli as _pbtkit
 
     out = _pbtkit("dashboard", "--storage", toy_run.storage, "--host", "0.0.0.0", cwd=tmp_path)
     assert out.returncode == 2

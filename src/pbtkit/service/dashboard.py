@@ -34,6 +34,15 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from pbtkit.service._http import (
+    base_url,
+    bearer_ok,
+    check_exposure,
+    error_body,
+    install_error_handlers,
+    listen,
+    run_app,
+)
 from pbtkit.viz._view import RunView
 
 if TYPE_CHECKING:
@@ -95,8 +104,7 @@ def install(app: FastAPI, controller: ControllerAPI, auth_key: str | None) -> No
     def signed_in(request: Request) -> bool:
         if key is None or token is None:
             return True
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key):
+        if bearer_ok(request.headers.get("authorization", ""), key):
             return True
         cookie = request.cookies.get(COOKIE, "")
         return hmac.compare_digest(cookie.encode(errors="replace"), token)
@@ -106,8 +114,6 @@ def install(app: FastAPI, controller: ControllerAPI, auth_key: str | None) -> No
             raise DashboardUnauthorized
 
     async def on_unauthorized(_: Request, __: Exception) -> Response:
-        from pbtkit.service.server import error_body
-
         return JSONResponse(
             error_body(
                 "Unauthorized",
@@ -217,10 +223,9 @@ def dashboard_app(storage: str | Store, *, auth_key: str | None = None) -> FastA
         StorageError: The database cannot be opened or holds no pbtkit schema.
     """
     from pbtkit.controller import Controller
-    from pbtkit.service.server import install_error_handlers
-    from pbtkit.viz._view import open_existing
+    from pbtkit.store import open_store
 
-    store = open_existing(storage) if isinstance(storage, str) else storage
+    store = open_store(storage, create=False) if isinstance(storage, str) else storage
     app = FastAPI(title="pbtkit dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, HEADERS)
 
@@ -252,8 +257,6 @@ def serve_dashboard(
         ConfigError: ``host`` is not a loopback address and no key was given, the SQLite
             file does not exist, or the address is taken.
     """
-    from pbtkit.service.server import base_url, check_exposure, listen, run_app
-
     check_exposure(host, auth_key)
     app = dashboard_app(storage, auth_key=auth_key)
     sock = listen(host, port)

@@ -1,23 +1,66 @@
-"""Fixtures of the viz tests: one finished run of the PBT paper's toy, a real browser."""
+"""What the tests share: finding a free port, running the pbtkit command, waiting for a
+server, and the runs several test packages look at (a finished toy run, a gated run)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
+import httpx
 
 import pbtkit as pk
-from pbtkit.examples import toy
 
+ROOT = Path(__file__).resolve().parent.parent
+#: The toy run of ``toy_run``: its population and its steps per member.
 POPULATION = 4
 TOTAL_STEPS = 30
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pbtkit_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pbtkit ARGS`` as a user would, in ``cwd``, with this checkout's code."""
+    base = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, "-m", "pbtkit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**base, **(env or {})},
+        check=False,
+    )
+
+
+def wait_until_serving(
+    url: str, process: subprocess.Popen[str] | subprocess.Popen[bytes], name: str
+) -> None:
+    """Return once ``url/health`` answers 200; fail if ``process`` exits or 30 s pass."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, f"{name} exited"
+        assert time.monotonic() < deadline, f"{name} did not start"
+        time.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -32,74 +75,6 @@ class Run:
     @property
     def tensorboard(self) -> Path:
         return self.directory / "tensorboard" / self.name
-
-
-@pytest.fixture(scope="session")
-def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """The toy of the PBT paper, 4 members x 30 steps, on SQLite, with TensorBoard."""
-    directory = tmp_path_factory.mktemp("toy")
-    result = toy.main(
-        directory,
-        progress=False,
-        population=POPULATION,
-        total_steps=TOTAL_STEPS,
-        executor="thread",
-        name="toy",
-        tensorboard=True,
-    )
-    return Run(directory, f"sqlite:///{directory / 'pbt.db'}", "toy", result)
-
-
-def _browser_binaries() -> tuple[str, str]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        message = (
-            "the browser tests need Debian's Chromium and its driver: "
-            "apt-get install chromium chromium-driver (as .ci/run does)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return chromium, driver
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """A headless Chromium driven by Selenium, shared by the browser tests."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver = _browser_binaries()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # the tests may run as root, in a container
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1280,1800",
-    ):
-        options.add_argument(argument)
-    # the page's console, so a test can say that no script failed
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    session = webdriver.Chrome(options=options, service=Service(driver))
-    try:
-        yield session
-    finally:
-        session.quit()
-
-
-@pytest.fixture(scope="session")
-def screenshots() -> Path:
-    """Where the browser tests keep their screenshots (``build/screenshots``, or
-    ``$PBTKIT_SCREENSHOTS``): kept after the run, to look at what the tests saw."""
-    folder = Path(
-        os.environ.get("PBTKIT_SCREENSHOTS")
-        or Path(__file__).resolve().parents[2] / "build" / "screenshots"
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 class GatedRun:
