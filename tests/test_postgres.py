@@ -71,7 +71,9 @@ def test_32_worker_processes_run_every_trial_once_and_lose_no_report(
         trials = tx.trials(experiment.id)
         reports = tx.reports(experiment.id)
         members = tx.members(experiment.id)
-    assert len(trials) == population * trials_per_member
+    # about population x 4 trials: a member that copied a donor ahead of it (steps follow
+    # the weights) trains fewer, one that copied a donor behind it more
+    assert abs(len(trials) - population * trials_per_member) <= population
     assert all(t.status == "done" and t.attempt == 1 for t in trials)
     assert set(executed) == {t.id for t in trials}
     # each trial reports what it loaded once, then its score at every step

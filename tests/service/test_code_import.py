@@ -185,6 +185,7 @@ def test_reading_a_stored_spec_imports_nothing(tmp_path: Path, planted: tuple[Pa
         assert "Traceback" not in out.stderr, (command, out.stderr)
         assert not marker.exists(), f"`pbtkit {' '.join(command)}` ran the stored code"
     # and in this process: the result, the dashboard's view and TensorBoard
+    from pbtkit.loggers import Follower
     from pbtkit.loggers.tensorboard import TensorBoardLogger
     from pbtkit.viz import RunView
 
@@ -193,7 +194,10 @@ def test_reading_a_stored_spec_imports_nothing(tmp_path: Path, planted: tuple[Pa
         result = pk.Result(controller, "planted")
         assert result.spec.policy.explore == CustomExplore(target=f"{evil}:f")
         RunView.load(controller, "planted")
-        assert TensorBoardLogger(controller, "planted", tmp_path / "tb").sync() == 2
+        follower = Follower(controller, "planted", [TensorBoardLogger(tmp_path / "tb")])
+        follower.sync()
+        follower.close()
+        assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert not marker.exists()
 
 

@@ -39,7 +39,7 @@ from pbtkit.controller import Lease
 from pbtkit.core.fitness import Objective
 from pbtkit.core.policy import PBT
 from pbtkit.service import PBTServer, RemoteController, create_app
-from pbtkit.service.server import STATUS, _status_of, check_exposure
+from pbtkit.service._http import STATUS, _status_of, check_exposure
 from pbtkit.spec import ExperimentSpec
 from pbtkit.store import Measurement, MemoryStore, TrialRecord
 from tests.helpers import free_port as _free_port

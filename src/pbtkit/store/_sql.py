@@ -44,6 +44,13 @@ from pbtkit.store._base import (
     encode_metrics,
     iter_chunks,
 )
+from pbtkit.store._codec import (
+    event_from_json,
+    event_to_json,
+    experiment_from_json,
+    trial_from_json,
+    trial_to_json,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLStore", "schema_version", "upgrade"]
 
@@ -295,80 +302,21 @@ def _none_to_nan(value: float | None) -> float:
 
 
 def _trial_from_row(row: Any) -> TrialRecord:
-    return TrialRecord(
-        id=row.id,
-        experiment_id=row.experiment_id,
-        member=row.member,
-        generation=row.generation,
-        hparams=row.hparams,
-        parent_id=row.parent_id,
-        start_step=row.start_step,
-        end_step=row.end_step,
-        status=row.status,
-        attempt=row.attempt,
-        lease_owner=row.lease_owner,
-        lease_expires=row.lease_expires,
-        checkpoint=row.checkpoint,
-        checkpoint_released=bool(row.checkpoint_released),
-        metrics=decode_metrics(row.metrics),
-        score=_none_to_nan(row.score),
-        error=row.error,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        priority=row.priority,
-        inherit=row.inherit,
-        not_before=row.not_before,
-        checkpoint_bad=bool(row.checkpoint_bad),
-    )
+    return trial_from_json(row._mapping)
 
 
 def _trial_values(trial: TrialRecord) -> dict[str, Any]:
-    return {
-        "experiment_id": trial.experiment_id,
-        "member": trial.member,
-        "generation": trial.generation,
-        "hparams": dict(trial.hparams),
-        "parent_id": trial.parent_id,
-        "start_step": trial.start_step,
-        "end_step": trial.end_step,
-        "status": trial.status,
-        "attempt": trial.attempt,
-        "lease_owner": trial.lease_owner,
-        "lease_expires": trial.lease_expires,
-        "checkpoint": trial.checkpoint,
-        "checkpoint_released": trial.checkpoint_released,
-        "metrics": encode_metrics(trial.metrics),
-        "score": _nan_to_none(trial.score),
-        "error": trial.error,
-        "created_at": trial.created_at,
-        "started_at": trial.started_at,
-        "finished_at": trial.finished_at,
-        "priority": trial.priority,
-        "inherit": None if trial.inherit is None else dict(trial.inherit),
-        "not_before": trial.not_before,
-        "checkpoint_bad": trial.checkpoint_bad,
-    }
+    values = trial_to_json(trial)
+    del values["id"]  # assigned by the database
+    return values
 
 
 def _experiment_from_row(row: Any) -> ExperimentRecord:
-    return ExperimentRecord(row.id, row.name, row.config, row.status, row.created_at)
+    return experiment_from_json(row._mapping)
 
 
 def _event_from_row(row: Any) -> EventRecord:
-    return EventRecord(
-        experiment_id=row.experiment_id,
-        member=row.member,
-        kind=row.kind,
-        trial_id=row.trial_id,
-        donor_member=row.donor_member,
-        donor_trial=row.donor_trial,
-        old_hparams=row.old_hparams,
-        new_hparams=row.new_hparams,
-        detail=row.detail,
-        at=row.at,
-        id=row.id,
-    )
+    return event_from_json(row._mapping)
 
 
 class _SQLTransaction(Transaction):
@@ -586,24 +534,10 @@ class _SQLTransaction(Transaction):
     def add_events(self, records: Sequence[EventRecord]) -> None:
         if not records:
             return
-        self._c.execute(
-            _I_EVENT,
-            [
-                {
-                    "experiment_id": e.experiment_id,
-                    "member": e.member,
-                    "kind": e.kind,
-                    "trial_id": e.trial_id,
-                    "donor_member": e.donor_member,
-                    "donor_trial": e.donor_trial,
-                    "old_hparams": None if e.old_hparams is None else dict(e.old_hparams),
-                    "new_hparams": None if e.new_hparams is None else dict(e.new_hparams),
-                    "detail": e.detail,
-                    "at": e.at,
-                }
-                for e in records
-            ],
-        )
+        rows = [event_to_json(e) for e in records]
+        for row in rows:
+            del row["id"]  # assigned by the database
+        self._c.execute(_I_EVENT, rows)
 
     def events(self, experiment_id: int, *, kind: str | None = None) -> list[EventRecord]:
         query = sa.select(events).where(events.c.experiment_id == experiment_id)
