@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pbtkit._exceptions import ConfigError
 from pbtkit.store import EventRecord, ReportRecord, TrialRecord
+from pbtkit.store import _codec as codec
 from pbtkit.store._base import encode_metrics
 
 if TYPE_CHECKING:
@@ -71,25 +72,12 @@ def to_json(controller: ControllerAPI, name: str) -> dict[str, Any]:
     """
     snapshot = controller.snapshot(name)
     reports = controller.reports(name)
-    e = snapshot.experiment
+    # the records as the store and the service encode them (pbtkit.store._codec)
     return {
-        "experiment": {
-            "name": e.name,
-            "status": e.status,
-            "config": dict(e.config),
-            "created_at": e.created_at,
-        },
-        "trials": [_trial_json(t) for t in snapshot.trials],
-        "reports": [
-            {
-                "trial_id": r.trial_id,
-                "member": r.member,
-                "step": r.step,
-                "metrics": encode_metrics(r.metrics),
-            }
-            for r in reports
-        ],
-        "events": [_event_row(ev, as_json=True) for ev in snapshot.events],
+        "experiment": codec.experiment_to_json(snapshot.experiment),
+        "trials": [codec.trial_to_json(t) for t in snapshot.trials],
+        "reports": [codec.report_to_json(r) for r in reports],
+        "events": [codec.event_to_json(ev) for ev in snapshot.events],
     }
 
 
