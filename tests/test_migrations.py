@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 from pbtkit import SchemaMismatch
 from pbtkit.controller import Controller
 from pbtkit.store import open_store
-from pbtkit.store._sql import SCHEMA_VERSION, metadata, schema_version, upgrade
+from pbtkit.store._schema import SCHEMA_VERSION, metadata, schema_version, upgrade
 from tests.test_controller import _spec
 
 ROOT = Path(__file__).resolve().parent.parent

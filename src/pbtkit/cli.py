@@ -223,7 +223,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _cmd_db(args: argparse.Namespace) -> int:
     from pbtkit.store import normalize_url
-    from pbtkit.store._sql import SCHEMA_VERSION, schema_version, upgrade
+    from pbtkit.store._schema import SCHEMA_VERSION, schema_version, upgrade
 
     url = normalize_url(args.storage)
     if args.action == "version":

@@ -26,7 +26,8 @@ from pbtkit.store._base import (
     display_url,
 )
 from pbtkit.store._memory import MemoryStore
-from pbtkit.store._sql import SCHEMA_VERSION, SQLStore
+from pbtkit.store._schema import SCHEMA_VERSION
+from pbtkit.store._sql import SQLStore
 
 __all__ = [
     "SCHEMA_VERSION",
