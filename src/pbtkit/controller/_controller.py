@@ -24,12 +24,12 @@ from typing import Literal
 
 import numpy as np
 
-from pbtkit._exceptions import ExperimentConflict, LeaseLost, NotFound, PBTError
-from pbtkit._target import import_policy
-from pbtkit.controller._apply import failed_decision, last_line, outcome_of
+from pbtkit._exceptions import ExperimentConflict, LeaseLost, NotFound
+from pbtkit.controller._apply import last_line
 from pbtkit.controller._base import Reader
+from pbtkit.controller._decide import SAMPLE, barrier_members, decide
 from pbtkit.controller._liveness import dead_local_owner, lease_over
-from pbtkit.controller._population import PopulationCache, comparable, put_member
+from pbtkit.controller._population import put_member
 from pbtkit.controller._protocol import ACTIVE_STATUSES, FINISHED, WAIT, Lease
 from pbtkit.controller._recovery import (
     contain_bad_parent,
@@ -38,8 +38,6 @@ from pbtkit.controller._recovery import (
     stop_if_every_start_fails,
 )
 from pbtkit.controller._retention import released
-from pbtkit.core.decisions import Exploit, MemberView, Stop
-from pbtkit.core.population import Population
 from pbtkit.spec import ExperimentSpec, check_experiment_name
 from pbtkit.store._base import (
     EventRecord,
@@ -55,10 +53,6 @@ __all__ = ["Controller"]
 
 #: The longest a retry waits before it may be leased again.
 _LONGEST_BACKOFF = 60.0
-
-# Seeds of numpy SeedSequences: the initial sample and each decision draw from streams
-# keyed by (seed, purpose, id), so a run is repeatable without storing any RNG state.
-_SAMPLE, _DECIDE = 0, 1
 
 
 class Controller(Reader):
@@ -99,7 +93,7 @@ class Controller(Reader):
             record = tx.create_experiment(name, spec.to_dict(), now)
             members = []
             for member in range(spec.population):
-                rng = np.random.default_rng([spec.seed, _SAMPLE, member])
+                rng = np.random.default_rng([spec.seed, SAMPLE, member])
                 hparams = spec.first_hparams(member, rng)
                 tx.insert_trial(
                     TrialRecord(
@@ -362,8 +356,8 @@ class Controller(Reader):
             if spec.evolution == "async":
                 decided = [trial.member]
             else:
-                decided = self._barrier_members(tx, trial, cache)
-            self._decide(tx, spec, cache, decided, now)
+                decided = barrier_members(tx, trial, cache)
+            decide(tx, spec, cache, decided, now, self.imports)
             candidates = [trial.parent_id, previous]
             window = spec.policy.exploit.checkpoint_window
             if window:  # this member's trial that just left the window of draws
@@ -480,8 +474,8 @@ class Controller(Reader):
                 ]
             )
             if spec.evolution == "generational":
-                decided = self._barrier_members(tx, trial, cache)
-                self._decide(tx, spec, cache, decided, now)
+                decided = barrier_members(tx, trial, cache)
+                decide(tx, spec, cache, decided, now, self.imports)
             freed = released(tx, spec, cache, [trial.parent_id])
             mark_finished_if_done(tx, trial.experiment_id, cache)
             return freed
@@ -571,88 +565,6 @@ class Controller(Reader):
     ) -> list[TrialRecord]:
         now = self._now(tx) if now is None else now
         return [t for t in tx.trials(experiment_id, statuses=("running",)) if lease_over(t, now)]
-
-    def _barrier_members(
-        self, tx: Transaction, trial: TrialRecord, cache: PopulationCache
-    ) -> list[int]:
-        """Generational mode: the members to decide now (all of them once the last of a
-        generation has finished; none before)."""
-        if tx.count_trials(trial.experiment_id, ACTIVE_STATUSES, generation=trial.generation):
-            return []
-        # The members whose latest trial is of this generation (not all at one step: a
-        # member that copied an opponent of an earlier generation went back to its step).
-        finished = np.array(
-            [
-                t.id
-                for t in tx.trials(
-                    trial.experiment_id, statuses=("done",), generation=trial.generation
-                )
-            ],
-            dtype=np.int64,
-        )
-        ready = cache.active & (cache.trial >= 0) & np.isin(cache.trial, finished)
-        return [int(m) for m in np.flatnonzero(ready)]
-
-    def _decide(
-        self,
-        tx: Transaction,
-        spec: ExperimentSpec,
-        cache: PopulationCache,
-        decided: Sequence[int],
-        now: float,
-    ) -> None:
-        """Ask the policy about each member in ``decided`` and write what it says."""
-        if not decided:
-            return
-        rows = np.flatnonzero((cache.trial >= 0) & ~cache.failed)
-        shared: dict[int, Population] = {}  # members deciding at one step share one ranking
-        events: list[EventRecord] = []
-        for member in decided:
-            record = cache.records[member]
-            assert record.latest_trial_id is not None
-            me = MemberView(
-                member=member,
-                trial_id=record.latest_trial_id,
-                step=record.step,
-                score=float(cache.score[member]),
-                hparams=record.hparams,
-                has_checkpoint=record.checkpoint is not None,
-                metrics=record.metrics,
-            )
-            latest = tx.get_trial(me.trial_id)
-            rng = np.random.default_rng([spec.seed, _DECIDE, me.trial_id])
-            population = comparable(tx, spec, latest, cache, rows, shared)
-            try:
-                with import_policy(self.imports):
-                    decision = spec.policy.decide(me, population, spec.space, rng)
-                hparams = (
-                    {} if isinstance(decision, Stop) else spec.space.validate(decision.hparams)
-                )
-            except PBTError as exc:
-                outcome = failed_decision(latest, exc, now)
-            else:
-                takes_weights = isinstance(decision, Exploit) and decision.inherit != "hparams"
-                donor_step = (
-                    tx.get_trial(decision.donor_trial).end_step
-                    if isinstance(decision, Exploit) and takes_weights
-                    else None
-                )
-                outcome = outcome_of(
-                    decision,
-                    latest,
-                    spec.policy,
-                    hparams=hparams,
-                    donor_step=donor_step,
-                    now=now,
-                    priority=float(rng.random()),
-                )
-            if outcome.status != "active":
-                put_member(tx, cache, dataclasses.replace(record, status=outcome.status))
-            if outcome.trial is None:
-                events.append(outcome.event)
-            else:
-                events.append(outcome.with_trial(tx.insert_trial(outcome.trial)))
-        tx.add_events(events)
 
     def _finish_if_done(self, experiment: ExperimentRecord) -> Literal["wait", "finished"]:
         with self.store.transaction() as tx:
