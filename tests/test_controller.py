@@ -406,7 +406,7 @@ def test_checkpoints_nothing_needs_are_released(store: Store, make: Make) -> Non
 
 
 def test_a_decision_that_cannot_be_made_fails_only_that_member(store: Store, make: Make) -> None:
-    from pbtkit.core.explore import CustomExplore
+    from pbtkit.core.custom_explore import CustomExplore
     from tests import trainers
 
     spec = _spec(population=2, evolution="generational")

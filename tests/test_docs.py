@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-_TEST_REFERENCE = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)`")
+# a test function, or a test method of a contract class (src/pbtkit/*/testing.py)
+_TEST_REFERENCE = re.compile(r"`((?:tests|src)/[\w/]+\.py)::(test_\w+)`")
 
 
 def test_every_test_the_reliability_page_names_exists() -> None:
@@ -19,7 +20,7 @@ def test_every_test_the_reliability_page_names_exists() -> None:
         f"{path}::{name}"
         for path, name in references
         if not (ROOT / path).is_file()
-        or not re.search(rf"^def {name}\(", (ROOT / path).read_text(encoding="utf-8"), re.M)
+        or not re.search(rf"^\s*def {name}\(", (ROOT / path).read_text(encoding="utf-8"), re.M)
     ]
     assert not missing, f"docs/reliability.md names tests that do not exist: {missing}"
 

@@ -31,6 +31,7 @@ from pbtkit._exceptions import (
 from pbtkit._version import __version__
 from pbtkit.api import run
 from pbtkit.core.conditions import Gt, Gte, Lt, Lte
+from pbtkit.core.custom_explore import CustomExplore
 from pbtkit.core.exploit import (
     BinaryTournament,
     Exploiter,
@@ -39,7 +40,7 @@ from pbtkit.core.exploit import (
     Truncation,
     TTest,
 )
-from pbtkit.core.explore import CustomExplore, Explorer, GaussianNoise, Keep, Perturb, Resample
+from pbtkit.core.explore import Explorer, GaussianNoise, Keep, Perturb, Resample
 from pbtkit.core.fitness import Fitness, MultiObjective, Objective
 from pbtkit.core.inheritance import ShrinkPerturb, WeightTransform, shrink_perturb
 from pbtkit.core.lineage import Schedule, Segment

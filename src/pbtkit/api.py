@@ -15,8 +15,9 @@ from pbtkit._target import load_target, target_of
 from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import Controller, ControllerAPI
 from pbtkit.controller._retention import final_keep
+from pbtkit.core.custom_explore import CustomExplore
 from pbtkit.core.exploit import Exploiter, Truncation
-from pbtkit.core.explore import CustomExplore, Explorer, Perturb
+from pbtkit.core.explore import Explorer, Perturb
 from pbtkit.core.fitness import Fitness, Objective
 from pbtkit.core.inheritance import ShrinkPerturb
 from pbtkit.core.policy import PBT

@@ -23,7 +23,7 @@ import pytest
 import pbtkit as pk
 from pbtkit._target import ImportPolicy
 from pbtkit.controller import Controller, Lease
-from pbtkit.core.explore import CustomExplore
+from pbtkit.core.custom_explore import CustomExplore
 from pbtkit.service import PBTServer, RemoteController
 from pbtkit.store import Measurement, open_store
 from tests.service.helpers import KEY, auth, check_error, small_spec, sqlite_url

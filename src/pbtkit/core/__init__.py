@@ -16,6 +16,7 @@ from pbtkit.core.conditions import (
     When,
     condition_from_spec,
 )
+from pbtkit.core.custom_explore import CustomExplore
 from pbtkit.core.decisions import INHERIT_MODES, Continue, Decision, Exploit, MemberView, Stop
 from pbtkit.core.exploit import (
     BinaryTournament,
@@ -27,7 +28,6 @@ from pbtkit.core.exploit import (
     exploiter_from_dict,
 )
 from pbtkit.core.explore import (
-    CustomExplore,
     Explorer,
     GaussianNoise,
     Keep,
