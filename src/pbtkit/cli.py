@@ -24,13 +24,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         kwargs["ray_resources"] = _resources(args.ray_resources)
     for key in (
         "storage", "name", "workers", "population", "checkpoint_dir", "executor", "seed",
-        "ray_address",
+        "ray_address", "gpus_per_worker", "devices",
     ):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
             kwargs[key] = value
     kwargs.setdefault("name", args.target.rpartition(":")[2])
     load_target(args.target)  # fail here, with a clear message, if it cannot be imported
+    if kwargs.get("executor", "process") == "process" and kwargs.get("workers", 2) > 0:
+        from pbtkit.devices import plan_devices
+
+        plan = plan_devices(
+            kwargs.get("workers", 2), kwargs.get("gpus_per_worker"), kwargs.get("devices")
+        )
+        print(f"pbtkit run: {plan.describe()}", file=sys.stderr, flush=True)
     result = run(args.target, progress=not args.no_progress and None, **kwargs)
     print(result.summary_text())
     return 0
@@ -127,6 +134,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         raise ConfigError("name the training function: pbtkit worker ... package.module:function")
     if bool(args.server) == bool(args.storage):
         raise ConfigError("give the worker either --server URL or --storage URL")
+    from pbtkit.devices import apply_to_environ, single_worker_env
+
+    # Before the training function is imported: CUDA reads the variable once, at its start.
+    apply_to_environ(single_worker_env(args.worker_index, args.gpus_per_worker, args.devices))
     train = load_target(target)
     worker_id = worker_identity(args.label)
     if args.server:
@@ -475,6 +486,21 @@ def _add_replay_command(sub: Any) -> None:
     p.set_defaults(func=_cmd_replay)
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        metavar="G",
+        help="GPUs per worker: 1, 0.5 (two workers share one), 2, or 0 for the CPU "
+        "(default: one each when there are enough, else an equal share; none without GPUs)",
+    )
+    p.add_argument(
+        "--devices",
+        metavar="0,1",
+        help="the GPUs to share (default: $CUDA_VISIBLE_DEVICES, else those nvidia-smi lists)",
+    )
+
+
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.4g}"
@@ -506,6 +532,7 @@ def _parser() -> argparse.ArgumentParser:
         "--ray-resources", metavar="CPU=1,GPU=0.5", help="each Ray worker's resource bundle"
     )
     p.add_argument("--seed", type=int, help="override the seed")
+    _add_device_options(p)
     p.add_argument("--no-progress", action="store_true", help="do not show live progress")
     p.set_defaults(func=_cmd_run)
 
@@ -538,6 +565,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--label", default="", help="a label added to the worker's id")
     p.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
+    _add_device_options(p)
+    p.add_argument(
+        "--worker-index",
+        type=int,
+        help="this worker's index among the machine's workers: trial.worker, and which of "
+        "--devices it takes",
+    )
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("db", help="the database schema: show its version, or upgrade it")

@@ -15,6 +15,8 @@ The format (TOML shown; YAML has the same keys)::
     checkpoint_dir = "pbt-checkpoints"
     seed = 0
     max_attempts = 3
+    gpus_per_worker = 0.5         # GPUs per local worker (0: CPU; default: one each if enough)
+    devices = [0, 1]              # the GPUs to share (default: CUDA_VISIBLE_DEVICES/nvidia-smi)
 
     [space]                       # required: one entry per hyperparameter
     lr = { type = "loguniform", low = 1e-4, high = 0.1 }
@@ -61,7 +63,8 @@ _KNOWN = {
     "name", "metric", "mode", "population", "workers", "ready_every", "total_steps",
     "evolution", "storage", "checkpoint_dir", "seed", "max_attempts", "lease_seconds",
     "keep_checkpoints", "space", "exploit", "explore", "executor", "ray_address",
-    "ray_resources", "initial", "inherit", "objective", "tensorboard",
+    "ray_resources", "initial", "inherit", "objective", "tensorboard", "gpus_per_worker",
+    "devices",
 }  # fmt: skip
 _REQUIRED = ("ready_every", "total_steps", "space")
 

@@ -25,9 +25,16 @@ from pbtkit.checkpoints import CheckpointStore
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.core.fitness import metric_value, require_metric
 from pbtkit.core.inheritance import shrink_perturb
+from pbtkit.devices import current_device, current_worker
 from pbtkit.store._base import ReportRecord
 
-__all__ = ["Trial", "TrainFn", "run_worker"]
+__all__ = ["Trial", "TrainFn", "inherit_seed", "run_worker"]
+
+
+def inherit_seed(trial_id: int) -> int:
+    """The seed of a trial's shrink-and-perturb noise: fixed by the trial id, so a retry
+    of the trial starts from the same weights (used by the torch path)."""
+    return int(np.random.default_rng([trial_id, 0x5EED]).integers(2**62))
 
 
 class Trial:
@@ -51,6 +58,9 @@ class Trial:
         replay: True when :func:`pbtkit.replay` calls the function to re-train along a
             recorded schedule (no exploits; the time to train on training plus
             validation data, say); False in a PBT run.
+        worker: The index of the worker running this trial (``0 .. workers - 1`` in a
+            run; a replaced worker takes the index of the one it replaces), or None when
+            it has none (a hand-started ``pbtkit worker`` without ``--worker-index``).
     """
 
     def __init__(
@@ -60,6 +70,8 @@ class Trial:
         parent_checkpoint: Path | None,
         *,
         replay: bool = False,
+        worker: int | None = None,
+        device: str | None = None,
     ) -> None:
         record = lease.trial
         self.hparams: dict[str, Any] = dict(record.hparams)
@@ -75,6 +87,8 @@ class Trial:
         self.metric = lease.metric
         self._needed = lease.metrics or (lease.metric,)
         self.replay = replay
+        self.worker = worker if worker is not None else current_worker()
+        self._device = device
         self._inherit = dict(record.inherit) if record.inherit else None
         self._reports: list[ReportRecord] = []
         self._lock = threading.Lock()
@@ -84,6 +98,15 @@ class Trial:
     def last_step(self) -> int:
         """The last step of :meth:`steps` (where a final evaluation is reported)."""
         return self.end_step - 1
+
+    @property
+    def device(self) -> str:
+        """The torch device to train on: ``"cuda:0"`` when this worker was given a GPU
+        (``pk.run(gpus_per_worker=...)``; ``cuda:0`` is then its own GPU), else ``"cpu"``.
+        Outside a planned worker: ``"cuda:0"`` if PyTorch sees a GPU, else ``"cpu"``."""
+        if self._device is None:
+            self._device = current_device()
+        return self._device
 
     @property
     def is_exploit(self) -> bool:
@@ -106,11 +129,20 @@ class Trial:
         float array becomes ``shrink * w + noise * N(0, 1)`` (seeded by the trial id, so a
         retry starts from the same weights). Call it on what you load from
         :attr:`parent_checkpoint`, e.g. ``weights = trial.inherited(np.load(...))``.
+        PyTorch tensors stay tensors on their device (:func:`pbtkit.torch.shrink_perturb`);
+        :func:`pbtkit.torch.load` does this for you.
         """
         found = self.shrink_perturb
         if found is None:
             return dict(arrays)
         shrink, noise = found
+        if any(type(v).__module__.startswith("torch") for v in arrays.values()):
+            # Tensors stay tensors, on their device: the torch path (pbtkit[torch]).
+            from pbtkit.torch import shrink_perturb as torch_shrink_perturb
+
+            return dict(
+                torch_shrink_perturb(arrays, shrink, noise, seed=inherit_seed(self.trial_id))
+            )
         rng = np.random.default_rng([self.trial_id, 0x5EED])
         return shrink_perturb(arrays, shrink, noise, rng)
 
@@ -217,6 +249,8 @@ def run_worker(
     verify_checkpoints: bool = True,
     checkpoint_root: str | None = None,
     poll: float = 0.02,
+    worker_index: int | None = None,
+    device: str | None = None,
 ) -> int:
     """Run trials until the experiment is finished (or ``stop`` is set).
 
@@ -233,6 +267,10 @@ def run_worker(
             or URL the experiment names (a shared filesystem mounted elsewhere). An
             object store's credentials come from this process's environment.
         poll: Longest wait between two asks when there is nothing to do.
+        worker_index: This worker's index, given to each trial as ``trial.worker``
+            (default: ``PBTKIT_WORKER_INDEX``, set by the process executor).
+        device: The torch device of its trials, ``trial.device`` (default:
+            ``PBTKIT_DEVICE``, else what PyTorch sees).
 
     Returns:
         How many trials this worker finished.
@@ -259,7 +297,16 @@ def run_worker(
         root = checkpoint_root or lease.checkpoint_root
         if root not in roots:
             roots[root] = CheckpointStore(root)
-        _run_trial(controller, roots[root], lease, train, worker_id, beat_every, verify_checkpoints)
+        _run_trial(
+            controller,
+            roots[root],
+            lease,
+            train,
+            worker_id,
+            beat_every,
+            verify_checkpoints,
+            placement=(worker_index, device),
+        )
         finished += 1
     return finished
 
@@ -272,6 +319,8 @@ def _run_trial(
     worker_id: str,
     beat_every: float,
     verify: bool,
+    *,
+    placement: tuple[int | None, str | None] = (None, None),
 ) -> None:
     record = lease.trial
     staging = checkpoints.staging_dir(lease.experiment, record.id)
@@ -280,7 +329,7 @@ def _run_trial(
         if lease.parent_checkpoint is not None:
             # A local directory either way: under an object store, a checked cached copy.
             parent = checkpoints.fetch(lease.parent_checkpoint, verify=verify)
-        trial = Trial(lease, staging, parent)
+        trial = Trial(lease, staging, parent, worker=placement[0], device=placement[1])
         with _Heartbeat(controller, trial, worker_id, beat_every) as beat:
             train(trial)
         if beat.lost is not None:

@@ -24,7 +24,7 @@ import numpy as np
 from pbtkit._exceptions import ConfigError
 from pbtkit.core._specs import check_keys, finite_number
 
-__all__ = ["Inherit", "ShrinkPerturb", "inherit_from_dict", "shrink_perturb"]
+__all__ = ["Inherit", "ShrinkPerturb", "check_shrink_noise", "inherit_from_dict", "shrink_perturb"]
 
 
 def _shrink(owner: str, value: Any) -> float:
@@ -73,6 +73,15 @@ class ShrinkPerturb:
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "shrink_perturb", "shrink": s, "noise": n}``."""
         return {"type": "shrink_perturb", "shrink": self.shrink, "noise": self.noise}
+
+
+def check_shrink_noise(owner: str, shrink: Any, noise: Any) -> tuple[float, float]:
+    """``(shrink, noise)`` as floats, checked: shrink in ``[0, 1]``, noise finite ``>= 0``.
+
+    Raises:
+        ConfigError: Either is out of range; the message names ``owner``.
+    """
+    return _shrink(owner, shrink), _noise(owner, noise)
 
 
 #: What ``PBT(inherit=...)`` takes.
@@ -130,7 +139,9 @@ def shrink_perturb(
 
     Only floating-point arrays change; integer and boolean arrays (step counters, masks)
     are copied as they are. Each result keeps its array's dtype and shape; the input is
-    not modified.
+    not modified. PyTorch tensors are refused rather than turned into numpy arrays: use
+    ``pbtkit.torch.shrink_perturb`` (tensors stay on their device) or
+    ``trial.inherited(...)``, which picks the right one.
 
     Args:
         arrays: Weights by name (e.g. a model's ``state_dict`` as numpy arrays).
@@ -142,12 +153,17 @@ def shrink_perturb(
         New arrays by the same names.
 
     Raises:
-        ConfigError: ``shrink`` or ``noise`` is out of range.
+        ConfigError: ``shrink`` or ``noise`` is out of range, or a value is a tensor.
     """
     factor = _shrink("shrink_perturb", shrink)
     sigma = _noise("shrink_perturb", noise)
     out: dict[str, np.ndarray] = {}
     for name, array in arrays.items():
+        if type(array).__module__.startswith("torch"):  # duck-typed: core never imports torch
+            raise ConfigError(
+                f"shrink_perturb: {name!r} is a PyTorch tensor; use pbtkit.torch.shrink_perturb "
+                "(or trial.inherited(...)), which keeps tensors on their device"
+            )
         value = np.asarray(array)
         if not np.issubdtype(value.dtype, np.floating):
             out[name] = value.copy()
