@@ -135,7 +135,7 @@ def test_a_hand_started_worker_takes_its_share_of_the_devices() -> None:
     assert "OMP_NUM_THREADS" not in env  # a hand-started worker's threads are the user's
     assert single_worker_env(3, 0.5, "4,6")["CUDA_VISIBLE_DEVICES"] == "6"
     assert single_worker_env(2, None, None) == {"PBTKIT_WORKER_INDEX": "2"}
-    with pytest.raises(pk.ConfigError, match="worker 2 would need GPUs 3..3"):
+    with pytest.raises(pk.ConfigError, match=r"worker 2 would need GPUs 3\.\.3"):
         single_worker_env(2, 1, "4,6")
 
 
@@ -298,7 +298,7 @@ def test_pbtkit_worker_applies_its_devices_before_importing_the_function(
             "1",
             "--worker-index",
             "1",
-        ],  # fmt: skip
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 
 pytest.importorskip("lightning")
-import lightning.pytorch as pl  # noqa: E402
-import safetensors.torch  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import lightning.pytorch as pl
+import safetensors.torch
+import torch
+from torch.utils.data import DataLoader
 
-import pbtkit as pk  # noqa: E402
-import pbtkit.torch as pt  # noqa: E402
-from pbtkit.controller import Lease  # noqa: E402
-from pbtkit.lightning import PBTCallback  # noqa: E402
-from pbtkit.store import TrialRecord  # noqa: E402
-from tests import lightning_trainers as lt  # noqa: E402
+import pbtkit as pk
+import pbtkit.torch as pt
+from pbtkit.controller import Lease
+from pbtkit.lightning import PBTCallback
+from pbtkit.store import TrialRecord
+from tests import lightning_trainers as lt
 
 BATCHES_PER_EPOCH = 8  # 256 examples in batches of 32
 
@@ -148,7 +148,7 @@ def test_lightning_checkpointing_is_warned_about_and_callbacks_are_single_use(
     pbt = PBTCallback(trial)
     with pytest.warns(UserWarning, match="pickled .ckpt"):
         _fit(trial, pbt, enable_checkpointing=True, default_root_dir=str(tmp_path / "lightning"))
-    with pytest.raises(pk.ConfigError, match="one Trainer.fit for one trial"):
+    with pytest.raises(pk.ConfigError, match=r"one Trainer\.fit for one trial"):
         _fit(trial, pbt)
 
 

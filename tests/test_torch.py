@@ -68,13 +68,13 @@ def _trial(
 
 def _same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        elif isinstance(a[key], dict):
-            _same_state(a[key], b[key])
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, b[key]), key
+        elif isinstance(value, dict):
+            _same_state(value, b[key])
         else:
-            assert a[key] == b[key], key
+            assert value == b[key], key
 
 
 # the format ------------------------------------------------------------------------------
@@ -108,7 +108,8 @@ def test_a_round_trip_restores_models_optimizers_schedulers_scalers_and_extras(
     _same_state(opt.state_dict(), opt2.state_dict())
     assert sched2.state_dict() == sched.state_dict()
     assert scaler2.get_scale() == 1024.0
-    assert got["step"] == 5 and got["note"] is None
+    assert got["step"] == 5
+    assert got["note"] is None
     assert torch.equal(got["rng"], extra["rng"])
     assert isinstance(got["history"], np.ndarray)
     assert np.array_equal(got["history"], extra["history"])
@@ -337,7 +338,8 @@ def test_sequential_schedulers_get_the_new_base() -> None:
     decay = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
     seq = torch.optim.lr_scheduler.SequentialLR(opt, [warm, decay], milestones=[2])
     pt.apply_hparams(opt, {"lr": 0.3}, scheduler=seq)
-    assert warm.base_lrs == [pytest.approx(0.3)] and decay.base_lrs == [pytest.approx(0.3)]
+    assert warm.base_lrs == [pytest.approx(0.3)]
+    assert decay.base_lrs == [pytest.approx(0.3)]
 
 
 # architecture changes --------------------------------------------------------------------
@@ -349,7 +351,8 @@ def test_a_donor_tensor_of_another_shape_is_refused_with_advice(tmp_path: Path) 
     text = str(info.value)
     assert "tensor '0.weight' has shape (16, 4) in the checkpoint but (8, 4) in this model" in text
     assert "donor member 4" in text
-    assert "not perturbed" in text and "saved_hparams" in text
+    assert "not perturbed" in text
+    assert "saved_hparams" in text
     assert "width (16 there, 8 here)" in text
     assert pt.saved_hparams(trial) == {"width": 16, "lr": 0.1}
     pt.load(trial, model=_net(pt.saved_hparams(trial)["width"]))  # rebuilt: it fits
@@ -392,11 +395,13 @@ def test_torch_shrink_perturb_keeps_tensors_and_dtypes() -> None:
     state = {"w": torch.ones(3, dtype=torch.float64), "n": torch.tensor(5), "s": "x"}
     out = pt.shrink_perturb(state, 0.5, 0.0)
     assert torch.equal(out["w"], torch.full((3,), 0.5, dtype=torch.float64))
-    assert torch.equal(out["n"], torch.tensor(5)) and out["s"] == "x"
+    assert torch.equal(out["n"], torch.tensor(5))
+    assert out["s"] == "x"
     assert torch.equal(state["w"], torch.ones(3, dtype=torch.float64))  # input untouched
     a = pt.shrink_perturb(state, 0.5, 0.1, seed=3)["w"]
     b = pt.shrink_perturb(state, 0.5, 0.1, seed=3)["w"]
-    assert torch.equal(a, b) and not torch.equal(a, out["w"])
+    assert torch.equal(a, b)
+    assert not torch.equal(a, out["w"])
     with pytest.raises(pk.ConfigError, match="shrink must be a number in"):
         pt.shrink_perturb(state, 2.0, 0.1)
 
@@ -404,7 +409,7 @@ def test_torch_shrink_perturb_keeps_tensors_and_dtypes() -> None:
 def test_numpy_shrink_perturb_refuses_tensors_and_trial_inherited_keeps_them(
     tmp_path: Path,
 ) -> None:
-    with pytest.raises(pk.ConfigError, match="pbtkit.torch.shrink_perturb"):
+    with pytest.raises(pk.ConfigError, match=r"pbtkit\.torch\.shrink_perturb"):
         pk.shrink_perturb({"w": torch.ones(2)}, 0.5, 0.1, np.random.default_rng(0))
     inherit = {"mode": "shrink_perturb", "shrink": 0.5, "noise": 0.0}
     trial = _trial(tmp_path, {}, None, donor=1, inherit=inherit)
