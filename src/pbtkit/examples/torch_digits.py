@@ -35,7 +35,17 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
 
 import pbtkit.torch as pt
 
-__all__ = ["SPACE", "Net", "build", "evaluate", "fit_epoch", "load_tensors", "main", "train"]
+__all__ = [
+    "SETTINGS",
+    "SPACE",
+    "Net",
+    "build",
+    "evaluate",
+    "fit_epoch",
+    "load_tensors",
+    "main",
+    "train",
+]
 
 SPACE = {
     "lr": pk.LogUniform(1e-3, 0.5),
@@ -161,28 +171,29 @@ def train(trial: pk.Trial) -> None:
     pt.save(trial, model=model, optimizer=optimizer)
 
 
+#: The run's settings: 8 members x 16 epochs, ready every 2 epochs, 2 workers, the
+#: bottom quarter copying the top quarter (as the numpy digits task).
+SETTINGS: dict[str, Any] = {
+    "space": SPACE,
+    "metric": "accuracy",
+    "mode": "max",
+    "population": 8,
+    "workers": 2,
+    "ready_every": 2,
+    "total_steps": 16,
+    "exploit": pk.Truncation(0.25),
+    "name": "torch_digits",
+}
+
+
 def main(
     directory: str | Path = "pbt-torch-digits",
     *,
     progress: bool | None = None,
     **overrides: Any,
 ) -> pk.Result:
-    """8 members x 16 epochs, ready every 2 epochs, 2 workers (as the numpy digits task)."""
-    return run_in(
-        directory,
-        train,
-        overrides,
-        space=SPACE,
-        metric="accuracy",
-        mode="max",
-        population=8,
-        workers=2,
-        ready_every=2,
-        total_steps=16,
-        exploit=pk.Truncation(0.25),
-        name="torch_digits",
-        progress=progress,
-    )
+    """Run :data:`SETTINGS` into ``directory`` (``overrides`` win: population=4, ...)."""
+    return run_in(directory, train, overrides, progress=progress, **SETTINGS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The PyTorch examples at a small size, in real runs with worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+import pbtkit as pk
+from tests import torch_trainers
+
+pytestmark = pytest.mark.slow
+
+
+def exploits_not_in_force(result: pk.Result) -> tuple[int, list[str]]:
+    """How many exploits trained on, and those whose next trial trained with another lr or
+    momentum than its own hyperparameters, as read back from the optimizer after loading."""
+    by_id = {t.id: t for t in result.trials}
+    checked, wrong = 0, []
+    for event in result.exploits:
+        assert event.trial_id is not None
+        trial = by_id[event.trial_id]
+        if trial.status != "done":
+            continue
+        checked += 1
+        for name in ("lr", "momentum"):
+            in_force, explored = trial.metrics[f"{name}_in_force"], trial.hparams[name]
+            if in_force != explored:
+                wrong.append(f"trial {trial.id}: {name} {in_force} in force, {explored} explored")
+                break
+    return checked, wrong
+
+
+def _digits(tmp_path: Path, train: Any = None) -> pk.Result:
+    from pbtkit.examples import run_in, torch_digits
+
+    small = {"population": 6, "total_steps": 8, "seed": 1, "tensorboard": False}
+    settings = {**torch_digits.SETTINGS, "progress": False}
+    return run_in(tmp_path, train or torch_digits.train, small, **settings)
+
+
+def test_every_exploit_trains_with_the_explored_lr_and_momentum(tmp_path: Path) -> None:
+    result = _digits(tmp_path)
+    assert all(m.status == "done" and m.step == 8 for m in result.members)
+    checked, wrong = exploits_not_in_force(result)
+    assert checked >= 2
+    assert wrong == []
+    assert 0.5 < result.best.metrics["accuracy"] <= 1.0
+    assert "test_accuracy" in result.best.metrics
+
+
+def test_the_same_check_catches_the_naive_load_state_dict(tmp_path: Path) -> None:
+    result = _digits(tmp_path, torch_trainers.naive_digits)
+    checked, wrong = exploits_not_in_force(result)
+    assert checked >= 2
+    # the donor's values replace the explored ones (equal only where both hit a bound)
+    assert len(wrong) >= max(1, checked // 2), wrong
