@@ -59,3 +59,53 @@ def test_the_same_check_catches_the_naive_load_state_dict(tmp_path: Path) -> Non
     assert checked >= 2
     # the donor's values replace the explored ones (equal only where both hit a bound)
     assert len(wrong) >= max(1, checked // 2), wrong
+
+
+def _tensors(directory: Path) -> dict[str, Any]:
+    import safetensors.torch
+
+    import pbtkit.torch as pt
+
+    return safetensors.torch.load_file(str(directory / pt.TENSOR_FILE))
+
+
+def test_each_gan_exploit_copies_both_networks_and_both_optimizers(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    import pbtkit.torch as pt
+    from pbtkit.examples import gan, run_in
+
+    small = {"population": 4, "ready_every": 100, "total_steps": 400, "tensorboard": False}
+    settings = {**gan.SETTINGS, "progress": False, "keep_checkpoints": "all"}
+    result = run_in(tmp_path, torch_trainers.gan_recording, small, **settings)
+    assert all(m.status == "done" for m in result.members)
+    by_id = {t.id: t for t in result.trials}
+    root = tmp_path / "checkpoints"
+    checked = 0
+    for event in result.exploits:
+        assert event.trial_id is not None
+        assert event.donor_trial is not None
+        trial, donor = by_id[event.trial_id], by_id[event.donor_trial]
+        if trial.status != "done":
+            continue
+        assert trial.checkpoint is not None
+        assert donor.checkpoint is not None
+        loaded_dir = root / trial.checkpoint / "loaded"
+        loaded, donated = _tensors(loaded_dir), _tensors(root / donor.checkpoint)
+        for prefix in ("models/G/", "models/D/", "optimizers/g/", "optimizers/d/"):
+            keys = sorted(k for k in donated if k.startswith(prefix))
+            assert keys, prefix  # the donor saved both networks' weights and Adam moments
+            assert keys == sorted(k for k in loaded if k.startswith(prefix))
+            for key in keys:
+                assert torch.equal(loaded[key], donated[key]), (trial.id, key)
+        groups = json.loads((loaded_dir / pt.STATE_FILE).read_text())["optimizers"]
+        for name in ("g", "d"):
+            group = groups[name]["param_groups"][0]
+            assert group["lr"] == trial.hparams[f"{name}_lr"]  # the explored value, by name
+            assert group["betas"]["$tuple"][0] == trial.hparams["beta1"]
+        checked += 1
+    assert checked >= 2
+    for m in result.members:
+        assert {"mmd", "energy", "modes", "high_quality"} <= set(m.metrics)

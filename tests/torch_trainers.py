@@ -8,6 +8,8 @@ learning rate and momentum, which replace the explored ones.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 import pbtkit as pk
@@ -35,3 +37,17 @@ def naive_digits(trial: pk.Trial) -> None:
         {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
         trial.checkpoint_dir / "naive.pt",
     )
+
+
+def _record_loaded(trial: pk.Trial, nets: dict[str, Any], optimizers: dict[str, Any]) -> None:
+    """Keep what the trial loaded, beside its checkpoint, for the test to compare."""
+    import pbtkit.torch as pt
+
+    pt.save(trial.checkpoint_dir / "loaded", model=nets, optimizer=optimizers)
+
+
+def gan_recording(trial: pk.Trial) -> None:
+    """The GAN example, recording the networks and optimizers right after loading."""
+    from pbtkit.examples import gan
+
+    gan.train(trial, on_loaded=_record_loaded)
