@@ -32,7 +32,8 @@ trial's directory. The checkpoint is pbtkit.torch's (safetensors and JSON): Ligh
 own ``.ckpt`` files are pickles, which nothing here reads or writes, so pass
 ``enable_checkpointing=False`` (``trainer_kwargs()`` does).
 
-Needs ``pip install 'pbtkit[lightning]'``.
+Needs ``pip install 'pbtkit[lightning]'`` (``lightning``; the older ``pytorch_lightning``
+package works too).
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ from typing import Any, Literal
 from pbtkit._exceptions import ConfigError, MetricError
 
 try:
-    import lightning.pytorch as pl
     import torch
+
+    try:
+        import lightning.pytorch as pl
+    except ImportError:  # the standalone package of older installs
+        import pytorch_lightning as pl  # type: ignore[no-redef]
 except ImportError as _missing:  # pragma: no cover - depends on the environment
     raise ConfigError(
         f"pbtkit.lightning needs Lightning, which cannot be imported ({_missing}): "

@@ -92,7 +92,7 @@ def build(
     """Fresh networks ``{"G", "D"}`` (initialised from ``seed``) and their Adam
     optimizers ``{"g", "d"}``, from ``hparams``."""
     torch.manual_seed(seed)
-    nets = {"G": _mlp(NOISE_DIM, 2).to(device), "D": _mlp(2, 1).to(device)}
+    nets: dict[str, nn.Module] = {"G": _mlp(NOISE_DIM, 2).to(device), "D": _mlp(2, 1).to(device)}
     betas = (float(hparams["beta1"]), 0.999)
     optimizers: dict[str, torch.optim.Optimizer] = {
         "g": torch.optim.Adam(nets["G"].parameters(), lr=float(hparams["g_lr"]), betas=betas),
