@@ -207,6 +207,37 @@ def summarise(task: str, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str
     return lines
 
 
+def _summarise_files(task: str, paths: list[str]) -> None:
+    """Print the summary of the per-run lines in ``paths`` (runs of one task)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        for text in Path(path).read_text().splitlines():
+            row = json.loads(text)
+            if row.get("task") == task and "seed" in row and "method" in row:
+                runs.setdefault(row["method"], []).append(row)
+    for rows in runs.values():
+        rows.sort(key=lambda r: r["seed"])
+    seeds = {m: [r["seed"] for r in rows] for m, rows in runs.items()}
+    if "random" in runs:  # compare on the seeds both have
+        common = set(seeds["random"])
+        for method in runs:
+            if method != "ray_tune_pbt":
+                common &= set(seeds[method])
+        for method, rows in runs.items():
+            if method != "ray_tune_pbt":
+                runs[method] = [r for r in rows if r["seed"] in common]
+    lines = summarise(task, {m: r for m, r in runs.items() if m != "ray_tune_pbt"})
+    if "ray_tune_pbt" in runs and "pbt" in runs:
+        ray_seeds = {r["seed"] for r in runs["ray_tune_pbt"]}
+        paired = {
+            "pbt": [r for r in runs["pbt"] if r["seed"] in ray_seeds],
+            "ray_tune_pbt": runs["ray_tune_pbt"],
+        }
+        lines += summarise(task, paired)
+    for line in lines:
+        print(json.dumps(line), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("task", choices=["digits", "gan", "cartpole", "_one"])
@@ -214,6 +245,15 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=["random", "pbt"])
     parser.add_argument("--ray-python", help="a Python with ray[tune]: also run Ray Tune's PBT")
+    parser.add_argument(
+        "--ray-seeds", type=int, help="run Ray Tune on the first N seeds only (default: all)"
+    )
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="JSONL",
+        help="only print the summary of runs printed before (files of this script's output)",
+    )
     parser.add_argument("--population", type=int)
     parser.add_argument("--total-steps", type=int)
     parser.add_argument("--ready-every", type=int)
@@ -235,6 +275,9 @@ def main() -> None:
     if args.task == "_one":
         row = one_run(args.child_task, args.method, args.seed, Path(args.dir), overrides)
         print(json.dumps(row), flush=True)
+        return
+    if args.summarise:
+        _summarise_files(args.task, args.summarise)
         return
     env = _child_env()
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
@@ -264,7 +307,8 @@ def main() -> None:
                 )
                 runs[method].append(row)
                 print(json.dumps(row), flush=True)
-            if "ray_tune_pbt" in runs:
+            ray_seeds = args.ray_seeds if args.ray_seeds is not None else args.seeds
+            if "ray_tune_pbt" in runs and seed < args.first_seed + ray_seeds:
                 row = timed_child(
                     [
                         str(args.ray_python),

@@ -5,7 +5,7 @@ The code is in ``pbtkit.examples.cartpole``; at the end the best member's greedy
 plays 20 episodes it has never seen.
 
     pip install 'pbtkit[rl]'
-    python examples/cartpole.py                      # 8 members x 24 PPO iterations
+    python examples/cartpole.py                      # 8 members x 12 PPO iterations
     python examples/cartpole.py --population 4 --iterations 8
 """
 
@@ -22,7 +22,7 @@ if __name__ == "__main__":
     parser.add_argument("--dir", default="pbt-cartpole", help="where the run's files go")
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument(
-        "--iterations", type=int, default=24, help="PPO iterations (1,024 steps) per member"
+        "--iterations", type=int, default=12, help="PPO iterations (1,024 steps) per member"
     )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()

@@ -109,3 +109,38 @@ def test_each_gan_exploit_copies_both_networks_and_both_optimizers(tmp_path: Pat
     assert checked >= 2
     for m in result.members:
         assert {"mmd", "energy", "modes", "high_quality"} <= set(m.metrics)
+
+
+def test_cartpole_runs_small_and_keeps_its_environments_across_trials(tmp_path: Path) -> None:
+    pytest.importorskip("gymnasium")
+    import numpy as np
+    import torch
+
+    import pbtkit.torch as pt
+    from pbtkit.examples import cartpole
+
+    result = cartpole.main(tmp_path, progress=False, population=3, total_steps=3, tensorboard=False)
+    assert all(m.status == "done" and m.step == 3 for m in result.members)
+    for m in result.members:
+        assert 0 < m.metrics["eval_return"] <= 500
+        assert m.checkpoint is not None
+        extra = pt.load(m.checkpoint)
+        assert extra["envs"]["state"].shape == (cartpole.N_ENVS, 4)
+        # the steps its weights were trained on, along its lineage (a donor's may be fewer)
+        assert extra["env_steps"] in {k * cartpole.STEPS_PER_ITERATION for k in (1, 2, 3)}
+    best = result.best.checkpoint
+    assert best is not None
+    returns = cartpole.evaluate(cartpole.load_policy(best), episodes=2, seed=5)
+    assert len(returns) == 2
+
+    # a restored set of environments goes on where the saved one stopped
+    policy = cartpole.ActorCritic()
+    rollout = cartpole._Rollout(0, None)
+    rollout.collect(policy, 0.99, torch.Generator().manual_seed(0))
+    saved = rollout.state()
+    again = cartpole._Rollout(1, saved)
+    assert np.allclose(again.obs, saved["state"])
+    assert np.array_equal(again.lengths, saved["lengths"])
+    assert np.array_equal(again.state()["state"], saved["state"])
+    rollout.close()
+    again.close()
