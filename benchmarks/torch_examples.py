@@ -163,6 +163,10 @@ def summarise(task: str, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str
         for extra in ("test_modes", "test_high_quality", "population_eval_mean"):
             if extra in rows[0]:
                 line[f"{extra}_mean"] = round(statistics.fmean(r[extra] for r in rows), 4)
+                others = [r[extra] for r in runs.get("random", [])]
+                mine = [r[extra] for r in rows]
+                if method != "random" and len(others) == len(mine) and mine != others:
+                    line[f"{extra}_wilcoxon_p"] = round(float(wilcoxon(mine, others).pvalue), 5)
         if method != "random" and len(floor) == len(values):
             diffs = [a - b for a, b in zip(values, floor, strict=True)]
             better = [d if higher else -d for d in diffs]
