@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
+# The CPU build of PyTorch, installed before the extras so that none of them pulls a
+# CUDA build of several GB; override it for a GPU machine: make test TORCH='torch==...'
+TORCH ?= torch==2.13.0
 
 .PHONY: demo test check lint types unit bench clean
 
@@ -11,6 +14,7 @@ DEMO_STAMP := $(VENV)/.demo-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[dev,examples]'
 	touch $(STAMP) $(DEMO_STAMP)
 

@@ -22,6 +22,7 @@ from pbtkit.core.fitness import Fitness, Objective
 from pbtkit.core.inheritance import ShrinkPerturb
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import Domain, SearchSpace
+from pbtkit.devices import DevicePlan, check_gpus_per_worker, plan_devices
 from pbtkit.executors import Executor, ProcessExecutor, RayExecutor, ThreadExecutor
 from pbtkit.loggers import Logger, follow, logger_from
 from pbtkit.progress import ProgressDisplay
@@ -71,6 +72,8 @@ def run(
     trial_timeout: float | None = None,
     max_outage: float | None = None,
     loggers: Sequence[Logger | str | Mapping[str, Any]] = (),
+    gpus_per_worker: float | None = None,
+    devices: Sequence[int | str] | str | None = None,
 ) -> Result:
     """Train a population with Population Based Training and return the result.
 
@@ -161,6 +164,17 @@ def run(
             ``WandbLogger(...)``, or their names ``"mlflow"``, ``"wandb"`` for their
             defaults, or tables ``{"type": "mlflow", "tracking_uri": ...}`` (see
             :mod:`pbtkit.loggers`; ``pbtkit[mlflow]``, ``pbtkit[wandb]``).
+        gpus_per_worker: GPUs for each local worker process: ``1``, ``0.5`` (two workers
+            share a GPU), ``2`` (two each), ``0`` (CPU only). Each worker gets its own
+            ``CUDA_VISIBLE_DEVICES``; ``trial.device`` says ``"cuda:0"`` or ``"cpu"`` and
+            ``trial.worker`` its index. None (default): one GPU per worker when there are
+            enough, an equal share when not, the CPU when there is none. With
+            ``executor="ray"`` it is the actors' ``num_gpus`` (Ray picks the GPUs). Each
+            local worker also gets ``cores // workers`` CPU threads (``OMP_NUM_THREADS``,
+            ``MKL_NUM_THREADS``) unless those are set already.
+        devices: The GPUs to share among the local workers (indices or UUIDs: ``[0, 1]``
+            or ``"0,1"``); default: ``CUDA_VISIBLE_DEVICES`` if set, else those
+            ``nvidia-smi`` lists (PyTorch is not imported to find them).
 
     Returns:
         A :class:`~pbtkit.Result`.
@@ -222,6 +236,7 @@ def run(
         ray_resources=ray_resources,
         trial_timeout=trial_timeout,
         max_outage=max_outage,
+        placement=(workers, gpus_per_worker, devices),
     )
     try:
         controller.create(name, spec, resume=resume)
@@ -261,8 +276,10 @@ def _connect(
     ray_resources: Mapping[str, float] | None = None,
     trial_timeout: float | None = None,
     max_outage: float | None = None,
+    placement: tuple[int, float | None, Sequence[int | str] | str | None] = (1, None, None),
 ) -> tuple[ControllerAPI, Executor, Callable[[], None]]:
     """The controller a run talks to, the executor of its workers, and how to close them."""
+    plan, ray_resources = _placement(executor, placement, ray_resources)
     # Ray is imported (or found missing) before anything is opened or created.
     ray_pool = (
         RayExecutor(
@@ -298,6 +315,7 @@ def _connect(
             extra_env={"PBTKIT_AUTH_KEY": key},
             trial_timeout=trial_timeout,
             max_outage=outage,
+            devices=plan,
         )
         return remote, pool, remote.close
     store = open_store(url)
@@ -314,9 +332,44 @@ def _connect(
     if ray_pool is not None:
         return controller, ray_pool, store.close
     processes = ProcessExecutor(
-        url, name, target, lease_seconds=lease_seconds, trial_timeout=trial_timeout
+        url, name, target, lease_seconds=lease_seconds, trial_timeout=trial_timeout, devices=plan
     )
     return controller, processes, store.close
+
+
+def _placement(
+    executor: str,
+    placement: tuple[int, float | None, Sequence[int | str] | str | None],
+    ray_resources: Mapping[str, float] | None,
+) -> tuple[DevicePlan | None, Mapping[str, float] | None]:
+    """The local workers' device plan, and Ray's resource bundle with its GPUs."""
+    workers, gpus_per_worker, devices = placement
+    if executor == "thread":
+        if gpus_per_worker is not None or devices is not None:
+            raise ConfigError(
+                "executor='thread' runs every worker in this process, which sees all of its "
+                "GPUs: gpus_per_worker and devices are settings of executor='process' or 'ray'"
+            )
+        return None, ray_resources
+    if executor == "ray":
+        if devices is not None:
+            raise ConfigError(
+                "with executor='ray' Ray chooses each actor's GPUs: give gpus_per_worker "
+                "(or ray_resources={'GPU': ...}), not devices"
+            )
+        if gpus_per_worker is None:
+            return None, ray_resources
+        bundle: dict[str, float] = dict(ray_resources) if ray_resources is not None else {"CPU": 1}
+        if "GPU" in bundle and bundle["GPU"] != gpus_per_worker:
+            raise ConfigError(
+                f"gpus_per_worker={gpus_per_worker!r} and ray_resources['GPU']="
+                f"{bundle['GPU']!r} disagree: give one of them"
+            )
+        bundle["GPU"] = check_gpus_per_worker(gpus_per_worker)
+        return None, bundle
+    plan = plan_devices(max(workers, 1), gpus_per_worker, devices)
+    log.info("pbtkit: %s", plan.describe())
+    return plan, ray_resources
 
 
 def drive(

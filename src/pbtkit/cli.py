@@ -27,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         kwargs["ray_resources"] = _resources(args.ray_resources)
     for key in (
         "storage", "name", "workers", "population", "checkpoint_dir", "executor", "seed",
-        "ray_address", "trial_timeout",
+        "ray_address", "trial_timeout", "gpus_per_worker", "devices",
     ):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
@@ -36,6 +36,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         kwargs["loggers"] = [*kwargs.get("loggers", ()), *args.logger]
     kwargs.setdefault("name", args.target.rpartition(":")[2])
     load_target(args.target)  # fail here, with a clear message, if it cannot be imported
+    if kwargs.get("executor", "process") == "process" and kwargs.get("workers", 2) > 0:
+        from pbtkit.devices import plan_devices
+
+        plan = plan_devices(
+            kwargs.get("workers", 2), kwargs.get("gpus_per_worker"), kwargs.get("devices")
+        )
+        print(f"pbtkit run: {plan.describe()}", file=sys.stderr, flush=True)
     result = run(args.target, progress=not args.no_progress and None, **kwargs)
     print(result.summary_text())
     return 0
@@ -173,6 +180,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     storage = args.storage or (None if server else os.environ.get("PBTKIT_STORAGE"))
     if bool(server) == bool(storage):
         raise ConfigError("give the worker either --server URL or --storage URL")
+    from pbtkit.devices import apply_to_environ, single_worker_env
+
+    # Before the training function is imported: CUDA reads the variable once, at its start.
+    apply_to_environ(single_worker_env(args.worker_index, args.gpus_per_worker, args.devices))
     try:
         train = load_target(target)
     except ConfigError as exc:
@@ -572,6 +583,21 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        metavar="G",
+        help="GPUs per worker: 1, 0.5 (two workers share one), 2, or 0 for the CPU "
+        "(default: one each when there are enough, else an equal share; none without GPUs)",
+    )
+    p.add_argument(
+        "--devices",
+        metavar="0,1",
+        help="the GPUs to share (default: $CUDA_VISIBLE_DEVICES, else those nvidia-smi lists)",
+    )
+
+
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.4g}"
@@ -615,6 +641,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=("mlflow", "wandb", "tensorboard"),
         help="also log to this tracker with its defaults (repeatable; beside the config's)",
     )
+    _add_device_options(p)
     p.add_argument("--no-progress", action="store_true", help="do not show live progress")
     p.set_defaults(func=_cmd_run)
 
@@ -667,6 +694,13 @@ def _parser() -> argparse.ArgumentParser:
         default=600.0,
         metavar="SECONDS",
         help="with --server, how long to wait for an unreachable server (0: give up at once)",
+    )
+    _add_device_options(p)
+    p.add_argument(
+        "--worker-index",
+        type=int,
+        help="this worker's index among the machine's workers: trial.worker, and which of "
+        "--devices it takes",
     )
     p.set_defaults(func=_cmd_worker)
 

@@ -16,6 +16,8 @@ The format (TOML shown; YAML has the same keys)::
     seed = 0
     max_attempts = 3
     trial_timeout = 3600          # seconds a trial may run before it is stopped and retried
+    gpus_per_worker = 0.5         # GPUs per local worker (0: CPU; default: one each if enough)
+    devices = [0, 1]              # the GPUs to share (default: CUDA_VISIBLE_DEVICES/nvidia-smi)
 
     [space]                       # required: one entry per hyperparameter
     lr = { type = "loguniform", low = 1e-4, high = 0.1 }
@@ -77,7 +79,7 @@ _KNOWN = {
     "evolution", "storage", "checkpoint_dir", "seed", "max_attempts", "lease_seconds",
     "keep_checkpoints", "space", "exploit", "explore", "executor", "ray_address",
     "ray_resources", "initial", "inherit", "objective", "tensorboard", "trial_timeout",
-    "max_outage", "loggers",
+    "max_outage", "loggers", "gpus_per_worker", "devices",
 }  # fmt: skip
 _REQUIRED = ("ready_every", "total_steps", "space")
 

@@ -19,13 +19,14 @@ import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pbtkit._exceptions import ConfigError
 from pbtkit._target import load_target
 from pbtkit.controller import Controller, ControllerAPI, worker_identity
+from pbtkit.devices import DevicePlan
 from pbtkit.store import open_store
 from pbtkit.worker import TIMEOUT_EXIT, TrainFn, run_worker
 
@@ -90,18 +91,24 @@ class ThreadExecutor(Executor):
         self._abandoned: dict[str, threading.Thread] = {}
         self._exits: list[WorkerExit] = []
         self._lock = threading.Lock()
+        self._slots: dict[str, int] = {}
 
     def start(self, count: int) -> None:
         for _ in range(count):
             worker_id = worker_identity(f"t{uuid.uuid4().hex[:8]}")
             self._stops[worker_id] = threading.Event()
+            index = _free_slot(self._slots.values())
+            self._slots[worker_id] = index
             thread = threading.Thread(
-                target=self._work, args=(worker_id,), name=f"pbtkit-worker-{worker_id}", daemon=True
+                target=self._work,
+                args=(worker_id, index),
+                name=f"pbtkit-worker-{worker_id}",
+                daemon=True,
             )
             self._threads[worker_id] = thread
             thread.start()
 
-    def _work(self, worker_id: str) -> None:
+    def _work(self, worker_id: str, index: int) -> None:
         code, reason = 0, ""
         try:
             run_worker(
@@ -112,6 +119,7 @@ class ThreadExecutor(Executor):
                 stop=self._stops[worker_id],
                 trial_timeout=self._trial_timeout,
                 on_timeout=lambda: self._abandon(worker_id),
+                worker_index=index,
             )
         except BaseException as exc:  # report, never kill the run from a thread
             code, reason = 1, "".join(traceback.format_exception(exc))
@@ -139,6 +147,7 @@ class ThreadExecutor(Executor):
             thread = self._threads.pop(e.worker_id, None)
             if thread is not None:
                 thread.join()
+            self._slots.pop(e.worker_id, None)
         return exits
 
     def alive(self) -> int:
@@ -167,6 +176,10 @@ class ProcessExecutor(Executor):
         trial_timeout: Seconds a training function may run per trial; a worker past it
             gives its trial back and replaces its own process (see ``run_worker``).
         max_outage: How long workers reaching a server wait for it to come back.
+        devices: How the workers share GPUs and cores (:func:`pbtkit.devices.plan_devices`):
+            worker ``i`` starts with ``devices.env(i)`` (its ``CUDA_VISIBLE_DEVICES``,
+            threads, index). A worker that replaces a dead one takes its index, and so its
+            GPU. None: the workers inherit this process's environment as it is.
     """
 
     storage: str
@@ -177,17 +190,19 @@ class ProcessExecutor(Executor):
     server: bool = False
     trial_timeout: float | None = None
     max_outage: float | None = None
+    devices: DevicePlan | None = None
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
+    _slots: dict[str, int] = field(default_factory=dict, init=False)
 
     def start(self, count: int) -> None:
-        env = dict(os.environ)
+        base = dict(os.environ)
         # Workers must import what this process can: the user's modules and the script dir.
-        paths = [p for p in sys.path if p] + env.get("PYTHONPATH", "").split(os.pathsep)
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
-        env.update(self.extra_env)
+        paths = [p for p in sys.path if p] + base.get("PYTHONPATH", "").split(os.pathsep)
+        base["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
+        base.update(self.extra_env)
         # The storage URL travels in the environment, not in argv, where `ps` would show
         # a database password to every user of the machine.
-        env["PBTKIT_SERVER" if self.server else "PBTKIT_STORAGE"] = self.storage
+        base["PBTKIT_SERVER" if self.server else "PBTKIT_STORAGE"] = self.storage
         options = ["--lease-seconds", str(self.lease_seconds)]
         if self.trial_timeout is not None:
             options += ["--trial-timeout", str(self.trial_timeout)]
@@ -195,6 +210,10 @@ class ProcessExecutor(Executor):
             options += ["--max-outage", str(self.max_outage)]
         for _ in range(count):
             label = f"p{uuid.uuid4().hex[:8]}"
+            index = _free_slot(self._slots.values())
+            env = dict(base)
+            if self.devices is not None:
+                env.update(self.devices.env(index))
             proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -211,7 +230,9 @@ class ProcessExecutor(Executor):
                 env=env,
                 stdin=subprocess.DEVNULL,
             )
-            self._procs[worker_identity(label, pid=proc.pid)] = proc
+            worker_id = worker_identity(label, pid=proc.pid)
+            self._procs[worker_id] = proc
+            self._slots[worker_id] = index
 
     @property
     def pids(self) -> dict[str, int]:
@@ -224,6 +245,7 @@ class ProcessExecutor(Executor):
             code = proc.poll()
             if code is not None:
                 del self._procs[worker_id]
+                self._slots.pop(worker_id, None)
                 reason = "" if code == 0 else f"worker process {proc.pid} exited with code {code}"
                 exits.append(WorkerExit(worker_id, code, reason))
         return exits
@@ -241,6 +263,13 @@ class ProcessExecutor(Executor):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _free_slot(taken: Iterable[int]) -> int:
+    """The lowest worker index not in use: a replacement takes the index (and the GPU)
+    of the worker it replaces."""
+    used = set(taken)
+    return next(i for i in range(len(used) + 1) if i not in used)
 
 
 def _import_ray() -> Any:
@@ -289,8 +318,11 @@ class _RayWorker:
     node Ray placed it, so the executor asks for it with :meth:`identity`.
     """
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, index: int = 0, device: str = "cpu") -> None:
         self.worker_id = worker_identity(label)
+        self.index = index
+        # Ray gives an actor with num_gpus its GPUs in CUDA_VISIBLE_DEVICES: cuda:0 is its own.
+        self.device = device
 
     def identity(self) -> str:
         """The id this worker leases trials with."""
@@ -320,10 +352,27 @@ class _RayWorker:
             from pbtkit.service.client import RemoteController
 
             with RemoteController(storage, auth_key or None) as remote:
-                return run_worker(remote, experiment, train, self.worker_id, poll=0.25, **timeouts)
+                return run_worker(
+                    remote,
+                    experiment,
+                    train,
+                    self.worker_id,
+                    poll=0.25,
+                    worker_index=self.index,
+                    device=self.device,
+                    **timeouts,
+                )
         with open_store(storage) as store:
             controller = Controller(store, lease_seconds=lease_seconds)
-            return run_worker(controller, experiment, train, self.worker_id, **timeouts)
+            return run_worker(
+                controller,
+                experiment,
+                train,
+                self.worker_id,
+                worker_index=self.index,
+                device=self.device,
+                **timeouts,
+            )
 
 
 @dataclass
@@ -332,6 +381,7 @@ class _Actor:
     identity: Any  # ObjectRef[str]
     done: Any  # ObjectRef[int]
     label: str
+    index: int = 0
 
 
 class RayExecutor(Executor):
@@ -411,10 +461,12 @@ class RayExecutor(Executor):
             self._owns_ray = True
         if self._actor_class is None:
             self._actor_class = ray.remote(_RayWorker)
+        device = "cuda:0" if self._options["num_gpus"] > 0 else "cpu"
         for _ in range(count):
             label = f"ray-{uuid.uuid4().hex[:8]}"
+            index = _free_slot(a.index for a in self._actors.values())
             handle = self._actor_class.options(name=f"pbtkit-{label}", **self._options).remote(
-                label
+                label, index, device
             )
             # An actor runs its calls in order: identity() answers before run() starts.
             self._actors[label] = _Actor(
@@ -430,6 +482,7 @@ class RayExecutor(Executor):
                     self.trial_timeout,
                 ),
                 label=label,
+                index=index,
             )
 
     def reap(self) -> list[WorkerExit]:

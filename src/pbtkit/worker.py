@@ -31,10 +31,18 @@ from pbtkit._exceptions import (
 from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.core.fitness import metric_value, require_metric
-from pbtkit.core.inheritance import shrink_perturb, transform_of
+from pbtkit.core.inheritance import inherit_seed, shrink_perturb, transform_of
+from pbtkit.devices import current_device, current_worker
 from pbtkit.store._base import Measurement
 
-__all__ = ["IMPORT_FAILED", "TIMEOUT_EXIT", "Trial", "TrainFn", "restart_process", "run_worker"]
+__all__ = [
+    "IMPORT_FAILED",
+    "TIMEOUT_EXIT",
+    "Trial",
+    "TrainFn",
+    "restart_process",
+    "run_worker",
+]
 
 
 class Trial:
@@ -58,6 +66,9 @@ class Trial:
         replay: True when :func:`pbtkit.replay` calls the function to re-train along a
             recorded schedule (no exploits; the time to train on training plus
             validation data, say); False in a PBT run.
+        worker: The index of the worker running this trial (``0 .. workers - 1`` in a
+            run; a replaced worker takes the index of the one it replaces), or None when
+            it has none (a hand-started ``pbtkit worker`` without ``--worker-index``).
     """
 
     def __init__(
@@ -67,6 +78,8 @@ class Trial:
         parent_checkpoint: Path | None,
         *,
         replay: bool = False,
+        worker: int | None = None,
+        device: str | None = None,
     ) -> None:
         record = lease.trial
         self.hparams: dict[str, Any] = dict(record.hparams)
@@ -82,6 +95,8 @@ class Trial:
         self.metric = lease.metric
         self._needed = lease.metrics or (lease.metric,)
         self.replay = replay
+        self.worker = worker if worker is not None else current_worker()
+        self._device = device
         self._inherit = dict(record.inherit) if record.inherit else None
         self._reports: list[Measurement] = []
         self._lock = threading.Lock()
@@ -91,6 +106,15 @@ class Trial:
     def last_step(self) -> int:
         """The last step of :meth:`steps` (where a final evaluation is reported)."""
         return self.end_step - 1
+
+    @property
+    def device(self) -> str:
+        """The torch device to train on: ``"cuda:0"`` when this worker was given a GPU
+        (``pk.run(gpus_per_worker=...)``; ``cuda:0`` is then its own GPU), else ``"cpu"``.
+        Outside a planned worker: ``"cuda:0"`` if PyTorch sees a GPU, else ``"cpu"``."""
+        if self._device is None:
+            self._device = current_device()
+        return self._device
 
     @property
     def is_exploit(self) -> bool:
@@ -113,11 +137,19 @@ class Trial:
         float array becomes ``shrink * w + noise * N(0, 1)`` (seeded by the trial id, so a
         retry starts from the same weights). Call it on what you load from
         :attr:`parent_checkpoint`, e.g. ``weights = trial.inherited(np.load(...))``.
+        PyTorch tensors stay tensors on their device (:func:`pbtkit.torch.shrink_perturb`);
+        :func:`pbtkit.torch.load` does this for you.
         """
         rng = np.random.default_rng([self.trial_id, 0x5EED])
         found = self.shrink_perturb
         if found is not None:
             shrink, noise = found
+            if any(type(v).__module__.startswith("torch") for v in arrays.values()):
+                # Tensors stay tensors, on their device: the torch path (pbtkit[torch]).
+                from pbtkit.torch._inherit import shrink_perturb as torch_shrink_perturb
+
+                seed = inherit_seed(self.trial_id)
+                return dict(torch_shrink_perturb(arrays, shrink, noise, seed=seed))
             return shrink_perturb(arrays, shrink, noise, rng)
         if self._inherit is not None:  # your own WeightTransform, recorded by the policy
             return transform_of(self._inherit).apply(arrays, rng)
@@ -228,6 +260,8 @@ def run_worker(
     poll: float = 0.02,
     trial_timeout: float | None = None,
     on_timeout: Callable[[], None] | None = None,
+    worker_index: int | None = None,
+    device: str | None = None,
 ) -> int:
     """Run trials until the experiment is finished (or ``stop`` is set).
 
@@ -258,6 +292,10 @@ def run_worker(
             ``trial_timeout`` and was given back; it must stop this worker, since the
             hung function cannot be interrupted: :func:`restart_process` for a process.
             None: the worker is only told to stop after the hung call returns.
+        worker_index: This worker's index, given to each trial as ``trial.worker``
+            (default: ``PBTKIT_WORKER_INDEX``, set by the process executor).
+        device: The torch device of its trials, ``trial.device`` (default:
+            ``PBTKIT_DEVICE``, else what PyTorch sees).
 
     Returns:
         How many trials this worker finished.
@@ -298,6 +336,7 @@ def run_worker(
             beat_every,
             verify_checkpoints,
             watchdog,
+            placement=(worker_index, device),
         )
         if watchdog.fired:
             break  # abandoned: this worker's trial was given up while its function hung
@@ -386,6 +425,8 @@ def _run_trial(
     beat_every: float,
     verify: bool,
     watchdog: _Watchdog | None = None,
+    *,
+    placement: tuple[int | None, str | None] = (None, None),
 ) -> None:
     record = lease.trial
     parent = None
@@ -403,7 +444,7 @@ def _run_trial(
             return
     staging = checkpoints.staging_dir(lease.experiment, record.id)
     try:
-        trial = Trial(lease, staging, parent)
+        trial = Trial(lease, staging, parent, worker=placement[0], device=placement[1])
         guard = watchdog if watchdog is not None else contextlib.nullcontext()
         with _Heartbeat(controller, trial, worker_id, beat_every) as beat, guard:
             train(trial)

@@ -30,6 +30,8 @@ __all__ = [
     "Inherit",
     "ShrinkPerturb",
     "WeightTransform",
+    "check_shrink_noise",
+    "inherit_seed",
     "inherit_from_dict",
     "shrink_perturb",
     "transform_of",
@@ -126,6 +128,21 @@ class ShrinkPerturb(WeightTransform):
         return shrink_perturb(arrays, self.shrink, self.noise, rng)
 
 
+def check_shrink_noise(owner: str, shrink: Any, noise: Any) -> tuple[float, float]:
+    """``(shrink, noise)`` as floats, checked: shrink in ``[0, 1]``, noise finite ``>= 0``.
+
+    Raises:
+        ConfigError: Either is out of range; the message names ``owner``.
+    """
+    return _shrink(owner, shrink), _noise(owner, noise)
+
+
+def inherit_seed(trial_id: int) -> int:
+    """The seed of a trial's shrink-and-perturb noise on tensors: fixed by the trial id, so
+    a retry (and a replay) of the trial starts from the same weights."""
+    return int(np.random.default_rng([trial_id, 0x5EED]).integers(2**62))
+
+
 #: What ``PBT(inherit=...)`` takes.
 Inherit = str | WeightTransform
 
@@ -177,7 +194,9 @@ def shrink_perturb(
 
     Only floating-point arrays change; integer and boolean arrays (step counters, masks)
     are copied as they are. Each result keeps its array's dtype and shape; the input is
-    not modified.
+    not modified. PyTorch tensors are refused rather than turned into numpy arrays: use
+    ``pbtkit.torch.shrink_perturb`` (tensors stay on their device) or
+    ``trial.inherited(...)``, which picks the right one.
 
     Args:
         arrays: Weights by name (e.g. a model's ``state_dict`` as numpy arrays).
@@ -189,12 +208,17 @@ def shrink_perturb(
         New arrays by the same names.
 
     Raises:
-        ConfigError: ``shrink`` or ``noise`` is out of range.
+        ConfigError: ``shrink`` or ``noise`` is out of range, or a value is a tensor.
     """
     factor = _shrink("shrink_perturb", shrink)
     sigma = _noise("shrink_perturb", noise)
     out: dict[str, np.ndarray] = {}
     for name, array in arrays.items():
+        if type(array).__module__.startswith("torch"):  # duck-typed: core never imports torch
+            raise ConfigError(
+                f"shrink_perturb: {name!r} is a PyTorch tensor; use pbtkit.torch.shrink_perturb "
+                "(or trial.inherited(...)), which keeps tensors on their device"
+            )
         value = np.asarray(array)
         if not np.issubdtype(value.dtype, np.floating):
             out[name] = value.copy()

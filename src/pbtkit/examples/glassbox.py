@@ -103,7 +103,12 @@ def _floats(hparams: dict[str, Any]) -> dict[str, float]:
 
 
 def client_loop(
-    url: str, port: int, key: str, config_path: str, checkpoint_dir: str, epochs: int
+    url: str,
+    port: int,
+    key: str,
+    config_path: str,
+    checkpoint_dir: str,
+    max_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Join the server as one member and train the digits MLP until it is done.
 
@@ -114,7 +119,10 @@ def client_loop(
         config_path: The glass-box config (see :func:`write_config`).
         checkpoint_dir: Where to write checkpoints; must lie inside the server's checkpoint
             root. Created if missing.
-        epochs: Train at most this many epochs (the server may say done before).
+        max_epochs: A guard: stop after this many epochs even if the server has not said
+            done (None: train until it does). A member's own epoch count is not its
+            step: after copying a donor that was ahead it needs fewer, after one that was
+            behind more, so the server is the one to say when it is done.
 
     Returns:
         ``{"member", "epochs", "accuracy", "exploits", "hparams"}``: the member this
@@ -138,7 +146,7 @@ def client_loop(
         member = client.member
         params = digits.init_params(np.random.default_rng(member))
         hp = _floats(client.hyperparameters())
-        while trained < epochs and not client.done:
+        while not client.done and (max_epochs is None or trained < max_epochs):
             rng = np.random.default_rng([member, trained])
             digits.epoch(params, x_train, y_train, hp, rng)
             trained += 1
@@ -255,7 +263,6 @@ def _demo(directory: Path, epochs: int, timeout: float, *, kept: bool) -> int:
             config = write_config(directory / "pbt.yaml", epochs=epochs)
             options = [
                 "--config", str(config), "--checkpoint-dir", str(checkpoint_root / NAME),
-                "--epochs", str(epochs),
             ]  # fmt: skip
             if not _run_clients(f"http://{server.host}", server.port, key, options, timeout):
                 return 1
@@ -292,7 +299,9 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument(
         "--checkpoint-dir", required=True, help="where to save, inside the server's root"
     )
-    client.add_argument("--epochs", type=int, required=True, help="at most this many epochs")
+    client.add_argument(
+        "--max-epochs", type=int, help="stop after this many epochs even if not done (a guard)"
+    )
     return parser
 
 
@@ -308,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "client":
             key = os.environ.get(args.key_env, "")
             summary = client_loop(
-                args.url, args.port, key, args.config, args.checkpoint_dir, args.epochs
+                args.url, args.port, key, args.config, args.checkpoint_dir, args.max_epochs
             )
             print(json.dumps(summary))
             return 0
