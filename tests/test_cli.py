@@ -135,7 +135,7 @@ def test_demo_quick(tmp_path: Path) -> None:
 
 
 def test_ray_resources_are_parsed_and_bad_ones_explained() -> None:
-    from pbtkit.cli import _resources
+    from pbtkit.cli._train import _resources
 
     assert _resources("CPU=1, GPU=0.5,accelerator=2") == {
         "CPU": 1.0,
