@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pbtkit._exceptions import ConfigError, SchemaMismatch, StorageError
-from pbtkit.store import MemoryStore, SQLStore, Store, open_store
+from pbtkit.store import MemoryStore, SQLiteStore, Store, open_store
 from pbtkit.store.testing import StoreContract
 
 
@@ -38,7 +38,7 @@ def test_sqlite_file_survives_reopen(tmp_path: Path) -> None:
 
 def test_plain_path_means_sqlite(tmp_path: Path) -> None:
     with open_store(str(tmp_path / "x.db")) as s:
-        assert isinstance(s, SQLStore)
+        assert isinstance(s, SQLiteStore)
         assert s.url == f"sqlite:///{tmp_path / 'x.db'}"
 
 

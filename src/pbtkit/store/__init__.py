@@ -3,15 +3,20 @@
 =================================  ===============================================
 URL                                backend
 =================================  ===============================================
-``sqlite:///path/pbt.db``          :class:`SQLStore` on a SQLite file (the default)
+``sqlite:///path/pbt.db``          :class:`SQLiteStore` on a SQLite file (the default)
 ``path/pbt.db`` (a plain path)     the same
+``postgresql+psycopg://...``       :class:`SQLStore` (SQLAlchemy) on PostgreSQL
 ``memory://``                      :class:`MemoryStore`, this process only (tests)
 =================================  ===============================================
+
+SQLAlchemy (and Alembic, for ``pbtkit db upgrade``) is imported only by the backends and
+commands that need it: a run on a SQLite file never imports either.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pbtkit._exceptions import ConfigError
 from pbtkit.store._base import (
@@ -25,9 +30,12 @@ from pbtkit.store._base import (
     TrialRecord,
     display_url,
 )
+from pbtkit.store._ddl import SCHEMA_VERSION
 from pbtkit.store._memory import MemoryStore
-from pbtkit.store._schema import SCHEMA_VERSION
-from pbtkit.store._sql import SQLStore
+from pbtkit.store._sqlite import SQLiteStore, sqlite_path
+
+if TYPE_CHECKING:
+    from pbtkit.store._sql import SQLStore
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -38,6 +46,7 @@ __all__ = [
     "MemoryStore",
     "ReportRecord",
     "SQLStore",
+    "SQLiteStore",
     "Store",
     "Transaction",
     "TrialRecord",
@@ -45,6 +54,15 @@ __all__ = [
     "normalize_url",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The SQLAlchemy backend, loaded when asked for.
+    if name == "SQLStore":
+        from pbtkit.store._sql import SQLStore
+
+        return SQLStore
+    raise AttributeError(f"module 'pbtkit.store' has no attribute {name!r}")
 
 
 def normalize_url(url: str) -> str:
@@ -103,6 +121,8 @@ def open_store(url: str, *, create: bool = True) -> Store:
             raise ConfigError(
                 "PostgreSQL storage needs psycopg: pip install 'pbtkit[postgres]'"
             ) from exc
+        from pbtkit.store._sql import SQLStore
+
         return SQLStore(url, create=create)
     if scheme == "sqlite":
         if url in ("sqlite://", "sqlite:///:memory:"):
@@ -110,6 +130,10 @@ def open_store(url: str, *, create: bool = True) -> Store:
                 "an in-memory SQLite database is private to one connection; "
                 "use memory:// for a throwaway store or sqlite:///path.db for a file"
             )
+        if sqlite_path(url) is not None:
+            return SQLiteStore(url, create=create)
+        from pbtkit.store._sql import SQLStore
+
         return SQLStore(url, create=create)
     raise ConfigError(
         f"unknown storage URL {display_url(url)!r}: use sqlite:///path/to/pbt.db (default), "

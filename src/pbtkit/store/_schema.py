@@ -7,9 +7,6 @@ migrations (``migrations/``) build on :data:`metadata`.
 
 from __future__ import annotations
 
-import random
-import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,12 +18,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from pbtkit._exceptions import StorageError
+from pbtkit.store._ddl import SCHEMA_REVISION, SCHEMA_VERSION
+from pbtkit.store._sqlite import begin_immediate
 
-__all__ = ["SCHEMA_VERSION", "metadata", "schema_version", "upgrade"]
-
-#: Bumped with every migration (migrations/versions); an older database is refused on
-#: open until ``pbtkit db upgrade`` brings it up to date.
-SCHEMA_VERSION = 4
+__all__ = ["SCHEMA_VERSION", "create_stamped", "metadata", "schema_version", "upgrade"]
 
 metadata = sa.MetaData()
 
@@ -128,7 +123,6 @@ events = sa.Table(
 
 
 _READ_BUSY_MS = 60_000
-_WRITE_WAIT_S = 120.0
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -147,38 +141,7 @@ def _configure_sqlite(engine: Engine) -> None:
         if conn.get_execution_options().get("pbtkit_begin") == "DEFERRED":
             conn.exec_driver_sql("BEGIN DEFERRED")
             return
-        _begin_immediate(conn.connection.dbapi_connection)
-
-
-def _begin_immediate(dbapi_conn: Any) -> None:
-    """Take SQLite's write lock, retrying quickly while another writer holds it.
-
-    SQLite's own busy handler sleeps 1, 2, 5, 10, ... ms between tries, far longer than
-    our transactions hold the lock (about a millisecond), so waiting writers would idle.
-    Retrying BEGIN is safe: nothing of the transaction has run yet.
-    """
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA busy_timeout=0")
-    try:
-        delay = 0.0001
-        deadline = time.monotonic() + _WRITE_WAIT_S
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise StorageError(
-                        f"the SQLite database stayed locked for {_WRITE_WAIT_S:.0f} s; another "
-                        "process holds it (an open transaction in a shell?)"
-                    ) from exc
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 1.5, 0.005)
-    finally:
-        cursor.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
-        cursor.close()
+        begin_immediate(conn.connection.dbapi_connection)
 
 
 def _connect_args(url: str) -> dict[str, Any]:
@@ -190,6 +153,22 @@ def _version(conn: Connection) -> int:
         sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
     ).scalar_one_or_none()
     return int(value or 0)
+
+
+def create_stamped(conn: Connection) -> None:
+    """Create every table of :data:`metadata` in an empty database and stamp it at
+    :data:`SCHEMA_VERSION`, as running every migration would leave it, without importing
+    Alembic (``pbtkit db upgrade`` reads the stamp when a later version comes)."""
+    metadata.create_all(conn)
+    alembic_version = sa.Table(
+        "alembic_version",
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+    alembic_version.create(conn)
+    conn.execute(alembic_version.insert().values(version_num=SCHEMA_REVISION))
+    conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
 
 
 def _migrate(conn: Connection, revision: str) -> None:

@@ -8,11 +8,9 @@ that writers queue for the lock instead of failing half-way with "database is lo
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,12 +44,13 @@ from pbtkit.store._codec import (
     trial_from_json,
     trial_to_json,
 )
+from pbtkit.store._rows import LazyJSON, nan_to_none, none_to_nan
 from pbtkit.store._schema import (
     SCHEMA_VERSION,
     _configure_sqlite,
     _connect_args,
-    _migrate,
     _version,
+    create_stamped,
     events,
     experiments,
     members,
@@ -164,49 +163,6 @@ _MEMBERS_SINCE_SQL = (
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": ":1", "named": ":p"}
 
 
-class _LazyJSON(Mapping[str, Any]):
-    """A JSON object decoded on first use (most members' values are never looked at)."""
-
-    __slots__ = ("_data", "_decode", "_text")
-
-    def __init__(
-        self,
-        text: str | dict[str, Any],
-        decode: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
-    ) -> None:
-        self._text = text if isinstance(text, str) else None
-        self._decode = decode
-        self._data: dict[str, Any] | None = None
-        if isinstance(text, dict):
-            self._data = dict(decode(text)) if decode else text
-
-    def _decoded(self) -> dict[str, Any]:
-        if self._data is None:
-            data = json.loads(self._text or "{}") or {}  # JSON null: nothing stored
-            self._data = dict(self._decode(data)) if self._decode else data
-        return self._data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._decoded()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._decoded())
-
-    def __len__(self) -> int:
-        return len(self._decoded())
-
-    def __repr__(self) -> str:
-        return repr(self._decoded())
-
-
-def _nan_to_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _none_to_nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
 def _trial_from_row(row: Any) -> TrialRecord:
     return trial_from_json(row._mapping)
 
@@ -285,7 +241,7 @@ class _SQLTransaction(Transaction):
                 "status": m.status,
                 "latest_trial_id": m.latest_trial_id,
                 "step": m.step,
-                "score": _nan_to_none(m.score),
+                "score": nan_to_none(m.score),
                 "hparams": dict(m.hparams),
                 "checkpoint": m.checkpoint,
                 "seq": taken[m.experiment_id],
@@ -329,10 +285,10 @@ class _SQLTransaction(Transaction):
                 status=status,
                 latest_trial_id=latest,
                 step=step,
-                score=_none_to_nan(score),
-                hparams=_LazyJSON(hparams),
+                score=none_to_nan(score),
+                hparams=LazyJSON(hparams),
                 checkpoint=checkpoint,
-                metrics=_LazyJSON(metrics, decode_metrics) if metrics else {},
+                metrics=LazyJSON(metrics, decode_metrics) if metrics else {},
             )
             for member, status, latest, step, score, hparams, checkpoint, metrics in rows
         ]
@@ -522,7 +478,8 @@ class SQLStore(Store):
                     )
                 if not create:
                     raise StorageError(f"{self.display_url!r} holds no pbtkit database")
-                _migrate(conn, "head")
+                # A new database is created as the migrations leave it, and stamped.
+                create_stamped(conn)
                 return
             version = _version(conn)
             if version < SCHEMA_VERSION:
