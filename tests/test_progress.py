@@ -114,5 +114,8 @@ def test_pbtkit_run_in_a_pipe_prints_plain_progress(tmp_path: Path) -> None:
     out = pbtkit_cli("run", "tests.trainers:climb", "--config", "pbt.toml", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.startswith("[climb]")]
-    assert len(lines) >= 3, out.stderr
+    # a fast machine may finish between two looks, so only the first and the last
+    # line are certain; the tenths in between are the unit tests' above
+    assert len(lines) >= 2, out.stderr
+    assert "0/60 steps" in lines[0]
     assert "60/60 steps" in lines[-1]
