@@ -21,7 +21,7 @@ from pbtkit.store._ddl import SCHEMA_REVISION, SQLITE_CREATE
 from pbtkit.store._schema import SCHEMA_VERSION, _migrate, metadata, schema_version, upgrade
 from tests.test_controller import _spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
