@@ -125,9 +125,7 @@ def test_the_stamp_is_the_newest_migration() -> None:
     from alembic.script import ScriptDirectory
 
     config = Config()
-    config.set_main_option(
-        "script_location", str(ROOT / "src" / "pbtkit" / "store" / "migrations")
-    )
+    config.set_main_option("script_location", str(ROOT / "src" / "pbtkit" / "store" / "migrations"))
     assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
 
 

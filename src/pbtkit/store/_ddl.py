@@ -4,7 +4,7 @@ A new SQLite database is created from these statements and stamped at the curren
 version, so opening one never imports SQLAlchemy or Alembic (about half a second of a
 run's start). They are what ``metadata.create_all`` emits for SQLite from
 :mod:`pbtkit.store._schema`, which stays the one definition of the tables:
-``tests/test_migrations.py`` checks that the two agree, and that a database created
+``tests/store/test_migrations.py`` checks that the two agree, and that a database created
 here equals one built by running every migration.
 """
 
