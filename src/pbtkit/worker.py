@@ -28,6 +28,7 @@ from pbtkit._exceptions import (
     PBTError,
     StorageError,
 )
+from pbtkit._worker_threads import Deleter, Heartbeat, Watchdog, delete_quietly
 from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.core.fitness import metric_value, require_metric
@@ -190,6 +191,11 @@ class Trial:
             taken, self._reports = self._reports, []
         return taken
 
+    def _put_back(self, reports: list[Measurement]) -> None:
+        # Reports a heartbeat could not deliver go first again, in their order.
+        with self._lock:
+            self._reports[:0] = reports
+
     def _check_objective(self) -> None:
         for name in self._needed:
             require_metric(name, self._seen)
@@ -202,42 +208,6 @@ class Trial:
 
 
 TrainFn = Callable[[Trial], Any]
-
-
-class _Heartbeat:
-    """Keeps a lease alive and flushes reports while the user's function runs."""
-
-    def __init__(
-        self, controller: ControllerAPI, trial: Trial, worker_id: str, every: float
-    ) -> None:
-        self._controller = controller
-        self._trial = trial
-        self._worker_id = worker_id
-        self._every = every
-        self._stop = threading.Event()
-        self.lost: LeaseLost | None = None
-        self._thread = threading.Thread(target=self._run, name="pbtkit-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            reports = self._trial._take_reports()
-            try:
-                self._controller.heartbeat(self._trial.trial_id, self._worker_id, reports)
-            except LeaseLost as exc:
-                self.lost = exc
-                return
-            except PBTError:
-                # Put the reports back and try again at the next beat.
-                with self._trial._lock:
-                    self._trial._reports[:0] = reports
 
 
 def _backoff(longest: float) -> Iterator[float]:
@@ -305,42 +275,66 @@ def run_worker(
             (a remote one); a checkpoint trained but not acknowledged is left in place.
     """
     roots: dict[str, CheckpointStore] = {}
-    beat_every = max(controller.lease_seconds / 4.0, 0.05)
+    deleters: dict[str, Deleter] = {}
+    beats = Heartbeat(controller, worker_id, max(controller.lease_seconds / 4.0, 0.05))
+    # An in-process controller hands the next lease back with a finish, in the same
+    # transaction; others (a remote one) are asked for it separately.
+    handoff = getattr(controller, "finish_and_lease", None) if experiment is not None else None
     finished = 0
     waits = _backoff(poll)
-    while stop is None or not stop.is_set():
-        if max_trials is not None and finished >= max_trials:
-            break
-        lease = (
-            controller.lease(experiment, worker_id)
-            if experiment is not None
-            else controller.lease_any(worker_id)
-        )
-        if lease == FINISHED:
-            break
-        if lease == WAIT:
-            time.sleep(next(waits))
-            continue
-        assert isinstance(lease, Lease)
-        waits = _backoff(poll)
-        root = checkpoint_root or lease.checkpoint_root
-        if root not in roots:
-            roots[root] = open_checkpoints(root)
-        watchdog = _Watchdog(controller, lease, worker_id, trial_timeout, on_timeout)
-        _run_trial(
-            controller,
-            roots[root],
-            lease,
-            train,
-            worker_id,
-            beat_every,
-            verify_checkpoints,
-            watchdog,
-            placement=(worker_index, device),
-        )
-        if watchdog.fired:
-            break  # abandoned: this worker's trial was given up while its function hung
-        finished += 1
+    ahead: Lease | None = None  # handed over with the last finish
+    try:
+        while stop is None or not stop.is_set():
+            if max_trials is not None and finished >= max_trials:
+                break
+            lease: Lease | str
+            if ahead is not None:
+                lease, ahead = ahead, None
+            elif experiment is not None:
+                lease = controller.lease(experiment, worker_id)
+            else:
+                lease = controller.lease_any(worker_id)
+            if lease == FINISHED:
+                break
+            if lease == WAIT:
+                time.sleep(next(waits))
+                continue
+            assert isinstance(lease, Lease)
+            waits = _backoff(poll)
+            root = checkpoint_root or lease.checkpoint_root
+            if root not in roots:
+                roots[root] = open_checkpoints(root)
+                deleters[root] = Deleter(roots[root])
+            watchdog = Watchdog(controller, lease, worker_id, trial_timeout, on_timeout)
+            # The next lease comes with the finish unless this is the worker's last trial.
+            last = (max_trials is not None and finished + 1 >= max_trials) or (
+                stop is not None and stop.is_set()
+            )
+            ahead = _run_trial(
+                controller,
+                roots[root],
+                lease,
+                train,
+                worker_id,
+                beats,
+                verify_checkpoints,
+                watchdog,
+                placement=(worker_index, device),
+                handoff=None if last else handoff,
+                deleter=deleters[root],
+            )
+            if watchdog.fired:
+                break  # abandoned: this worker's trial was given up while its function hung
+            finished += 1
+    finally:
+        beats.close()
+        for deleter in deleters.values():
+            deleter.close()
+        if ahead is not None:
+            # Stopped with a trial handed over at the last finish: it goes back at once,
+            # not counted as an attempt, for another worker to take.
+            with contextlib.suppress(PBTError):
+                controller.fail(ahead.trial.id, worker_id, "its worker stopped", penalize=False)
     return finished
 
 
@@ -372,62 +366,35 @@ def restart_process() -> None:
         os._exit(TIMEOUT_EXIT)
 
 
-class _Watchdog:
-    """Gives a trial back when its training function runs past ``trial_timeout``."""
-
-    def __init__(
-        self,
-        controller: ControllerAPI,
-        lease: Lease,
-        worker_id: str,
-        timeout: float | None,
-        on_timeout: Callable[[], None] | None,
-    ) -> None:
-        self._controller = controller
-        self._lease = lease
-        self._worker_id = worker_id
-        self._timeout = timeout
-        self._on_timeout = on_timeout
-        self._timer: threading.Timer | None = None
-        self.fired = False
-
-    def __enter__(self) -> _Watchdog:
-        if self._timeout is not None:
-            self._timer = threading.Timer(self._timeout, self._fire)
-            self._timer.daemon = True
-            self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def _fire(self) -> None:
-        self.fired = True
-        record = self._lease.trial
-        reason = (
-            f"trial {record.id} (member {record.member}, steps {record.start_step}.."
-            f"{record.end_step}) ran longer than trial_timeout={self._timeout:g} s; its "
-            f"worker {self._worker_id} was stopped and the trial is tried again"
-        )
-        with contextlib.suppress(PBTError):
-            self._controller.fail(record.id, self._worker_id, reason)
-        if self._on_timeout is not None:
-            self._on_timeout()
-
-
 def _run_trial(
     controller: ControllerAPI,
     checkpoints: CheckpointStore,
     lease: Lease,
     train: TrainFn,
     worker_id: str,
-    beat_every: float,
+    beats: Heartbeat | float,
     verify: bool,
-    watchdog: _Watchdog | None = None,
+    watchdog: Watchdog | None = None,
     *,
     placement: tuple[int | None, str | None] = (None, None),
-) -> None:
+    handoff: Callable[..., tuple[list[str], Lease | None]] | None = None,
+    deleter: Deleter | None = None,
+) -> Lease | None:
+    """Run one leased trial to its finish (or its failure).
+
+    Returns:
+        The worker's next lease when ``handoff`` (the controller's ``finish_and_lease``)
+        gave one with the finish, else None.
+    """
+    if isinstance(beats, float | int):  # a trial on its own (tests)
+        own = Heartbeat(controller, worker_id, float(beats))
+        try:
+            return _run_trial(
+                controller, checkpoints, lease, train, worker_id, own, verify, watchdog,
+                placement=placement, handoff=handoff, deleter=deleter,
+            )  # fmt: skip
+        finally:
+            own.close()
     record = lease.trial
     parent = None
     if lease.parent_checkpoint is not None:
@@ -438,40 +405,48 @@ def _run_trial(
             # Not this trial's fault, and trying again cannot help: the controller moves
             # it (and every trial waiting for the same checkpoint) to a good one.
             _give_back(controller, checkpoints, record.id, worker_id, exc, bad_parent=True)
-            return
+            return None
         except BaseException as exc:
             _give_back(controller, checkpoints, record.id, worker_id, exc)
-            return
+            return None
     staging = checkpoints.staging_dir(lease.experiment, record.id)
     try:
         trial = Trial(lease, staging, parent, worker=placement[0], device=placement[1])
         guard = watchdog if watchdog is not None else contextlib.nullcontext()
-        with _Heartbeat(controller, trial, worker_id, beat_every) as beat, guard:
-            train(trial)
+        beats.watch(trial)
+        try:
+            with guard:
+                train(trial)
+        finally:
+            lost = beats.unwatch()
         if watchdog is not None and watchdog.fired:
             raise LeaseLost(f"trial {record.id} was given up after trial_timeout")
-        if beat.lost is not None:
-            raise beat.lost
+        if lost is not None:
+            raise lost
         trial._check_objective()
         name = checkpoints.commit(staging, lease.experiment, record.id, attempt=record.attempt)
     except LeaseLost:
         shutil.rmtree(staging, ignore_errors=True)
-        return
+        return None
     except (KeyboardInterrupt, SystemExit):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     except BaseException as exc:  # the user's code may raise anything; the run goes on
         shutil.rmtree(staging, ignore_errors=True)
         _give_back(controller, checkpoints, record.id, worker_id, exc)
-        return
+        return None
+    ahead: Lease | None = None
     try:
-        released = controller.finish(record.id, worker_id, trial._take_reports(), name)
+        if handoff is not None:
+            released, ahead = handoff(record.id, worker_id, trial._take_reports(), name)
+        else:
+            released = controller.finish(record.id, worker_id, trial._take_reports(), name)
     except LeaseLost:
         # Refused for good: the trial is another worker's now. This attempt's checkpoint
         # has a name of its own, so deleting it touches nobody else's.
         if name is not None:
             checkpoints.delete(name)
-        return
+        return None
     except StorageError:
         # The controller could not be reached for longer than its outage allowance: the
         # finish may or may not have been recorded, so the checkpoint stays where it is
@@ -483,15 +458,12 @@ def _run_trial(
         if name is not None:
             checkpoints.delete(name)
         _give_back(controller, checkpoints, record.id, worker_id, exc)
-        return
-    _delete(checkpoints, released)
-
-
-def _delete(checkpoints: CheckpointStore, names: list[str]) -> None:
-    for stale in names:
-        # What cannot be deleted now is caught by the sweep at the end of the run.
-        with contextlib.suppress(OSError, CheckpointError):
-            checkpoints.delete(stale)
+        return None
+    if deleter is not None:
+        deleter.delete(released)
+    else:
+        delete_quietly(checkpoints, released)
+    return ahead
 
 
 def _give_back(
@@ -510,4 +482,4 @@ def _give_back(
         released = controller.fail(trial_id, worker_id, text, bad_parent=bad_parent)
     except LeaseLost:
         return
-    _delete(checkpoints, released)
+    delete_quietly(checkpoints, released)

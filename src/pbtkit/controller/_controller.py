@@ -19,18 +19,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import socket
-from collections.abc import Mapping, Sequence
-from typing import Literal
+from collections.abc import Sequence
 
 import numpy as np
 
-from pbtkit._exceptions import ExperimentConflict, LeaseLost, NotFound
+from pbtkit._exceptions import ExperimentConflict, LeaseLost
 from pbtkit.controller._apply import last_line
-from pbtkit.controller._base import Reader
 from pbtkit.controller._decide import SAMPLE, barrier_members, decide
-from pbtkit.controller._liveness import dead_local_owner, lease_over
+from pbtkit.controller._leasing import Leasing, merge_metrics, owned
+from pbtkit.controller._liveness import dead_local_owner
 from pbtkit.controller._population import put_member
-from pbtkit.controller._protocol import ACTIVE_STATUSES, FINISHED, WAIT, Lease
+from pbtkit.controller._protocol import Lease
 from pbtkit.controller._recovery import (
     contain_bad_parent,
     mark_finished_if_done,
@@ -44,7 +43,6 @@ from pbtkit.store._base import (
     ExperimentRecord,
     Measurement,
     MemberRecord,
-    ReportRecord,
     Transaction,
     TrialRecord,
 )
@@ -55,7 +53,7 @@ __all__ = ["Controller"]
 _LONGEST_BACKOFF = 60.0
 
 
-class Controller(Reader):
+class Controller(Leasing):
     """Coordinates the trials of experiments kept in a store (arguments: :class:`Reader`)."""
 
     # experiments -------------------------------------------------------------------
@@ -113,186 +111,6 @@ class Controller(Reader):
             tx.put_members(members)
             return record
 
-    # leasing -----------------------------------------------------------------------
-
-    def lease(
-        self,
-        name: str,
-        worker_id: str,
-        *,
-        member: int | None = None,
-        generation: int | None = None,
-        again: bool = False,
-    ) -> Lease | Literal["wait", "finished"]:
-        """Hand the oldest pending trial to a worker.
-
-        Args:
-            name: The experiment.
-            worker_id: Who takes the trial (see :func:`worker_identity`).
-            member: Only a trial of this member (a glass-box client keeps its member).
-            generation: Only a trial of this generation (a glass-box client joining takes
-                a member that has not started).
-            again: This request is a repeat of one whose answer was lost (a client
-                riding out a server outage): if the worker already holds a trial (of
-                ``member``), that one is handed back rather than a second one.
-
-        Returns:
-            A :class:`Lease`; ``"wait"`` when nothing is pending now but the experiment
-            goes on (a generation barrier, trials still running, a retry backing off);
-            ``"finished"`` when every member is done or failed.
-
-        Every call first gives back the trials whose leases expired, so the trial of a
-        worker that went silent waits at most one lease period for another worker.
-        """
-        while True:
-            with self.store.read() as tx:
-                experiment = self._get_experiment(tx, name)
-                if experiment.status != "running":
-                    return FINISHED
-                now = self._now(tx)
-                running = tx.trials(experiment.id, statuses=("running",))
-                expired = [t for t in running if lease_over(t, now)]
-                held = [
-                    t
-                    for t in running
-                    if again
-                    and t.lease_owner == worker_id
-                    and not lease_over(t, now)
-                    and (member is None or t.member == member)
-                ]
-                if held:
-                    # Asked again (its answer was lost on the way): the same trial.
-                    parent = None if held[0].parent_id is None else tx.get_trial(held[0].parent_id)
-                    return self._lease_of(experiment, held[0], parent)
-                pending = (
-                    None
-                    if expired
-                    else tx.next_pending(
-                        experiment.id, member=member, generation=generation, now=now
-                    )
-                )
-                if not expired and pending is None:
-                    if member is not None:
-                        state = [m for m in tx.members(experiment.id) if m.member == member]
-                        if not state:
-                            raise NotFound(f"experiment {name!r} has no member {member}")
-                        return WAIT if state[0].status == "active" else FINISHED
-                    if tx.count_trials(experiment.id, ACTIVE_STATUSES):
-                        return WAIT
-                    return self._finish_if_done(experiment)
-            if expired:
-                self.requeue_expired(name)
-                continue
-            lease = self._claim(experiment, worker_id, member, generation)
-            if lease is not None:
-                return lease
-
-    def lease_any(self, worker_id: str, *, again: bool = False) -> Lease | Literal["wait"]:
-        """Hand a pending trial of any running experiment, the oldest experiment first."""
-        for experiment in self.experiments():
-            if experiment.status != "running":
-                continue
-            got = self.lease(experiment.name, worker_id, again=again)
-            if isinstance(got, Lease):
-                return got
-        return WAIT
-
-    def _claim(
-        self,
-        experiment: ExperimentRecord,
-        worker_id: str,
-        member: int | None,
-        generation: int | None,
-    ) -> Lease | None:
-        with self.store.transaction() as tx:
-            # Locked with SKIP LOCKED where the database has it: concurrent workers each
-            # get a different pending trial instead of racing for the same one.
-            now = self._now(tx)
-            trial = tx.next_pending(
-                experiment.id, member=member, generation=generation, claim=True, now=now
-            )
-            if trial is None:
-                return None
-            running = dataclasses.replace(
-                trial,
-                status="running",
-                attempt=trial.attempt + 1,
-                lease_owner=worker_id,
-                lease_expires=now + self.lease_seconds,
-                started_at=now,
-                error=None,
-                not_before=None,
-            )
-            if not tx.update_trial(running, expect_status="pending"):
-                return None
-            parent = None if trial.parent_id is None else tx.get_trial(trial.parent_id)
-        return self._lease_of(experiment, running, parent)
-
-    def _lease_of(
-        self, experiment: ExperimentRecord, trial: TrialRecord, parent: TrialRecord | None
-    ) -> Lease:
-        spec = self._spec_of(experiment)
-        return Lease(
-            trial=trial,
-            experiment=experiment.name,
-            metric=spec.metric,
-            checkpoint_root=spec.checkpoint_root,
-            parent_checkpoint=None if parent is None else parent.checkpoint,
-            donor=None if parent is None or parent.member == trial.member else parent.member,
-            lease_expires=trial.lease_expires or 0.0,
-            metrics=tuple(spec.policy.objective.metric_names),
-        )
-
-    def heartbeat(
-        self, trial_id: int, worker_id: str, reports: Sequence[Measurement] = ()
-    ) -> float:
-        """Extend a lease and store reports made so far.
-
-        Returns:
-            The new expiry time.
-
-        Raises:
-            LeaseLost: The trial is no longer this worker's (stop training it).
-        """
-        outcome = self.heartbeat_many([(trial_id, worker_id, reports)])[0]
-        if isinstance(outcome, LeaseLost):
-            raise outcome
-        return outcome
-
-    def heartbeat_many(
-        self, beats: Sequence[tuple[int, str, Sequence[Measurement]]]
-    ) -> list[float | LeaseLost]:
-        """Several heartbeats in one transaction (a server's group commit).
-
-        Each is checked before anything of it is written, so one that lost its lease
-        changes nothing and the others still count.
-
-        Returns:
-            For each heartbeat, its new expiry time or the LeaseLost it met.
-        """
-        outcomes: list[float | LeaseLost] = []
-        with self.store.transaction() as tx:
-            expires = self._now(tx) + self.lease_seconds
-            for trial_id, worker_id, reports in beats:
-                try:
-                    trial = self._held(tx, trial_id, worker_id)
-                except LeaseLost as lost:
-                    outcomes.append(lost)
-                    continue
-                except NotFound as missing:
-                    outcomes.append(LeaseLost(str(missing)))
-                    continue
-                owned = _owned(reports, trial)
-                tx.update_trial(
-                    dataclasses.replace(
-                        trial, lease_expires=expires, metrics=_merge_metrics(trial.metrics, owned)
-                    ),
-                    expect_status="running",
-                )
-                tx.add_reports(trial.experiment_id, owned)
-                outcomes.append(expires)
-        return outcomes
-
     # finishing ---------------------------------------------------------------------
 
     def finish(
@@ -315,64 +133,114 @@ class Controller(Reader):
             MetricError: The objective metric was never reported; nothing was written.
         """
         with self._forgetting_on_error(), self.store.transaction() as tx:
-            recorded = tx.get_trial(trial_id)
-            if recorded.status == "done" and checkpoint and recorded.checkpoint == checkpoint:
-                return []  # the checkpoint name is unique to this attempt: it was ours
-            trial = self._held(tx, trial_id, worker_id)
-            tx.lock_experiment(trial.experiment_id)
-            spec = self._spec_by_id(tx, trial.experiment_id)
-            stored = _owned(reports, trial)
-            metrics = _merge_metrics(trial.metrics, stored)
-            score = spec.policy.objective.score(metrics)
+            return self._finish(tx, trial_id, worker_id, reports, checkpoint)[0]
+
+    def finish_and_lease(
+        self,
+        trial_id: int,
+        worker_id: str,
+        reports: Sequence[Measurement] = (),
+        checkpoint: str | None = None,
+    ) -> tuple[list[str], Lease | None]:
+        """:meth:`finish`, and the worker's next trial leased in the same transaction.
+
+        One transaction where a worker's loop would take three (the finish, then a read
+        and a claim for its next lease), and the next trial starts without waiting for
+        the write lock a second time.
+
+        Returns:
+            The checkpoint names to delete, and the next :class:`Lease`, or None when
+            there is none to hand out at once (nothing pending, a lease to requeue, the
+            experiment over): the worker then asks :meth:`lease` as usual.
+
+        Raises:
+            LeaseLost: As :meth:`finish`; nothing was written.
+            MetricError: As :meth:`finish`; nothing was written.
+        """
+        with self._forgetting_on_error(), self.store.transaction() as tx:
+            freed, experiment_id = self._finish(tx, trial_id, worker_id, reports, checkpoint)
+            if experiment_id is None:
+                return freed, None
+            experiment = next((e for e in tx.list_experiments() if e.id == experiment_id), None)
             now = self._now(tx)
-            done = dataclasses.replace(
-                trial,
-                status="done",
-                metrics=metrics,
-                score=score if math.isfinite(score) else math.nan,
+            if (
+                experiment is None
+                or experiment.status != "running"
+                # A dead worker's trial goes back first, by lease() (which requeues it).
+                or self._expired(tx, experiment_id, now)
+            ):
+                return freed, None
+            claimed = self._claim_in(tx, experiment_id, worker_id, None, None, now)
+        if claimed is None:
+            return freed, None
+        return freed, self._lease_of(experiment, *claimed)
+
+    def _finish(
+        self,
+        tx: Transaction,
+        trial_id: int,
+        worker_id: str,
+        reports: Sequence[Measurement],
+        checkpoint: str | None,
+    ) -> tuple[list[str], int | None]:
+        """Record a finished trial in ``tx``; the released checkpoints, and the trial's
+        experiment (None when this finish had been recorded already)."""
+        recorded = tx.get_trial(trial_id)
+        if recorded.status == "done" and checkpoint and recorded.checkpoint == checkpoint:
+            return [], None  # the checkpoint name is unique to this attempt: it was ours
+        trial = self._held(tx, trial_id, worker_id)
+        tx.lock_experiment(trial.experiment_id)
+        spec = self._spec_by_id(tx, trial.experiment_id)
+        stored = owned(reports, trial)
+        metrics = merge_metrics(trial.metrics, stored)
+        score = spec.policy.objective.score(metrics)
+        now = self._now(tx)
+        done = dataclasses.replace(
+            trial,
+            status="done",
+            metrics=metrics,
+            score=score if math.isfinite(score) else math.nan,
+            checkpoint=checkpoint,
+            lease_owner=None,
+            lease_expires=None,
+            finished_at=now,
+        )
+        if not tx.update_trial(done, expect_status="running"):
+            raise LeaseLost(f"trial {trial_id} changed while it was being finished")
+        tx.add_reports(trial.experiment_id, stored)
+        cache = self._population(tx, trial.experiment_id, spec)
+        previous = cache.records[trial.member].latest_trial_id
+        put_member(
+            tx,
+            cache,
+            dataclasses.replace(
+                cache.records[trial.member],
+                latest_trial_id=done.id,
+                step=done.end_step,
+                score=done.score,
+                hparams=done.hparams,
                 checkpoint=checkpoint,
-                lease_owner=None,
-                lease_expires=None,
-                finished_at=now,
-            )
-            if not tx.update_trial(done, expect_status="running"):
-                raise LeaseLost(f"trial {trial_id} changed while it was being finished")
-            tx.add_reports(trial.experiment_id, stored)
-            cache = self._population(tx, trial.experiment_id, spec)
-            previous = cache.records[trial.member].latest_trial_id
-            put_member(
-                tx,
-                cache,
-                dataclasses.replace(
-                    cache.records[trial.member],
-                    latest_trial_id=done.id,
-                    step=done.end_step,
-                    score=done.score,
-                    hparams=done.hparams,
-                    checkpoint=checkpoint,
-                    metrics=metrics,
-                ),
-            )
-            if spec.evolution == "async":
-                decided = [trial.member]
-            else:
-                decided = barrier_members(tx, trial, cache)
-            decide(tx, spec, cache, decided, now, self.imports)
-            candidates = [trial.parent_id, previous]
-            window = spec.policy.exploit.checkpoint_window
-            if window:  # this member's trial that just left the window of draws
-                candidates += [
-                    t.id
-                    for t in tx.trials(
-                        trial.experiment_id,
-                        statuses=("done",),
-                        member=trial.member,
-                        generation=trial.generation - window,
-                    )
-                ]
-            freed = released(tx, spec, cache, candidates)
-            mark_finished_if_done(tx, trial.experiment_id, cache)
-        return freed
+                metrics=metrics,
+            ),
+        )
+        async_ = spec.evolution == "async"
+        decided = [trial.member] if async_ else barrier_members(tx, trial, cache)
+        decide(tx, spec, cache, decided, now, self.imports)
+        candidates = [trial.parent_id, previous]
+        window = spec.policy.exploit.checkpoint_window
+        if window:  # this member's trial that just left the window of draws
+            candidates += [
+                t.id
+                for t in tx.trials(
+                    trial.experiment_id,
+                    statuses=("done",),
+                    member=trial.member,
+                    generation=trial.generation - window,
+                )
+            ]
+        freed = released(tx, spec, cache, candidates)
+        mark_finished_if_done(tx, trial.experiment_id, cache)
+        return freed, trial.experiment_id
 
     def fail(
         self,
@@ -536,56 +404,3 @@ class Controller(Reader):
         for trial in orphans:
             self.fail(trial.id, None, "the run was interrupted; trial run again", penalize=False)
         return [t.id for t in orphans]
-
-    def _held(self, tx: Transaction, trial_id: int, worker_id: str) -> TrialRecord:
-        """The trial, if ``worker_id`` holds its lease now (not merely held it once).
-
-        Raises:
-            LeaseLost: Another holds it, it is no longer running, or its lease expired,
-                even if nobody has taken it over yet: late work is never accepted.
-        """
-        trial = tx.get_trial(trial_id)
-        if trial.status != "running" or trial.lease_owner != worker_id:
-            holder = trial.lease_owner or "nobody"
-            raise LeaseLost(
-                f"trial {trial_id} is {trial.status} and held by {holder}, not {worker_id}; "
-                "its lease expired or it was given to another worker. Stop training it"
-            )
-        now = self._now(tx)
-        if trial.lease_expires is not None and trial.lease_expires < now:
-            raise LeaseLost(
-                f"the lease of trial {trial_id} expired {now - trial.lease_expires:.1f} s ago "
-                f"(no heartbeat from {worker_id} for {self.lease_seconds:g} s); it will be "
-                "given to another worker. Stop training it"
-            )
-        return trial
-
-    def _expired(
-        self, tx: Transaction, experiment_id: int, now: float | None = None
-    ) -> list[TrialRecord]:
-        now = self._now(tx) if now is None else now
-        return [t for t in tx.trials(experiment_id, statuses=("running",)) if lease_over(t, now)]
-
-    def _finish_if_done(self, experiment: ExperimentRecord) -> Literal["wait", "finished"]:
-        with self.store.transaction() as tx:
-            members = {m.member: m for m in tx.members(experiment.id)}
-            if tx.count_trials(experiment.id, ACTIVE_STATUSES):
-                return WAIT
-            if all(m.status != "active" for m in members.values()):
-                everyone_failed = all(m.status == "failed" for m in members.values())
-                tx.set_experiment_status(experiment.id, "failed" if everyone_failed else "finished")
-            return FINISHED if all(m.status != "active" for m in members.values()) else WAIT
-
-
-def _owned(measurements: Sequence[Measurement], trial: TrialRecord) -> list[ReportRecord]:
-    """The reports of the trial they were sent for, ready to store."""
-    return [ReportRecord(trial.id, trial.member, m.step, m.metrics) for m in measurements]
-
-
-def _merge_metrics(
-    metrics: Mapping[str, float], reports: Sequence[ReportRecord]
-) -> dict[str, float]:
-    merged = dict(metrics)
-    for report in reports:
-        merged.update(report.metrics)
-    return merged
