@@ -35,14 +35,17 @@ HEAVY = (
 )
 
 
-def _loaded_after(code: str) -> list[str]:
+def _loaded_after(code: str, extra_path: Path | None = None) -> list[str]:
     """The HEAVY modules loaded in a fresh interpreter after running ``code``."""
     probe = (
         f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT / "src", extra_path) if p),
+        },
         capture_output=True,
         text=True,
         check=True,
@@ -86,3 +89,23 @@ def test_every_public_name_resolves_and_is_listed() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="NoSuchThing"):
         pk.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_a_worker_on_a_local_root_never_loads_fsspec(tmp_path: Path) -> None:
+    code = (
+        "import pbtkit as pk\n"
+        "from pbtkit.controller import Controller\n"
+        "from pbtkit.spec import ExperimentSpec\n"
+        "from pbtkit.store import open_store\n"
+        "from pbtkit.worker import run_worker\n"
+        "from tests import trainers\n"
+        "spec = ExperimentSpec(space=pk.SearchSpace({'x': pk.Uniform(0.1, 1)}), policy=pk.PBT("
+        "objective=pk.Objective('score', 'max'), ready_every=5, total_steps=10), population=2, "
+        f"checkpoint_root={str(tmp_path / 'ckpt')!r})\n"
+        f"controller = Controller(open_store({str(tmp_path / 'pbt.db')!r}))\n"
+        "controller.create('e', spec)\n"
+        "assert run_worker(controller, 'e', trainers.climb_quietly, 'w') >= 4\n"
+    )
+    loaded = _loaded_after(code, extra_path=ROOT)
+    assert "fsspec" not in loaded
+    assert "sqlalchemy" not in loaded

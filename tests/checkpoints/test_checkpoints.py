@@ -98,3 +98,31 @@ def test_symlinks_inside_a_checkpoint_are_refused(tmp_path: Path) -> None:
     os.symlink("/etc/passwd", staging / "passwd")
     with pytest.raises(CheckpointError, match="symlink"):
         store.commit(staging, "exp", 3)
+
+
+def test_every_file_and_the_manifest_are_on_disk_before_the_name_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The atomic commit: what the rename makes visible was fsynced before it. The directory
+    # is not fsynced after it (see LocalCheckpoints.commit): two fsyncs for one file.
+    done: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        done.append("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        done.append("rename")
+        real_replace(src, dst)
+
+    checkpoints = LocalCheckpoints(tmp_path / "root")
+    staging = checkpoints.staging_dir("e", 1)
+    (staging / "a.bin").write_bytes(b"a" * 100)
+    (staging / "b.bin").write_bytes(b"b" * 100)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    name = checkpoints.commit(staging, "e", 1)
+    assert done == ["fsync a.bin", "fsync b.bin", "fsync MANIFEST.json", "rename"]
+    assert name is not None
+    assert (checkpoints.verify(name) / "b.bin").read_bytes() == b"b" * 100

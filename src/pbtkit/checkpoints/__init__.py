@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pbtkit.checkpoints._base import CheckpointStore
 from pbtkit.checkpoints._local import LocalCheckpoints
 from pbtkit.checkpoints._manifest import MANIFEST, is_remote
-from pbtkit.checkpoints._object import ObjectCheckpoints
+
+if TYPE_CHECKING:
+    from pbtkit.checkpoints._object import ObjectCheckpoints
 
 __all__ = [
     "MANIFEST",
@@ -40,6 +42,15 @@ __all__ = [
     "ObjectCheckpoints",
     "open_checkpoints",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Object stores need fsspec, imported with them: a local root never loads it.
+    if name == "ObjectCheckpoints":
+        from pbtkit.checkpoints._object import ObjectCheckpoints
+
+        return ObjectCheckpoints
+    raise AttributeError(f"module 'pbtkit.checkpoints' has no attribute {name!r}")
 
 
 def open_checkpoints(
@@ -56,7 +67,7 @@ def open_checkpoints(
     Args:
         root: A directory or ``file://`` URL (:class:`LocalCheckpoints`), or any other
             fsspec URL (:class:`ObjectCheckpoints`); created if missing.
-        durable: fsync files and directories on commit (local roots; turn off only for
+        durable: fsync the files and the manifest on commit (local roots; turn off only for
             throwaway runs).
         create: Create the root if missing (False to only name checkpoints inside it).
         storage_options: Options for the fsspec filesystem of a URL root (an endpoint,
@@ -70,6 +81,8 @@ def open_checkpoints(
         CheckpointError: The root cannot be created or reached.
     """
     if is_remote(root):
+        from pbtkit.checkpoints._object import ObjectCheckpoints
+
         return ObjectCheckpoints(
             root,
             create=create,

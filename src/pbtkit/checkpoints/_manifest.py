@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fsspec.core import split_protocol  # type: ignore[import-untyped]
-
 from pbtkit._exceptions import BadCheckpoint, CheckpointError
 
 __all__ = [
@@ -34,6 +32,7 @@ __all__ = [
     "parse_manifest",
     "safe_name",
     "sha256",
+    "split_protocol",
     "staged_files",
     "staging_name",
     "sweep_staging",
@@ -60,6 +59,15 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def split_protocol(text: str) -> tuple[str | None, str]:
+    """fsspec's split of a URL into its protocol and path. fsspec (a fifth of a second to
+    import) is loaded only here, for text that looks like a URL: a local root never pays."""
+    from fsspec.core import split_protocol as split  # type: ignore[import-untyped]
+
+    protocol, path = split(text)
+    return protocol, path
 
 
 def is_url(text: str) -> bool:
