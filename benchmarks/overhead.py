@@ -8,13 +8,14 @@ the median wall time (start of ``run`` to result, worker start-up included), the
 efficiency (time inside the training function / (workers x wall)) and the best score.
 The plain loop with no framework is printed first as the floor.
 
-Usage: python benchmarks/overhead.py [--repeats 5] [--quick]
+Usage: python benchmarks/overhead.py [--repeats 5] [--quick] [--step-ms 50]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -31,9 +32,15 @@ SPACE = toy.SPACE
 
 
 def train(trial: pk.Trial) -> None:
-    """The toy's training function, timed so the benchmark can compute efficiency."""
+    """The toy's training function, timed so the benchmark can compute efficiency.
+
+    With ``PBTKIT_BENCH_STEP_MS`` set (``--step-ms``; the worker processes inherit it),
+    each step also sleeps that long, a stand-in for real training."""
     started = time.perf_counter()
     toy.train(trial)
+    step_ms = float(os.environ.get("PBTKIT_BENCH_STEP_MS", "0"))
+    if step_ms:
+        time.sleep(step_ms / 1000 * len(trial.steps()))
     trial.report(trial.last_step, train_seconds=time.perf_counter() - started)
 
 
@@ -113,7 +120,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="skip the population of 1,000")
+    parser.add_argument(
+        "--step-ms",
+        type=float,
+        default=0.0,
+        help="each step also sleeps this long; only the pop-8 toy is run (efficiency)",
+    )
     args = parser.parse_args()
+    if args.step_ms:
+        os.environ["PBTKIT_BENCH_STEP_MS"] = str(args.step_ms)
+        measure(f"toy_pop8_{args.step_ms:g}ms_steps", 8, 100, 10, 2, args.repeats)
+        return
     floor = statistics.median(plain_loop(8, 100) for _ in range(args.repeats))
     print(
         json.dumps(

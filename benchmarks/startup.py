@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--src", action="append", type=Path, help="a src/ folder (repeatable)")
     args = parser.parse_args()
-    sources = args.src or [ROOT / "src"]
+    sources = [src.resolve() for src in args.src or [ROOT / "src"]]
     times: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
