@@ -47,3 +47,20 @@ def test_the_store_benchmark_runs(tmp_path: Path) -> None:
 def test_the_conditional_cost_benchmark_runs(tmp_path: Path) -> None:
     lines = _bench("conditional.py", "--skip-quality", cwd=tmp_path)
     assert {"flat", "conditional"} <= {str(line.get("space")) for line in lines}, lines
+
+
+@pytest.mark.slow
+def test_the_startup_benchmark_runs(tmp_path: Path) -> None:
+    lines = _bench("startup.py", "--repeats", "1", cwd=tmp_path)
+    assert {str(line["command"]) for line in lines} >= {"import pbtkit", "pbtkit --help"}
+    assert all(float(line["median_s"]) > 0 for line in lines)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_trial_cycle_benchmark_runs(tmp_path: Path) -> None:
+    lines = _bench("trial_cycle.py", "--repeats", "1", cwd=tmp_path)
+    phases = {str(line["phase"]) for line in lines if "phase" in line}
+    assert phases >= {"train", "commit", "finish", "gap"}
+    (run,) = [line for line in lines if "trials" in line]
+    assert int(run["trials"]) >= 80  # type: ignore[call-overload]
+    assert float(run["first_lease_s"]) > 0  # type: ignore[arg-type]
