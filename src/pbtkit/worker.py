@@ -101,6 +101,8 @@ class Trial:
         self._reports: list[Measurement] = []
         self._lock = threading.Lock()
         self._seen: set[str] = set()
+        # (report_batch, wake): how many reports wake the heartbeat to send them.
+        self._flush_at: tuple[int | None, threading.Event] | None = None
 
     @property
     def last_step(self) -> int:
@@ -184,6 +186,10 @@ class Trial:
         with self._lock:
             self._reports.append(Measurement(int(step), clean))
             self._seen.update(clean)
+            pending = len(self._reports)
+        flush_at = self._flush_at
+        if flush_at is not None and flush_at[0] is not None and pending >= flush_at[0]:
+            flush_at[1].set()
 
     def _take_reports(self) -> list[Measurement]:
         with self._lock:
@@ -205,7 +211,13 @@ TrainFn = Callable[[Trial], Any]
 
 
 class _Heartbeat:
-    """Keeps a lease alive and flushes reports while the user's function runs."""
+    """Keeps a lease alive and flushes reports while the user's function runs.
+
+    A controller over the network asks for reports in batches (``report_interval``
+    seconds, at most ``report_batch`` reports: :class:`~pbtkit.service.RemoteController`),
+    so that a function reporting every step costs one request per batch, not per step;
+    one in this process takes them with each beat. What is left goes with the finish.
+    """
 
     def __init__(
         self, controller: ControllerAPI, trial: Trial, worker_id: str, every: float
@@ -214,7 +226,10 @@ class _Heartbeat:
         self._trial = trial
         self._worker_id = worker_id
         self._every = every
+        self._flush_every = min(every, float(getattr(controller, "report_interval", every)))
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        trial._flush_at = (getattr(controller, "report_batch", None), self._wake)
         self.lost: LeaseLost | None = None
         self._thread = threading.Thread(target=self._run, name="pbtkit-heartbeat", daemon=True)
 
@@ -224,10 +239,22 @@ class _Heartbeat:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every):
+        beaten = time.monotonic()
+        while True:
+            self._wake.wait(self._flush_every)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            with self._trial._lock:
+                pending = bool(self._trial._reports)
+            if not pending and now - beaten < self._every:
+                continue  # nothing to send, and the lease is not due
+            beaten = now
             reports = self._trial._take_reports()
             try:
                 self._controller.heartbeat(self._trial.trial_id, self._worker_id, reports)
