@@ -207,6 +207,10 @@ BODIES: dict[str, tuple[bytes | Any, int | None]] = {
     "an unknown field on top": (_beat(colour="red"), 422),
     "a worker id too long": ({"worker_id": LONG, "reports": []}, 422),
     "a lone surrogate": (b'{"worker_id":"\\ud800","reports":[]}', 422),
+    "a lone surrogate in a metric name": (
+        b'{"worker_id":"w","reports":[{"step":0,"metrics":{"\\udc00":1}}]}',
+        422,
+    ),
     "bytes that are not UTF-8": (b'{"worker_id":"\xff\xfe","reports":[]}', None),
     "nested a hundred thousand deep": (b"[" * 100_000 + b"]" * 100_000, None),
     "too many reports": (

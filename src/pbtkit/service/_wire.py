@@ -45,6 +45,8 @@ MetricName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 def _utf8(value: Any, where: str) -> None:
     """Refuse text that cannot be stored or sent back as UTF-8 (lone surrogates)."""
     if isinstance(value, str):
+        if value.isascii():  # the common case, checked in C
+            return
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -73,8 +75,10 @@ class _Body(BaseModel):
 
     @model_validator(mode="after")
     def _text_is_utf8(self) -> Any:
-        for name in type(self).model_fields:
-            _utf8(getattr(self, name) if name != "reports" else None, name)
+        # Each nested model checks its own text (``reports`` are ReportIn models).
+        for name in type(self).__pydantic_fields__:
+            if name != "reports":
+                _utf8(getattr(self, name), name)
         return self
 
 
@@ -83,6 +87,14 @@ class ReportIn(_Body):
 
     step: int = Field(ge=0, le=MAX_INT)
     metrics: dict[MetricName, Metric] = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _text_is_utf8(self) -> Any:
+        # Thousands of these arrive in one batch: only the names are text (a value is
+        # a number or one of the strings "nan", "inf", "-inf").
+        for name in self.metrics:
+            _utf8(name, "metrics")
+        return self
 
 
 class CreateIn(_Body):
