@@ -53,15 +53,16 @@ class TimedRemote(RemoteController):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.acks: dict[int, list[tuple[float, int]]] = {}
+        # Per trial: (answered at, reports carried, whether it was the finish).
+        self.acks: dict[int, list[tuple[float, int, bool]]] = {}
         self.requests = 0
         self.durations: list[float] = []
         self._acks_lock = threading.Lock()
 
-    def _ack(self, trial_id: int, count: int, sent_at: float) -> None:
+    def _ack(self, trial_id: int, count: int, sent_at: float, finish: bool = False) -> None:
         now = time.perf_counter()
         with self._acks_lock:
-            self.acks.setdefault(trial_id, []).append((now, count))
+            self.acks.setdefault(trial_id, []).append((now, count, finish))
             self.requests += 1
             self.durations.append(now - sent_at)
 
@@ -80,7 +81,7 @@ class TimedRemote(RemoteController):
     ) -> list[str]:
         sent_at = time.perf_counter()
         released = super().finish(trial_id, worker_id, reports, checkpoint)
-        self._ack(trial_id, len(reports), sent_at)
+        self._ack(trial_id, len(reports), sent_at, finish=True)
         return released
 
 
@@ -126,12 +127,16 @@ def batched(server: Server, root: Path, name: str, seconds: float, rate: float) 
     cpu_after = server.cpu_seconds()
 
     latencies: list[float] = []
+    by_heartbeat: list[float] = []  # the reports sent while training, not with the finish
     for remote in remotes:
         for trial_id, acks in remote.acks.items():
             times = made[trial_id]
             index = 0
-            for acked_at, count in acks:
-                latencies.extend(acked_at - t for t in times[index : index + count])
+            for acked_at, count, finish in acks:
+                waited = [acked_at - t for t in times[index : index + count]]
+                latencies.extend(waited)
+                if not finish:
+                    by_heartbeat.extend(waited)
                 index += count
             if index != len(times):
                 raise RuntimeError(f"trial {trial_id}: {len(times)} made, {index} acknowledged")
@@ -142,6 +147,7 @@ def batched(server: Server, root: Path, name: str, seconds: float, rate: float) 
     with RemoteController(server.url, server.key) as admin:
         stored = len(admin.reports(name))
     latencies.sort()
+    by_heartbeat.sort()
     server_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {
         "reports_per_s": len(latencies) / wall,
@@ -149,6 +155,10 @@ def batched(server: Server, root: Path, name: str, seconds: float, rate: float) 
         "reports_per_request": len(latencies) / max(requests, 1),
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "p99_ms_heartbeats": (
+            1000 * by_heartbeat[int(0.99 * (len(by_heartbeat) - 1))] if by_heartbeat else None
+        ),
+        "with_finish": 1 - len(by_heartbeat) / len(latencies),
         "request_p50_ms": 1000 * durations[len(durations) // 2],
         "request_p99_ms": 1000 * durations[int(0.99 * (len(durations) - 1))],
         "stored_ok": stored == len(latencies),
@@ -239,6 +249,8 @@ def main() -> None:
                 "p50_ms": med("batched", "p50_ms"),
                 "p99_ms": med("batched", "p99_ms"),
                 "runs_p99_ms": [round(r["p99_ms"], 1) for r in runs["batched"]],
+                "p99_ms_heartbeats": med("batched", "p99_ms_heartbeats"),
+                "share_sent_with_finish": med("batched", "with_finish"),
                 "request_p50_ms": med("batched", "request_p50_ms"),
                 "request_p99_ms": med("batched", "request_p99_ms"),
                 "server_cpu_ms_per_report": med("batched", "server_cpu_ms_per_report"),
