@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP) $(DEMO_STAMP)
 
 # Only what the demo needs: pbtkit, scikit-learn's data, matplotlib, the dashboard.
+# --no-compile: pip would byte-compile every module of scipy, scikit-learn and matplotlib
+# (about half the install's CPU); Python compiles the few the demo imports on first use.
 $(DEMO_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[demo]'
+	$(BIN)/pip install --quiet --no-compile -e '.[demo]'
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)

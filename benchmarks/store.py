@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pbtkit as pk
 from pbtkit.controller import Controller, Lease
+from pbtkit.controller._decide import decide
 from pbtkit.core.fitness import Objective
 from pbtkit.core.policy import PBT
 from pbtkit.spec import ExperimentSpec
@@ -72,7 +73,7 @@ def _finish_first_generation(store: Store, name: str) -> None:
         assert experiment is not None
         spec = controller.spec(name)
         cache = controller._population(tx, experiment.id, spec)
-        controller._decide(tx, spec, cache, list(cache.records), time.time())
+        decide(tx, spec, cache, list(cache.records), time.time(), controller.imports)
 
 
 def measure(store_name: str, url: str, population: int, trials: int) -> dict[str, object]:

@@ -1,0 +1,49 @@
+"""The benchmarks still run: each in its smallest setting, its JSON lines parsed.
+
+The figures in benchmarks/README.md come from these scripts; one that breaks when the
+code under it changes would leave the figures unrepeatable without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(*args: str, cwd: Path) -> list[dict[str, object]]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert lines, out.stdout
+    return lines
+
+
+@pytest.mark.slow
+def test_the_store_benchmark_runs(tmp_path: Path) -> None:
+    lines = _bench("store.py", "--populations", "10", "20", "--trials", "10", cwd=tmp_path)
+    throughput = [line for line in lines if line["benchmark"] == "store_throughput"]
+    assert [line["population"] for line in throughput] == [10, 20]
+    assert all(float(line["trials_per_s"]) > 0 for line in throughput)  # type: ignore[arg-type]
+    assert any(line["benchmark"] == "decision_growth" for line in lines)
+
+
+@pytest.mark.slow
+def test_the_conditional_cost_benchmark_runs(tmp_path: Path) -> None:
+    lines = _bench("conditional.py", "--skip-quality", cwd=tmp_path)
+    assert {"flat", "conditional"} <= {str(line.get("space")) for line in lines}, lines
