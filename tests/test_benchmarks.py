@@ -47,3 +47,16 @@ def test_the_store_benchmark_runs(tmp_path: Path) -> None:
 def test_the_conditional_cost_benchmark_runs(tmp_path: Path) -> None:
     lines = _bench("conditional.py", "--skip-quality", cwd=tmp_path)
     assert {"flat", "conditional"} <= {str(line.get("space")) for line in lines}, lines
+
+
+@pytest.mark.slow
+def test_the_report_batches_benchmark_runs(tmp_path: Path) -> None:
+    lines = _bench(
+        "report_batches.py", "--repeats", "1", "--seconds", "1", "--requests", "64",
+        "--rate", "800", cwd=tmp_path,
+    )  # fmt: skip
+    kinds = {str(line["kind"]): line for line in lines}
+    assert set(kinds) == {"health", "unbatched", "batched"}
+    assert kinds["unbatched"]["stored_ok"] is True
+    assert kinds["batched"]["stored_ok"] is True
+    assert float(kinds["batched"]["reports_per_s"]) > 0  # type: ignore[arg-type]
