@@ -6,9 +6,10 @@ the response model. :class:`HotRoutes` sits in front of the FastAPI app and answ
 worker protocol's hot routes (heartbeat, finish, lease) itself when a request is an
 ordinary one: the right key, a JSON body that the route's own pydantic model accepts
 (the same strict validation, field by field), a path of the plain form. Anything else
-(no key or a wrong one, a body that does not validate, an odd path or content type, a
-chunked body) goes on to the FastAPI app untouched, body and all, and gets exactly the
-answer it always got (401, 422 naming the field, 413...), so the schema in
+(no key or a wrong one, a repeated key, length or content type, a body that does not
+validate, an odd path or content type, a chunked body) goes on to the FastAPI app
+untouched, body and all, and gets exactly the answer it always got (401, 422 naming the
+field, 413...), so the schema in
 ``openapi.json`` and every error stays what FastAPI says. Errors of the controller
 leave through the one status map of :mod:`pbtkit.service._http`.
 """
