@@ -64,3 +64,16 @@ def test_the_trial_cycle_benchmark_runs(tmp_path: Path) -> None:
     (run,) = [line for line in lines if "trials" in line]
     assert int(run["trials"]) >= 80  # type: ignore[call-overload]
     assert float(run["first_lease_s"]) > 0  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_report_batches_benchmark_runs(tmp_path: Path) -> None:
+    lines = _bench(
+        "report_batches.py", "--repeats", "1", "--seconds", "1", "--requests", "64",
+        "--rate", "800", cwd=tmp_path,
+    )  # fmt: skip
+    kinds = {str(line["kind"]): line for line in lines}
+    assert set(kinds) == {"health", "unbatched", "batched"}
+    assert kinds["unbatched"]["stored_ok"] is True
+    assert kinds["batched"]["stored_ok"] is True
+    assert float(kinds["batched"]["reports_per_s"]) > 0  # type: ignore[arg-type]

@@ -21,8 +21,11 @@ class _Beaten(Protocol):
     """What the heartbeat needs of a :class:`~pbtkit.Trial`."""
 
     trial_id: int
+    _flush_at: tuple[int, Callable[[], None]] | None
 
     def _take_reports(self) -> list[Measurement]: ...
+
+    def _pending(self) -> bool: ...
 
     def _put_back(self, reports: list[Measurement]) -> None: ...
 
@@ -35,15 +38,25 @@ class Heartbeat:
     A trial is beaten ``every`` seconds after it is watched, and then every ``every``
     seconds; a trial shorter than that is never beaten. :meth:`unwatch` waits for a beat
     in flight, so the finish that follows is the last word about the trial.
+
+    A controller over the network asks for reports in batches (its ``report_interval``
+    seconds, or as soon as ``report_batch`` reports wait:
+    :class:`~pbtkit.service.RemoteController`), so that a function reporting every step
+    costs one request per batch, not one per step; between lease beats the thread sends
+    only when reports wait. What is left goes with the finish.
     """
 
     def __init__(self, controller: ControllerAPI, worker_id: str, every: float) -> None:
         self._controller = controller
         self._worker_id = worker_id
         self._every = every
+        self._flush_every = min(every, float(getattr(controller, "report_interval", every)))
+        self._batch: int | None = getattr(controller, "report_batch", None)
         self._cond = threading.Condition()
         self._trial: _Beaten | None = None
         self._due = 0.0
+        self._flush_due = 0.0
+        self._flush_now = False
         self._closed = False
         self._lost: LeaseLost | None = None
         self._thread: threading.Thread | None = None
@@ -51,8 +64,11 @@ class Heartbeat:
     def watch(self, trial: _Beaten) -> None:
         """Beat for ``trial`` from now on."""
         with self._cond:
-            self._trial, self._lost = trial, None
-            self._due = time.monotonic() + self._every
+            self._trial, self._lost, self._flush_now = trial, None, False
+            now = time.monotonic()
+            self._due, self._flush_due = now + self._every, now + self._flush_every
+            if self._batch is not None:
+                trial._flush_at = (self._batch, self._wake)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="pbtkit-heartbeat", daemon=True
@@ -65,8 +81,23 @@ class Heartbeat:
     def unwatch(self) -> LeaseLost | None:
         """Stop beating for the current trial; the LeaseLost a beat met, if any."""
         with self._cond:  # a beat in flight holds it: wait for its end
+            if self._trial is not None:
+                self._trial._flush_at = None
             lost, self._trial, self._lost = self._lost, None, None
         return lost
+
+    def _wake(self) -> None:
+        """A batch of reports is waiting (called from the training thread): send it now.
+
+        Never blocks the training: while a beat is in flight the flag alone says it, and
+        the thread sends again when that beat returns.
+        """
+        self._flush_now = True
+        if self._cond.acquire(blocking=False):
+            try:
+                self._cond.notify()
+            finally:
+                self._cond.release()
 
     def close(self) -> None:
         with self._cond:
@@ -82,11 +113,15 @@ class Heartbeat:
                 trial, now = self._trial, time.monotonic()
                 if trial is None or self._lost is not None:
                     self._cond.wait(self._every)
-                elif now < self._due:
-                    self._cond.wait(min(self._due - now, self._every))
-                else:
-                    self._due = now + self._every
+                    continue
+                if now >= self._flush_due and not self._flush_now and not trial._pending():
+                    self._flush_due = now + self._flush_every  # nothing to send yet
+                if now >= self._due or self._flush_now or now >= self._flush_due:
+                    self._flush_now = False
+                    self._due, self._flush_due = now + self._every, now + self._flush_every
                     self._beat(trial)
+                else:
+                    self._cond.wait(min(self._due, self._flush_due) - now)
 
     def _beat(self, trial: _Beaten) -> None:
         reports = trial._take_reports()

@@ -102,6 +102,8 @@ class Trial:
         self._reports: list[Measurement] = []
         self._lock = threading.Lock()
         self._seen: set[str] = set()
+        # (report_batch, wake): how many waiting reports wake the heartbeat to send them.
+        self._flush_at: tuple[int, Callable[[], None]] | None = None
 
     @property
     def last_step(self) -> int:
@@ -185,11 +187,19 @@ class Trial:
         with self._lock:
             self._reports.append(Measurement(int(step), clean))
             self._seen.update(clean)
+            pending = len(self._reports)
+        flush_at = self._flush_at
+        if flush_at is not None and pending >= flush_at[0]:
+            flush_at[1]()
 
     def _take_reports(self) -> list[Measurement]:
         with self._lock:
             taken, self._reports = self._reports, []
         return taken
+
+    def _pending(self) -> bool:
+        with self._lock:
+            return bool(self._reports)
 
     def _put_back(self, reports: list[Measurement]) -> None:
         # Reports a heartbeat could not deliver go first again, in their order.

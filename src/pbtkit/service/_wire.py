@@ -6,10 +6,10 @@ strings ``"nan"``, ``"inf"`` and ``"-inf"``, and a score that is not finite as `
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 try:
-    from pydantic import BaseModel, ConfigDict, Field, model_validator
+    from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "the pbtkit client and service need pydantic: pip install 'pbtkit[client]'"
@@ -36,12 +36,17 @@ __all__ = [
 MAX_REPORTS = 10_000
 MAX_INT = 2**63 - 1
 _NAME = Field(min_length=1, max_length=256)
-Metric = float | Literal["nan", "inf", "-inf"]
+#: A metric value: a finite number, or the string naming a value JSON cannot hold (a
+#: literal ``NaN`` or ``Infinity``, or a number too large for a double, is refused).
+Metric = Annotated[float, Field(allow_inf_nan=False)] | Literal["nan", "inf", "-inf"]
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
 def _utf8(value: Any, where: str) -> None:
     """Refuse text that cannot be stored or sent back as UTF-8 (lone surrogates)."""
     if isinstance(value, str):
+        if value.isascii():  # the common case, checked in C
+            return
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -70,8 +75,10 @@ class _Body(BaseModel):
 
     @model_validator(mode="after")
     def _text_is_utf8(self) -> Any:
-        for name in type(self).model_fields:
-            _utf8(getattr(self, name) if name != "reports" else None, name)
+        # Each nested model checks its own text (``reports`` are ReportIn models).
+        for name in type(self).__pydantic_fields__:
+            if name != "reports":
+                _utf8(getattr(self, name), name)
         return self
 
 
@@ -79,7 +86,15 @@ class ReportIn(_Body):
     """Metric values reported at one step."""
 
     step: int = Field(ge=0, le=MAX_INT)
-    metrics: dict[str, Metric] = Field(min_length=1, max_length=256)
+    metrics: dict[MetricName, Metric] = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _text_is_utf8(self) -> Any:
+        # Thousands of these arrive in one batch: only the names are text (a value is
+        # a number or one of the strings "nan", "inf", "-inf").
+        for name in self.metrics:
+            _utf8(name, "metrics")
+        return self
 
 
 class CreateIn(_Body):
@@ -100,14 +115,26 @@ class LeaseIn(_Body):
     again: bool = False
 
 
-class HeartbeatIn(_Body):
-    """Keep a lease and store the reports made so far."""
-
+class _ReportsIn(_Body):
     worker_id: str = _NAME
     reports: list[ReportIn] = Field(default_factory=list, max_length=MAX_REPORTS)
 
 
-class FinishIn(HeartbeatIn):
+class HeartbeatIn(_ReportsIn):
+    """Keep a lease and store the reports made so far.
+
+    ``seq`` numbers the reports: how many reports of this trial the worker sent before
+    these (in earlier heartbeats). With ``again`` (the same heartbeat sent again after its
+    answer was lost) the server stores only those it does not hold yet, so a retried
+    batch is never stored twice. Without ``seq`` every report is stored.
+    """
+
+    seq: int | None = Field(default=None, ge=0, le=MAX_INT)
+    #: Sent again after the answer was lost: store only what is not stored yet.
+    again: bool = False
+
+
+class FinishIn(_ReportsIn):
     """A trial is done; ``checkpoint`` names where it was saved, inside the root."""
 
     checkpoint: str | None = Field(default=None, min_length=1, max_length=4096)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from pbtkit._exceptions import ConfigError, PBTError, StorageError, errors_by_name
+from pbtkit._exceptions import ConfigError, LeaseLost, PBTError, StorageError, errors_by_name
 from pbtkit.controller import FINISHED, WAIT, Lease, Snapshot, Summary
 from pbtkit.service import _wire as wire
 from pbtkit.spec import ExperimentSpec
@@ -75,7 +75,17 @@ class RemoteController:
         timeout: Seconds to wait for an answer.
         max_outage: The longest the server may stay unreachable before a call gives up
             with a StorageError (default 10 minutes; 0: give up at once).
+        report_interval: How long a worker holds its reports before it sends them (in
+            batches, with a heartbeat): every step may be reported at little cost, and
+            a report reaches the server within about this many seconds.
+        report_batch: How many reports a worker holds at most before it sends them.
+
+    Reports are numbered per trial (``seq``), so a heartbeat sent again after its
+    answer was lost stores only the reports the server does not hold yet.
     """
+
+    #: A heartbeat carries at most this many reports (the server takes 10,000).
+    LARGEST_BATCH = 5_000
 
     def __init__(
         self,
@@ -84,6 +94,8 @@ class RemoteController:
         *,
         timeout: float = 60.0,
         max_outage: float = DEFAULT_MAX_OUTAGE,
+        report_interval: float = 0.1,
+        report_batch: int = 1_000,
         transport: Any = None,
     ) -> None:
         if (
@@ -95,6 +107,16 @@ class RemoteController:
                 f"max_outage must be a number of seconds >= 0 (0: give up at once), got "
                 f"{max_outage!r}"
             )
+        if (
+            isinstance(report_interval, bool)
+            or not isinstance(report_interval, int | float)
+            or not 0 < report_interval < math.inf
+        ):
+            raise ConfigError(
+                f"report_interval must be a number of seconds > 0, got {report_interval!r}"
+            )
+        if isinstance(report_batch, bool) or not isinstance(report_batch, int) or report_batch < 1:
+            raise ConfigError(f"report_batch must be an integer >= 1, got {report_batch!r}")
         from pbtkit._extras import load
 
         httpx = load("client", "the HTTP client", "httpx")
@@ -110,6 +132,13 @@ class RemoteController:
         self._outage_lock = threading.Lock()
         self._info: dict[str, Any] | None = None
         self._specs: dict[str, ExperimentSpec] = {}
+        self.report_interval = float(report_interval)
+        self.report_batch = min(report_batch, self.LARGEST_BATCH)
+        # Per trial: how many of its reports the server acknowledged, and whether the
+        # last heartbeat ended without an answer (so the server may hold its reports).
+        self._sent: dict[int, int] = {}
+        self._unsure: set[int] = set()
+        self._sent_lock = threading.Lock()
 
     # transport ---------------------------------------------------------------------
     def _call(
@@ -235,8 +264,17 @@ class RemoteController:
 
     def _lease(self, reply: dict[str, Any]) -> Lease | Literal["wait", "finished"]:
         if reply["status"] == "leased":
-            return wire.lease_from(reply["lease"])
+            lease = wire.lease_from(reply["lease"])
+            # A lease starts the trial's reports afresh from this worker's side (a failed
+            # attempt's reports are deleted with it).
+            self._forget(lease.trial.id)
+            return lease
         return WAIT if reply["status"] == "wait" else FINISHED
+
+    def _forget(self, trial_id: int) -> None:
+        with self._sent_lock:
+            self._sent.pop(trial_id, None)
+            self._unsure.discard(trial_id)
 
     def lease(
         self,
@@ -265,9 +303,42 @@ class RemoteController:
     def heartbeat(
         self, trial_id: int, worker_id: str, reports: Sequence[Measurement] = ()
     ) -> float:
-        """Extend a lease and send reports."""
-        body = {"worker_id": worker_id, "reports": _reports(reports)}
-        return float(self._call("POST", f"/v1/trials/{trial_id}/heartbeat", body)["lease_expires"])
+        """Extend a lease and send reports (numbered, so that sending them again after a
+        lost answer stores none twice; more than :attr:`LARGEST_BATCH` go in several
+        requests)."""
+        path = f"/v1/trials/{trial_id}/heartbeat"
+        with self._sent_lock:
+            base = self._sent.get(trial_id, 0)
+        expires = 0.0
+        start = 0
+        while True:
+            chunk = reports[start : start + self.LARGEST_BATCH]
+            with self._sent_lock:
+                seq = self._sent.get(trial_id, 0)
+                unsure = trial_id in self._unsure
+            body = {"worker_id": worker_id, "reports": _reports(chunk), "seq": seq}
+            try:
+                reply = self._call(
+                    "POST", path, {**body, "again": unsure}, again={**body, "again": True}
+                )
+            except LeaseLost:
+                self._forget(trial_id)
+                raise
+            except BaseException:
+                # No answer: the server may hold these reports. The caller sends them
+                # all again (numbered from the first), saying so, and the server stores
+                # only those it lacks.
+                with self._sent_lock:
+                    self._sent[trial_id] = base
+                    self._unsure.add(trial_id)
+                raise
+            with self._sent_lock:
+                self._sent[trial_id] = seq + len(chunk)
+                self._unsure.discard(trial_id)
+            expires = float(reply["lease_expires"])
+            start += len(chunk)
+            if start >= len(reports):
+                return expires
 
     def finish(
         self,
@@ -278,7 +349,9 @@ class RemoteController:
     ) -> list[str]:
         """Finish a trial; returns checkpoint names nothing needs any more."""
         body = {"worker_id": worker_id, "reports": _reports(reports), "checkpoint": checkpoint}
-        return list(self._call("POST", f"/v1/trials/{trial_id}/finish", body)["released"])
+        released = self._call("POST", f"/v1/trials/{trial_id}/finish", body)["released"]
+        self._forget(trial_id)
+        return list(released)
 
     def fail(
         self,
@@ -296,7 +369,9 @@ class RemoteController:
             "penalize": penalize,
             "bad_parent": bad_parent,
         }
-        return list(self._call("POST", f"/v1/trials/{trial_id}/fail", body)["released"])
+        released = self._call("POST", f"/v1/trials/{trial_id}/fail", body)["released"]
+        self._forget(trial_id)
+        return list(released)
 
     def release_worker(
         self, name: str, worker_id: str, reason: str, *, penalize: bool = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +37,10 @@ from pbtkit._target import ImportPolicy
 from pbtkit._version import __version__
 from pbtkit.checkpoints import open_checkpoints
 from pbtkit.controller import Controller, Lease
+from pbtkit.controller._beats import Beat, record_beats
 from pbtkit.service import _wire as wire
+from pbtkit.service._hot import Handler as HotHandler
+from pbtkit.service._hot import HotRoute, HotRoutes
 from pbtkit.service._http import (
     MAX_BODY,
     STATUS,
@@ -223,17 +227,15 @@ def create_app(
     def trial(trial_id: TrialId) -> dict[str, Any]:
         return wire.trial_out(controller.trial(trial_id))
 
+    # The worker protocol's hot routes: each is answered by one function, called by its
+    # FastAPI endpoint (the schema, and every request out of the ordinary) and by the
+    # lean front (HotRoutes, below) for the ordinary ones.
     def lease_reply(got: Lease | str) -> dict[str, Any]:
         if isinstance(got, Lease):
             return {"status": "leased", "lease": wire.lease_out(got)}
         return {"status": got}
 
-    @app.post(
-        "/v1/experiments/{name}/lease",
-        dependencies=guarded,
-        responses=_errors(400, 401, 404, 413, 422, 503),
-    )
-    def lease(name: Name, body: wire.LeaseIn) -> dict[str, Any]:
+    def do_lease(name: str, body: wire.LeaseIn) -> dict[str, Any]:
         return lease_reply(
             controller.lease(
                 name,
@@ -244,11 +246,33 @@ def create_app(
             )
         )
 
-    @app.post("/v1/lease", dependencies=guarded, responses=_errors(401, 413, 422, 503))
-    def lease_any(body: wire.LeaseIn) -> dict[str, Any]:
+    def do_lease_any(body: wire.LeaseIn) -> dict[str, Any]:
         return lease_reply(controller.lease_any(body.worker_id, again=body.again))
 
     beats = _GroupCommit(controller)
+
+    async def do_heartbeat(trial_id: int, body: wire.HeartbeatIn) -> dict[str, Any]:
+        beat = Beat(trial_id, body.worker_id, wire.reports_in(body.reports), body.seq, body.again)
+        return {"lease_expires": await beats.submit(beat)}
+
+    def do_finish(trial_id: int, body: wire.FinishIn) -> dict[str, Any]:
+        records = wire.reports_in(body.reports)
+        released = controller.finish(
+            trial_id, body.worker_id, records, checkpoint_name(body.checkpoint)
+        )
+        return {"released": released}
+
+    @app.post(
+        "/v1/experiments/{name}/lease",
+        dependencies=guarded,
+        responses=_errors(400, 401, 404, 413, 422, 503),
+    )
+    def lease(name: Name, body: wire.LeaseIn) -> dict[str, Any]:
+        return do_lease(name, body)
+
+    @app.post("/v1/lease", dependencies=guarded, responses=_errors(401, 413, 422, 503))
+    def lease_any(body: wire.LeaseIn) -> dict[str, Any]:
+        return do_lease_any(body)
 
     @app.post(
         "/v1/trials/{trial_id}/heartbeat",
@@ -256,8 +280,7 @@ def create_app(
         responses=_errors(400, 401, 409, 413, 422, 503),
     )
     async def heartbeat(trial_id: TrialId, body: wire.HeartbeatIn) -> dict[str, Any]:
-        records = wire.reports_in(body.reports)
-        return {"lease_expires": await beats.submit(trial_id, body.worker_id, records)}
+        return await do_heartbeat(trial_id, body)
 
     @app.post(
         "/v1/trials/{trial_id}/finish",
@@ -265,11 +288,7 @@ def create_app(
         responses=_errors(400, 401, 404, 409, 413, 422, 503),
     )
     def finish(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
-        records = wire.reports_in(body.reports)
-        released = controller.finish(
-            trial_id, body.worker_id, records, checkpoint_name(body.checkpoint)
-        )
-        return {"released": released}
+        return do_finish(trial_id, body)
 
     @app.post(
         "/v1/trials/{trial_id}/fail",
@@ -301,7 +320,40 @@ def create_app(
 
     # The read-only dashboard page at /dashboard, behind the same key (see its module).
     install_dashboard(app, controller, auth_key)
-    return limit_body(app, max_body)
+
+    def in_thread(call: Callable[[str, Any], dict[str, Any]]) -> HotHandler:
+        async def handler(param: str, body: Any) -> dict[str, Any]:
+            # The store blocks: off the event loop, as FastAPI runs a sync endpoint (in
+            # asyncio's own pool, which costs less per call than anyio's).
+            return await asyncio.get_running_loop().run_in_executor(None, call, param, body)
+
+        return handler
+
+    async def hot_heartbeat(trial_id: str, body: Any) -> dict[str, Any]:
+        return await do_heartbeat(int(trial_id), body)
+
+    hot = [
+        HotRoute(_trial_path("heartbeat"), wire.HeartbeatIn, hot_heartbeat),
+        HotRoute(
+            _trial_path("finish"),
+            wire.FinishIn,
+            in_thread(lambda trial_id, body: do_finish(int(trial_id), body)),
+        ),
+        HotRoute(_EXPERIMENT_LEASE, wire.LeaseIn, in_thread(do_lease)),
+        HotRoute(_LEASE_ANY, wire.LeaseIn, in_thread(lambda _, body: do_lease_any(body))),
+    ]
+    return HotRoutes(limit_body(app, max_body), hot, key, max_body)
+
+
+def _trial_path(action: str) -> re.Pattern[str]:
+    # A trial id in its plain form, no sign, no leading zero, at most 18 digits (so below
+    # 2**63); any other form goes on to FastAPI, which converts or refuses it.
+    return re.compile(rf"/v1/trials/([1-9][0-9]{{0,17}})/{action}")
+
+
+#: An experiment name FastAPI's Name accepts: 1 to 256 characters, no slash.
+_EXPERIMENT_LEASE = re.compile(r"/v1/experiments/([^/]{1,256})/lease")
+_LEASE_ANY = re.compile(r"/v1/lease()")
 
 
 class _Unauthorized(Exception):
@@ -348,16 +400,15 @@ class _GroupCommit:
 
     def __init__(self, controller: Controller) -> None:
         self._controller = controller
-        self._queue: asyncio.Queue[tuple[tuple[int, str, list[Any]], asyncio.Future[Any]]] | None
-        self._queue = None
+        self._queue: asyncio.Queue[tuple[Beat, asyncio.Future[Any]]] | None = None
         self._writer: asyncio.Task[None] | None = None
 
-    async def submit(self, trial_id: int, worker_id: str, reports: list[Any]) -> float:
+    async def submit(self, beat: Beat) -> float:
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._writer = asyncio.get_running_loop().create_task(self._write())
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put(((trial_id, worker_id, reports), done))
+        self._queue.put_nowait((beat, done))
         outcome = await done
         if isinstance(outcome, BaseException):
             raise outcome
@@ -372,7 +423,7 @@ class _GroupCommit:
             outcomes: list[Any]
             try:
                 outcomes = await run_in_threadpool(
-                    self._controller.heartbeat_many, [beat for beat, _ in batch]
+                    record_beats, self._controller, [beat for beat, _ in batch]
                 )
             except Exception as exc:  # the whole transaction failed: every waiter learns why
                 outcomes = [exc] * len(batch)
