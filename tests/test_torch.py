@@ -452,6 +452,7 @@ def test_the_module_imports_nothing_heavy_at_import_of_pbtkit() -> None:
 def test_the_public_names_are_what_we_mean_and_documented() -> None:
     import inspect
 
+    pytest.importorskip("lightning")
     import pbtkit.lightning as pl_integration
 
     assert set(pt.__all__) == {
