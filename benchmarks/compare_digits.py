@@ -1,6 +1,6 @@
 """Result quality on digits with noisy labels: exploit strategies at equal compute.
 
-BENCHMARKS.md section 3. The task is ``pbtkit.examples.digits`` (scikit-learn's bundled
+docs/benchmarks.md, item 3. The task is ``pbtkit.examples.digits`` (scikit-learn's bundled
 digits, 30% of training labels random, 60/20/20 split, a one-hidden-layer MLP; tune
 learning rate, momentum and L2): 8 members x 16 epochs, ready every 2 epochs, 2 worker
 processes, asynchronous evolution. Every strategy gets the same 8 x 16 epochs:

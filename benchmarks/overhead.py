@@ -1,4 +1,4 @@
-"""Overhead of pbtkit against the training it runs (BENCHMARKS.md, section 1).
+"""Overhead of pbtkit against the training it runs (docs/benchmarks.md, item 1).
 
 The PBT paper's toy problem: population 8, 100 steps each, ready every 10 steps (a
 checkpoint and a decision each time), a metric reported every step, 2 worker processes,

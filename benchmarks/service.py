@@ -1,4 +1,4 @@
-"""Throughput of ``pbtkit serve`` over HTTP on loopback (BENCHMARKS.md, section 2).
+"""Throughput of ``pbtkit serve`` over HTTP on loopback (docs/benchmarks.md, item 2).
 
 A real ``pbtkit serve`` runs as a subprocess on 127.0.0.1 (a free port, a fresh SQLite
 file and checkpoint root in a temporary directory, an auth key). For each run of a level a

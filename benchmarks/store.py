@@ -1,4 +1,4 @@
-"""Controller throughput on each store (BENCHMARKS.md, section 2, in process).
+"""Controller throughput on each store (docs/benchmarks.md, item 2, in process).
 
 For each store and population size: create the experiment, mark its first generation
 finished in bulk (so every measured decision sees the whole population), then lease and
@@ -28,7 +28,7 @@ from pbtkit.controller import Controller, Lease
 from pbtkit.core.fitness import Objective
 from pbtkit.core.policy import PBT
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store import ReportRecord, Store, open_store
+from pbtkit.store import Measurement, Store, open_store
 
 
 def _spec(population: int) -> ExperimentSpec:
@@ -91,8 +91,7 @@ def measure(store_name: str, url: str, population: int, trials: int) -> dict[str
         lease = controller.lease(name, "bench")
         t1 = time.perf_counter()
         assert isinstance(lease, Lease)
-        report = ReportRecord(lease.trial.id, lease.trial.member, lease.trial.end_step - 1,
-                              {"score": (i * 31 % 997) / 997.0})  # fmt: skip
+        report = Measurement(lease.trial.end_step - 1, {"score": (i * 31 % 997) / 997.0})
         controller.finish(lease.trial.id, "bench", [report], "c")
         t2 = time.perf_counter()
         lease_s.append(t1 - t0)

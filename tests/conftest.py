@@ -1,10 +1,28 @@
-"""Shared test configuration: the Hypothesis profile and fixtures used across the suite."""
+"""Shared test configuration: the Hypothesis profile and the fixtures used across the suite
+(a PostgreSQL server, an S3 server, a finished toy run, a browser). Helpers that are not
+fixtures are in :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
+import getpass
+import glob
+import logging
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import fsspec
+import pytest
 from hypothesis import settings
+
+from pbtkit.examples import toy
+from tests.helpers import POPULATION, TOTAL_STEPS, Run
 
 # "ci" is the default; HYPOTHESIS_PROFILE=dev runs fewer examples while iterating.
 settings.register_profile("ci", max_examples=200, deadline=None)
@@ -12,18 +30,6 @@ settings.register_profile("dev", max_examples=30, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # fixtures shared by the engine tests follow
-
-import getpass  # noqa: E402
-import glob  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 def _postgres_bin() -> Path | None:
@@ -108,10 +114,7 @@ Factory = Callable[[], str]
 
 
 # An S3-compatible server on loopback (moto) ----------------------------------------
-import logging  # noqa: E402
-from typing import Any  # noqa: E402
 
-import fsspec  # noqa: E402
 
 BUCKET = "pbtkit-checkpoints"
 
@@ -158,3 +161,74 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         finally:
             s3fs.S3FileSystem.clear_instance_cache()
             server.stop()
+
+
+# Runs and a browser that tests of several packages look at --------------------------------
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """The toy of the PBT paper, 4 members x 30 steps, on SQLite, with TensorBoard."""
+    directory = tmp_path_factory.mktemp("toy")
+    result = toy.main(
+        directory,
+        progress=False,
+        population=POPULATION,
+        total_steps=TOTAL_STEPS,
+        executor="thread",
+        name="toy",
+        tensorboard=True,
+    )
+    return Run(directory, f"sqlite:///{directory / 'pbt.db'}", "toy", result)
+
+
+def _browser_binaries() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        message = (
+            "the browser tests need Debian's Chromium and its driver: "
+            "apt-get install chromium chromium-driver (as .ci/run does)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium, driver
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """A headless Chromium driven by Selenium, shared by the browser tests."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = _browser_binaries()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # the tests may run as root, in a container
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1800",
+    ):
+        options.add_argument(argument)
+    # the page's console, so a test can say that no script failed
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    session = webdriver.Chrome(options=options, service=Service(driver))
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where the browser tests keep their screenshots (``build/screenshots``, or
+    ``$PBTKIT_SCREENSHOTS``): kept after the run, to look at what the tests saw."""
+    folder = Path(
+        os.environ.get("PBTKIT_SCREENSHOTS")
+        or Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

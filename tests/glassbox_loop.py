@@ -25,7 +25,8 @@ from pbtkit.service import PBTClient
 
 
 def loop(url: str, config: str, checkpoint_dir: Path, steps: int) -> dict[str, Any]:
-    """Train as one member until the server says done (or ``steps`` saves)."""
+    """Train as one member until the server says done (or, as a guard, ``10 * steps`` saves:
+    a member that copies a donor behind it trains some steps again)."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     saved: list[str] = []
     loaded: list[dict[str, Any]] = []
@@ -34,7 +35,7 @@ def loop(url: str, config: str, checkpoint_dir: Path, steps: int) -> dict[str, A
         hp = client.hyperparameters()
         loaded_from = -1
         step = 0
-        while not client.done and step < steps:
+        while not client.done and step < 10 * steps:
             h = np.array([hp["h0"], hp["h1"]])
             theta = theta + LEARNING_RATE * (-2.0 * h * theta)
             step += 1

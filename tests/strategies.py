@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Mapping
 from typing import Any
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
+from pbtkit._exceptions import ConfigError
 from pbtkit.core import Choice, Domain, IntUniform, LogUniform, Ordinal, SearchSpace, Uniform
 
 __all__ = [
     "choices",
+    "condition_holds",
+    "conditional_spaces",
+    "conditions_for",
     "domains",
     "int_uniforms",
     "json_scalars",
     "log_uniforms",
+    "member_violations",
     "ordinals",
     "seeds",
     "space_and_hparams",
@@ -130,3 +139,135 @@ def space_and_hparams(draw: st.DrawFn) -> tuple[SearchSpace, dict[str, Any]]:
     space = draw(search_spaces())
     hparams = {name: draw(value_in(domain)) for name, domain in space.items()}
     return space, hparams
+
+
+# --- conditional spaces -----------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@st.composite
+def _compare_within(
+    draw: st.DrawFn, low: Any, high: Any, pick: st.SearchStrategy[Any]
+) -> dict[str, Any]:
+    """A comparison spec that some value ``pick`` draws (between ``low`` and ``high``,
+    both among them) meets."""
+    kind = draw(st.sampled_from(["gte", "lte", "gt", "lt", "range"]))
+    if kind == "range":
+        a, b = sorted((draw(pick), draw(pick)))
+        return {"gte": a, "lte": b}
+    bound = draw(pick)
+    if kind == "gt" and bound >= high:
+        kind = "gte"
+    if kind == "lt" and bound <= low:
+        kind = "lte"
+    return {kind: bound}
+
+
+def conditions_for(parent: Domain) -> st.SearchStrategy[Any]:
+    """Condition specs (as written in config files) that some value of ``parent`` meets:
+    equality and membership for listed values and integers, comparisons for numbers."""
+    if isinstance(parent, Choice | Ordinal):
+        values = list(parent.values)
+        options: list[st.SearchStrategy[Any]] = [
+            st.sampled_from(values),
+            st.lists(
+                st.sampled_from(values), min_size=1, max_size=len(values), unique_by=_json_key
+            ),
+        ]
+        numbers = [v for v in values if _is_number(v)]
+        if len(numbers) == len(values):
+            listed = st.sampled_from(numbers)
+            options.append(_compare_within(min(numbers), max(numbers), listed))
+        return st.one_of(options)
+    if isinstance(parent, IntUniform):
+        ints = st.integers(parent.low, parent.high)
+        return st.one_of(
+            ints,
+            st.lists(ints, min_size=1, max_size=4, unique=True),
+            _compare_within(parent.low, parent.high, ints),
+        )
+    assert isinstance(parent, Uniform | LogUniform)
+    return _compare_within(parent.low, parent.high, st.floats(parent.low, parent.high))
+
+
+_NAMES = ["optimizer", "lr", "momentum", "beta1", "layers", "width.3", "學習率", "x"]
+
+
+@st.composite
+def conditional_spaces(draw: st.DrawFn) -> SearchSpace:
+    """DAG-shaped spaces of 2 to 7 hyperparameters, most with conditions on 1 to 3 earlier
+    ones, listed in a shuffled order (so the order to walk differs from the listed one).
+
+    Conditions that cannot hold together (a child needs ``a == 1`` and its parent needs
+    ``a == 2``) are refused by the space; such draws are rejected.
+    """
+    size = draw(st.integers(min_value=2, max_value=7))
+    names = _NAMES[:size]
+    built: list[Domain] = []
+    for i in range(size):
+        domain = draw(domains())
+        if i and draw(st.integers(0, 3)):
+            parents = draw(
+                st.lists(st.integers(0, i - 1), min_size=1, max_size=min(3, i), unique=True)
+            )
+            when = {names[p]: draw(conditions_for(built[p])) for p in parents}
+            domain = dataclasses.replace(domain, when=when)  # type: ignore[type-var]
+        built.append(domain)
+    order = draw(st.permutations(range(size)))
+    try:
+        return SearchSpace({names[i]: built[i] for i in order})
+    except ConfigError as error:
+        # Each condition fits its parent by construction; only a conflict between them
+        # may be refused.
+        if "can never be active" not in str(error):
+            raise
+        assume(False)
+        raise
+
+
+def condition_holds(spec: Any, value: Any) -> bool:
+    """Whether the condition written as ``spec`` holds on ``value``: read from the spec,
+    independently of the library's own conditions."""
+    if isinstance(spec, Mapping):
+        if not _is_number(value):
+            return False
+        tests = {
+            "gt": lambda b: value > b,
+            "gte": lambda b: value >= b,
+            "lt": lambda b: value < b,
+            "lte": lambda b: value <= b,
+        }
+        return all(tests[key](bound) for key, bound in spec.items())
+    options = spec if isinstance(spec, list) else [spec]
+    return any(_json_key(option) == _json_key(value) for option in options)
+
+
+def member_violations(space: SearchSpace, values: Mapping[str, Any]) -> list[str]:
+    """What is wrong with ``values`` as a member of ``space`` (empty when nothing): an
+    active hyperparameter missing, an inactive one present, a value outside its domain.
+
+    Active is decided from the specs alone: every condition of the hyperparameter holds
+    on its parent's value, and the parent has a value (is active) itself.
+    """
+    problems = []
+    for name, domain in space.items():
+        when = domain.to_dict().get("when", {})
+        active = all(
+            parent in values and condition_holds(condition, values[parent])
+            for parent, condition in when.items()
+        )
+        if active and name not in values:
+            problems.append(f"{name} is active but missing")
+        if not active and name in values:
+            problems.append(f"{name} is inactive but has {values[name]!r}")
+        if name in values:
+            value = values[name]
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{name}={value!r} is not finite")
+            elif domain.validate(name, value) != value:
+                problems.append(f"{name}={value!r} is not its domain's own value")
+    problems += [f"{name} is not in the space" for name in values if name not in space]
+    return problems

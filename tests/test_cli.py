@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import pbtkit as pk
+from pbtkit.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +95,34 @@ def test_unknown_target_and_experiment(tmp_path: Path) -> None:
     assert "has no attribute 'nope'" in out.stderr
     out = pbtkit("status", "--storage", "empty.db", "--experiment", "ghost", cwd=tmp_path)
     assert out.returncode == 2
+    assert "there is no database at" in out.stderr
+    open_store(f"sqlite:///{tmp_path / 'empty.db'}").close()
+    out = pbtkit("status", "--storage", "empty.db", "--experiment", "ghost", cwd=tmp_path)
+    assert out.returncode == 2
     assert "no experiment named 'ghost'" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("status",),
+        ("status", "--experiment", "x"),
+        ("db", "version"),
+        ("best",),
+        ("export",),
+        ("plot",),
+        ("replay", "--experiment", "x"),
+    ],
+)
+def test_reading_commands_create_nothing_at_a_mistyped_path(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    out = pbtkit(*command, "--storage", "typo.db", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "no database at" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "typo.db").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -107,7 +135,7 @@ def test_demo_quick(tmp_path: Path) -> None:
 
 
 def test_ray_resources_are_parsed_and_bad_ones_explained() -> None:
-    from pbtkit.cli import _resources
+    from pbtkit.cli._train import _resources
 
     assert _resources("CPU=1, GPU=0.5,accelerator=2") == {
         "CPU": 1.0,

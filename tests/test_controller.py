@@ -21,7 +21,7 @@ from pbtkit.core.fitness import Objective
 from pbtkit.core.policy import PBT
 from pbtkit.service import PBTServer, RemoteController
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store import MemoryStore, ReportRecord, Store, open_store
+from pbtkit.store import Measurement, MemoryStore, Store, open_store
 
 
 class Clock:
@@ -110,8 +110,8 @@ def _lease(c: ControllerAPI, worker: str = "w") -> Lease:
     return got
 
 
-def _score(trial_id: int, member: int, step: int, value: float) -> list[ReportRecord]:
-    return [ReportRecord(trial_id, member, step, {"score": value})]
+def _score(trial_id: int, member: int, step: int, value: float) -> list[Measurement]:
+    return [Measurement(step, {"score": value})]
 
 
 def _finish(
@@ -148,7 +148,18 @@ def test_every_member_gets_its_budget_and_the_run_finishes(store: Store, make: M
         ends[got.trial.member].append((got.trial.start_step, got.trial.end_step))
         _finish(c, got, float(got.trial.member + got.trial.end_step))
     for spans in ends.values():
-        assert spans == [(0, 10), (10, 20), (20, 30)]
+        assert spans[0] == (0, 10)
+        assert spans[-1] == (20, 30)
+        assert all(end - start == 10 for start, end in spans)
+    # Steps follow the weights: each trial starts where its parent's checkpoint ended
+    # (a member that copies a donor behind it goes back to the donor's step).
+    with store.read() as tx:
+        experiment = tx.get_experiment("e")
+        assert experiment is not None
+        trials = {t.id: t for t in tx.trials(experiment.id)}
+    for t in trials.values():
+        parent = trials.get(t.parent_id) if t.parent_id is not None else None
+        assert t.start_step == (0 if parent is None else parent.end_step)
     summary = c.summary("e")
     assert summary.status == "finished"
     assert summary.steps_done == summary.steps_total == 90
@@ -215,12 +226,80 @@ def test_expired_lease_goes_back_and_late_report_is_refused(
     assert trial.score == 1.0
 
 
-def test_failure_is_retried_then_member_failed_and_the_rest_go_on(store: Store, make: Make) -> None:
+def test_work_after_the_lease_expired_is_refused_though_nobody_took_the_trial(
+    store: Store, clock: Clock, make: Make
+) -> None:
+    c = make(lease_seconds=30)
+    c.create("e", _spec(population=1))
+    late = _lease(c, "late")
+    clock.now += 31  # silent past its lease; no other worker has asked for work yet
+    with pytest.raises(LeaseLost, match="expired"):
+        c.heartbeat(late.trial.id, "late", _score(late.trial.id, 0, 0, 5.0))
+    with pytest.raises(LeaseLost, match="expired"):
+        _finish(c, late, 99.0, worker="late")
+    with pytest.raises(LeaseLost, match="expired"):
+        c.fail(late.trial.id, "late", "boom")
+    with store.read() as tx:
+        trial = tx.get_trial(late.trial.id)
+        experiment = tx.get_experiment("e")
+        assert experiment is not None
+        reports = tx.reports(experiment.id)
+    assert (trial.status, trial.score, trial.attempt) == ("running", trial.score, 1)
+    assert reports == []
+    again = _lease(c, "next")
+    assert (again.trial.id, again.trial.attempt) == (late.trial.id, 2)
+
+
+def test_every_lease_gives_back_expired_trials_first(
+    store: Store, clock: Clock, make: Make
+) -> None:
+    c = make(lease_seconds=30)
+    c.create("e", _spec(population=2))
+    dead = _lease(c, "dead")
+    alive = _lease(c, "alive")
+    clock.now += 20
+    c.heartbeat(alive.trial.id, "alive")
+    clock.now += 15  # dead's lease is over; alive's is not
+    _finish(c, alive, 1.0, worker="alive")
+    # alive's own next trial is pending, but the dead worker's trial goes first: it
+    # waited one lease period, not until the pending work ran out
+    got = _lease(c, "alive")
+    assert (got.trial.id, got.trial.attempt) == (dead.trial.id, 2)
+
+
+def test_a_request_sent_again_after_its_answer_was_lost_changes_nothing(
+    store: Store, make: Make
+) -> None:
+    # What a worker riding out a server outage does: it cannot tell whether its request
+    # was carried out before the connection broke, so it sends it again.
+    c = make()
+    c.create("e", _spec(population=3))
+    first = _lease(c, "w")
+    again = c.lease("e", "w", again=True)
+    assert isinstance(again, Lease)
+    assert again.trial.id == first.trial.id  # the trial it holds, not a second one
+    other = _lease(c, "w")  # a new request is a new trial
+    assert other.trial.id != first.trial.id
+    assert _finish(c, first, 1.0) == _finish(c, first, 1.0) == []  # recorded once
+    with store.read() as tx:
+        experiment = tx.get_experiment("e")
+        assert experiment is not None
+        assert len(tx.reports(experiment.id, trial_id=first.trial.id)) == 1
+        assert tx.get_trial(first.trial.id).status == "done"
+    with pytest.raises(LeaseLost):  # another attempt's checkpoint is not a resend
+        _finish(c, first, 1.0, ckpt="other")
+
+
+def test_failure_is_retried_then_member_failed_and_the_rest_go_on(
+    store: Store, clock: Clock, make: Make
+) -> None:
     c = make()
     c.create("e", _spec(population=2, max_attempts=2))
     bad = _lease(c)
     good = _lease(c)
     c.fail(bad.trial.id, "w", "Traceback...\nRuntimeError: boom")
+    assert c.lease("e", "w") == WAIT  # the retry backs off before it is leased again
+    clock.now += 0.5
     retry = _lease(c)
     assert retry.trial.id == bad.trial.id
     assert retry.trial.attempt == 2
@@ -255,7 +334,7 @@ def test_missing_objective_writes_nothing(store: Store, make: Make) -> None:
     c = make()
     c.create("e", _spec(population=1))
     lease = _lease(c)
-    reports = [ReportRecord(lease.trial.id, 0, 5, {"loss": 0.1})]
+    reports = [Measurement(5, {"loss": 0.1})]
     with pytest.raises(MetricError, match="'score' was never reported"):
         c.finish(lease.trial.id, "w", reports, "ck")
     with store.read() as tx:
@@ -327,7 +406,7 @@ def test_checkpoints_nothing_needs_are_released(store: Store, make: Make) -> Non
 
 
 def test_a_decision_that_cannot_be_made_fails_only_that_member(store: Store, make: Make) -> None:
-    from pbtkit.core.explore import CustomExplore
+    from pbtkit.core.custom_explore import CustomExplore
     from tests import trainers
 
     spec = _spec(population=2, evolution="generational")
@@ -392,7 +471,7 @@ def test_a_zombie_or_a_reused_pid_does_not_hold_a_lease() -> None:
     import sys
     import time
 
-    from pbtkit.controller import _dead_local_owner
+    from pbtkit.controller._liveness import dead_local_owner as _dead_local_owner
 
     host = socket.gethostname()
     child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -57,9 +57,16 @@ def test_population_of_6_on_2_worker_processes_gets_full_budget(
     result = _run(tmp_path, evolution=evolution)
     assert len(result.members) == 6
     by_member = _trials_by_member(result)
+    by_id = {t.id: t for t in result.trials}
     for member in range(6):
         spans = [(t.start_step, t.end_step) for t in by_member[member]]
-        assert spans == [(0, 5), (5, 10), (10, 15), (15, 20)], (member, spans)
+        if evolution == "generational":  # in lockstep: every donor is at the same step
+            assert spans == [(0, 5), (5, 10), (10, 15), (15, 20)], (member, spans)
+        assert spans[-1] == (15, 20), (member, spans)
+        # steps follow the weights: a trial goes on from its parent checkpoint's step
+        for t in by_member[member]:
+            parent = by_id.get(t.parent_id) if t.parent_id is not None else None
+            assert t.start_step == (0 if parent is None else parent.end_step)
     assert all(m.status == "done" and m.step == 20 for m in result.members)
     assert result.exploits, "a population this spread out must exploit"
     # every member's checkpoint is kept and intact; released ones are gone

@@ -94,7 +94,7 @@ def test_numpy_values_are_accepted(tmp_path: Path) -> None:
 def test_a_worker_that_lost_its_lease_cannot_touch_the_retry_s_checkpoint(
     tmp_path: Path,
 ) -> None:
-    from pbtkit.checkpoints import CheckpointStore
+    from pbtkit.checkpoints import CheckpointStore, open_checkpoints
     from pbtkit.worker import _run_trial
 
     now = [1000.0]
@@ -109,7 +109,7 @@ def test_a_worker_that_lost_its_lease_cannot_touch_the_retry_s_checkpoint(
             checkpoint_root=str(tmp_path / "ckpt"),
         ),
     )
-    checkpoints = CheckpointStore(tmp_path / "ckpt")
+    checkpoints = open_checkpoints(tmp_path / "ckpt")
     slow = controller.lease("w", "slow")
     assert isinstance(slow, pk.controller.Lease)
     now[0] += 60  # the slow worker falls silent; its lease expires

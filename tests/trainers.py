@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pbtkit as pk
@@ -111,3 +112,53 @@ def reports_text(trial: pk.Trial) -> None:
 def reports_outside(trial: pk.Trial) -> None:
     """Reports a step that is not this trial's."""
     trial.report(trial.end_step + 5, score=1.0)
+
+
+#: Made when this module is imported: a process that replaced itself has a new one.
+PROCESS_TOKEN = uuid.uuid4().hex[:12]
+
+
+def hangs_once(trial: pk.Trial) -> None:
+    """Member 0's first trial hangs on its first attempt (a stuck data loader, say); every
+    other trial climbs. Logs ``trial attempt pid token`` to $PBTKIT_TEST_LOG."""
+    log = os.environ.get("PBTKIT_TEST_LOG")
+    if log:
+        write_marker(Path(log), f"{trial.trial_id} {trial.attempt} {os.getpid()} {PROCESS_TOKEN}")
+    if trial.member == 0 and trial.generation == 0 and trial.attempt == 1:
+        time.sleep(float(os.environ.get("PBTKIT_TEST_HANG", "3600")))
+    climb_quietly(trial)
+
+
+def climb_quietly(trial: pk.Trial) -> None:
+    """climb without its log line."""
+    state = _load(trial)
+    for step in trial.steps():
+        state["value"] += trial.hparams["x"]
+        trial.report(step, score=state["value"])
+    _save(trial, state)
+
+
+def sabotage_donor(trial: pk.Trial) -> None:
+    """climb; the first trial of generation 1 to run also breaks the generation-0
+    checkpoint of member 3 (trial 4), as $PBTKIT_TEST_SABOTAGE says: "delete" it or
+    "corrupt" its file. Member 3 is the best, so it is the donor of the worst member."""
+    climb_quietly(trial)
+    how = os.environ.get("PBTKIT_TEST_SABOTAGE", "")
+    root = trial.checkpoint_dir.parent.parent  # <root>/.staging/<this trial's folder>
+    done = root / "sabotaged"
+    if trial.generation != 1 or not how or done.exists():
+        return
+    done.write_text(f"by trial {trial.trial_id} of member {trial.member}")
+    target = next(root.glob("*/trial-000004"))
+    if how == "delete":
+        import shutil
+
+        shutil.rmtree(target)
+    else:
+        (target / "state.json").write_text('{"value": 1e9}')
+
+
+def echo_metrics(trial: pk.Trial) -> None:
+    """Reports its hyperparameters ``acc`` and ``ms`` as metrics (a fixed trade-off)."""
+    for step in trial.steps():
+        trial.report(step, acc=trial.hparams["acc"], ms=trial.hparams["ms"])

@@ -12,7 +12,8 @@ Every error is a :class:`PBTError`; most also derive from the builtin that fits,
     ├── ExperimentConflict(PBTError, ValueError)  the name exists with other settings
     ├── NotFound(PBTError, KeyError)              no such experiment, member or trial
     ├── LeaseLost(PBTError, RuntimeError)         a worker reports on a trial it no longer holds
-    ├── CheckpointError(PBTError, OSError)        a checkpoint is missing, corrupt or misplaced
+    ├── CheckpointError(PBTError, OSError)        a checkpoint cannot be used or reached now
+    │   └── BadCheckpoint(CheckpointError)        it is missing, corrupt or changed: for good
     └── TrialFailed(PBTError, RuntimeError)       the user's training function raised
 
 ``retryable`` says whether trying the same call again can help.
@@ -21,6 +22,7 @@ Every error is a :class:`PBTError`; most also derive from the builtin that fits,
 from __future__ import annotations
 
 __all__ = [
+    "BadCheckpoint",
     "CheckpointError",
     "ConfigError",
     "ExperimentConflict",
@@ -32,6 +34,7 @@ __all__ = [
     "SchemaMismatch",
     "StorageError",
     "TrialFailed",
+    "errors_by_name",
 ]
 
 
@@ -84,5 +87,19 @@ class CheckpointError(PBTError, OSError):
     """A checkpoint is missing, fails its manifest check, or a path lies outside the root."""
 
 
+class BadCheckpoint(CheckpointError):
+    """A committed checkpoint is missing, incomplete, corrupt or was changed after its
+    commit: it can never be loaded, unlike a store that cannot be reached for a moment."""
+
+
 class TrialFailed(PBTError, RuntimeError):
     """The user's training function raised; ``__cause__`` holds the original exception."""
+
+
+def errors_by_name() -> dict[str, type[PBTError]]:
+    """Every pbtkit exception class by its name (what an HTTP error body says it was)."""
+    return {
+        cls.__name__: cls
+        for cls in globals().values()
+        if isinstance(cls, type) and issubclass(cls, PBTError)
+    }

@@ -3,34 +3,38 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
 from pbtkit._exceptions import ConfigError, PBTError
 from pbtkit._target import load_target, target_of
-from pbtkit.checkpoints import CheckpointStore
+from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import Controller, ControllerAPI
+from pbtkit.controller._retention import final_keep
+from pbtkit.core.custom_explore import CustomExplore
 from pbtkit.core.exploit import Exploiter, Truncation
-from pbtkit.core.explore import CustomExplore, Explorer, Perturb
+from pbtkit.core.explore import Explorer, Perturb
 from pbtkit.core.fitness import Fitness, Objective
 from pbtkit.core.inheritance import ShrinkPerturb
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import Domain, SearchSpace
 from pbtkit.devices import DevicePlan, check_gpus_per_worker, plan_devices
 from pbtkit.executors import Executor, ProcessExecutor, RayExecutor, ThreadExecutor
+from pbtkit.loggers import Logger, follow, logger_from
 from pbtkit.progress import ProgressDisplay
 from pbtkit.result import Result
-from pbtkit.spec import ExperimentSpec
-from pbtkit.store import normalize_url, open_store
-from pbtkit.worker import TrainFn
+from pbtkit.spec import ExperimentSpec, check_experiment_name
+from pbtkit.store import display_url, normalize_url, open_store
+from pbtkit.worker import IMPORT_FAILED, TrainFn
 
 __all__ = ["run"]
 
-_log = logging.getLogger("pbtkit")
+log = logging.getLogger("pbtkit")
+
 _POLL = 0.02
 _SUMMARY_EVERY = 0.25
 
@@ -64,7 +68,10 @@ def run(
     auth_key: str | None = None,
     ray_address: str | None = None,
     ray_resources: Mapping[str, float] | None = None,
-    tensorboard: bool | str | os.PathLike[str] | None = None,
+    tensorboard: bool | str | os.PathLike[str] = False,
+    trial_timeout: float | None = None,
+    max_outage: float | None = None,
+    loggers: Sequence[Logger | str | Mapping[str, Any]] = (),
     gpus_per_worker: float | None = None,
     devices: Sequence[int | str] | str | None = None,
 ) -> Result:
@@ -92,8 +99,10 @@ def run(
         storage: Where the state lives: ``sqlite:///file.db`` (default),
             ``postgresql+psycopg://...`` (many machines) or ``memory://`` (with
             ``executor="thread"`` only). With ``executor="ray"`` every node opens it.
-        checkpoint_dir: Checkpoint root; defaults to ``<name>-checkpoints`` beside a
-            SQLite file, else in the working directory.
+        checkpoint_dir: Checkpoint root (a directory or an fsspec URL such as
+            ``s3://bucket/prefix``); defaults to ``pbt-checkpoints`` beside the SQLite
+            file, else ``./pbt-checkpoints`` in the working directory. Each experiment has
+            its own folder inside.
         name: The experiment's name; running again with the same name resumes it.
             Defaults to the training function's name.
         evolution: ``"async"`` or ``"generational"``.
@@ -103,7 +112,12 @@ def run(
         explore: ``pk.Perturb()`` (default; per-parameter settings with ``per_param=``),
             ``pk.Resample(p)``, ``pk.GaussianNoise(sigma)``, ``pk.PB2()``, ``pk.Keep()``
             (exploit only), or your function ``f(hparams, space, rng) -> hparams``.
-        seed: Seeds the initial hyperparameters and every decision.
+        seed: Seeds the initial hyperparameters (always the same for a seed) and every
+            decision (each draws from a stream keyed by the seed and the trial it
+            follows). With ``evolution="generational"``, or one worker, a run repeats
+            exactly; with asynchronous evolution and several workers, which member
+            finishes first depends on timing, so runs with one seed start alike and may
+            then take other decisions.
         initial: Starting hyperparameters of the first members, one dict each (a grid,
             or hand-set members); values left out, and the other members, are sampled.
         inherit: What an exploiting member takes from its donor: ``"all"`` (weights and
@@ -120,7 +134,8 @@ def run(
         lease_seconds: A worker silent this long loses its trial to another.
         keep_checkpoints: ``"latest"`` (delete what nothing needs) or ``"all"``.
         resume: Continue an existing experiment of the same name (else raise).
-        progress: Show live progress (default: when stderr is a terminal).
+        progress: Show progress (default True): a live bar on a terminal or in a notebook,
+            else a plain line on stderr at each tenth of the way and at least every 30 s.
         server: URL of a ``pbtkit serve``: the experiment lives there, ``storage`` and
             ``checkpoint_dir`` are the server's, and any ``pbtkit worker --server URL``
             on any machine works on it; ``workers`` more are started here (0: none).
@@ -132,13 +147,24 @@ def run(
         ray_resources: With ``executor="ray"``, the resource bundle of each worker:
             ``{"CPU": 1, "GPU": 1}`` and any custom resource (default ``{"CPU": 1}``).
         tensorboard: TensorBoard event files of every member (metrics, the hyperparameters
-            in force, exploits), written while the run goes on: None (default) writes
-            them when ``pbtkit[viz]`` is installed, into ``tensorboard/<name>/`` beside
-            the SQLite file, else beside a local checkpoint root (with ``server`` or
-            object-store checkpoints there is no such place: none are written); True
-            insists (``./tensorboard/<name>/`` when there is no such place); False
-            writes none; a directory writes them into ``<directory>/<name>/``. Watch
-            them with ``tensorboard --logdir <that folder>``.
+            in force, exploits), written while the run goes on, only when asked for
+            (``pip install 'pbtkit[tensorboard]'``): True writes them into
+            ``tensorboard/<name>/`` beside the SQLite file, else beside a local checkpoint
+            root, else in the working directory; a directory writes them into
+            ``<directory>/<name>/``; False (default) writes none. Watch them with
+            ``tensorboard --logdir <that folder>``.
+        trial_timeout: Seconds a training function may run for one trial (None: no
+            limit). Past it the trial is given back as a failed attempt that says so
+            (retried up to ``max_attempts``) and its worker is replaced: a process
+            worker restarts its process, a thread worker is abandoned. The lease, by
+            contrast, only notices a worker that stopped answering.
+        max_outage: With ``server``, how long this run and its workers wait for an
+            unreachable server to come back before they give up (default 600 s).
+        loggers: Experiment trackers written while the run goes on, from this process
+            (never from the workers): ``pbtkit.loggers.MLflowLogger(...)``,
+            ``WandbLogger(...)``, or their names ``"mlflow"``, ``"wandb"`` for their
+            defaults, or tables ``{"type": "mlflow", "tracking_uri": ...}`` (see
+            :mod:`pbtkit.loggers`; ``pbtkit[mlflow]``, ``pbtkit[wandb]``).
         gpus_per_worker: GPUs for each local worker process: ``1``, ``0.5`` (two workers
             share a GPU), ``2`` (two each), ``0`` (CPU only). Each worker gets its own
             ``CUDA_VISIBLE_DEVICES``; ``trial.device`` says ``"cuda:0"`` or ``"cpu"`` and
@@ -166,6 +192,8 @@ def run(
         target = target_of(train) if executor in ("process", "ray") else ""
     else:
         raise ConfigError(f"train must be a function taking a Trial, got {type(train).__name__}")
+    trial_timeout = _seconds("trial_timeout", trial_timeout, zero=False)
+    max_outage = _seconds("max_outage", max_outage, zero=True)
     if not isinstance(workers, int) or workers < (0 if server else 1):
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if executor not in ("process", "thread", "ray"):
@@ -174,8 +202,9 @@ def run(
         raise ConfigError(
             f"ray_address and ray_resources are settings of executor='ray', not {executor!r}"
         )
-    name = name or getattr(train, "__name__", None) or "pbt"
+    name = check_experiment_name(name or getattr(train, "__name__", None) or "pbt")
     url = normalize_url(storage)
+    trackers = _trackers(loggers)
     spec = ExperimentSpec(
         space=SearchSpace.coerce(space),
         policy=PBT(
@@ -194,6 +223,7 @@ def run(
         keep_checkpoints=keep_checkpoints,
         initial=tuple(initial),
     )
+    _import_named_code(spec.policy)
     controller, pool, close = _connect(
         server,
         auth_key,
@@ -205,26 +235,31 @@ def run(
         lease_seconds,
         ray_address=ray_address,
         ray_resources=ray_resources,
+        trial_timeout=trial_timeout,
+        max_outage=max_outage,
         placement=(workers, gpus_per_worker, devices),
     )
     try:
         controller.create(name, spec, resume=resume)
         controller.reclaim_orphans(name)
-        with _tensorboard(tensorboard, controller, name, url, server, spec.checkpoint_root):
+        tensorboard_logger = _tensorboard(tensorboard, name, url, server, spec.checkpoint_root)
+        with follow(controller, name, [*tensorboard_logger, *trackers]):
             drive(controller, name, pool, workers, ProgressDisplay(name, progress))
         result = Result(controller, name)
-        checkpoints = CheckpointStore(result.spec.checkpoint_root, create=False)
+        checkpoints = open_checkpoints(result.spec.checkpoint_root, create=False)
         if checkpoints.exists():  # a server's root may not be visible from here
             checkpoints.sweep(name, _kept(result, checkpoints))
     except BaseException:
         close()
         raise
+    _warn_nonfinite(result)
+    see = f"See `pbtkit status --storage {display_url(url)} --experiment {name}`"
+    stopped = next((e for e in reversed(result.events) if e.kind == "stopped"), None)
+    if result.status == "failed" and stopped is not None:
+        raise PBTError(f"experiment {name!r} {stopped.detail}. {see}")
     if all(m.status == "failed" for m in result.members):
         last = next((e.detail for e in reversed(result.failures) if e.detail), "unknown")
-        raise PBTError(
-            f"every member of {name!r} failed; the last error was: {last}. "
-            f"See `pbtkit status --storage {url} --experiment {name}`"
-        )
+        raise PBTError(f"every member of {name!r} failed; the last error was: {last}. {see}")
     return result
 
 
@@ -240,6 +275,8 @@ def _connect(
     *,
     ray_address: str | None = None,
     ray_resources: Mapping[str, float] | None = None,
+    trial_timeout: float | None = None,
+    max_outage: float | None = None,
     placement: tuple[int, float | None, Sequence[int | str] | str | None] = (1, None, None),
 ) -> tuple[ControllerAPI, Executor, Callable[[], None]]:
     """The controller a run talks to, the executor of its workers, and how to close them."""
@@ -255,37 +292,50 @@ def _connect(
             auth_key=auth_key or os.environ.get("PBTKIT_AUTH_KEY") or None,
             address=ray_address,
             resources=ray_resources,
+            trial_timeout=trial_timeout,
         )
         if executor == "ray"
         else None
     )
     if server is not None:
-        from pbtkit.service.client import RemoteController
+        from pbtkit.service.client import DEFAULT_MAX_OUTAGE, RemoteController
 
-        remote = RemoteController(server, auth_key)
+        outage = DEFAULT_MAX_OUTAGE if max_outage is None else max_outage
+        remote = RemoteController(server, auth_key, max_outage=outage)
         if executor == "thread":
-            return remote, ThreadExecutor(remote, name, train), remote.close
+            threads = ThreadExecutor(remote, name, train, trial_timeout=trial_timeout)
+            return remote, threads, remote.close
         if ray_pool is not None:
             return remote, ray_pool, remote.close
         key = auth_key or os.environ.get("PBTKIT_AUTH_KEY") or ""
         pool = ProcessExecutor(
-            server, name, target, server=True, extra_env={"PBTKIT_AUTH_KEY": key}, devices=plan
+            server,
+            name,
+            target,
+            server=True,
+            extra_env={"PBTKIT_AUTH_KEY": key},
+            trial_timeout=trial_timeout,
+            max_outage=outage,
+            devices=plan,
         )
         return remote, pool, remote.close
     store = open_store(url)
     if executor != "thread" and not store.shared_between_processes:
         store.close()
         raise ConfigError(
-            f"{url} lives inside one process; workers in other processes cannot share it. "
-            "Use executor='thread', or storage='sqlite:///pbt.db'"
+            f"{display_url(url)} lives inside one process; workers in other processes cannot "
+            "share it. Use executor='thread', or storage='sqlite:///pbt.db'"
         )
     controller = Controller(store, lease_seconds=lease_seconds)
     if executor == "thread":
-        return controller, ThreadExecutor(controller, name, train), store.close
+        threads = ThreadExecutor(controller, name, train, trial_timeout=trial_timeout)
+        return controller, threads, store.close
     if ray_pool is not None:
         return controller, ray_pool, store.close
-    pool = ProcessExecutor(url, name, target, lease_seconds=lease_seconds, devices=plan)
-    return controller, pool, store.close
+    processes = ProcessExecutor(
+        url, name, target, lease_seconds=lease_seconds, trial_timeout=trial_timeout, devices=plan
+    )
+    return controller, processes, store.close
 
 
 def _placement(
@@ -319,7 +369,7 @@ def _placement(
         bundle["GPU"] = check_gpus_per_worker(gpus_per_worker)
         return None, bundle
     plan = plan_devices(max(workers, 1), gpus_per_worker, devices)
-    _log.info("pbtkit: %s", plan.describe())
+    log.info("pbtkit: %s", plan.describe())
     return plan, ray_resources
 
 
@@ -341,7 +391,7 @@ def drive(
     restarts_left = (
         max_restarts if max_restarts is not None else workers + spec.population * spec.max_attempts
     )
-    if controller.summary(name).status == "finished":
+    if controller.summary(name).status != "running":
         display.close()
         return
     pool.start(workers)
@@ -349,6 +399,11 @@ def drive(
     try:
         while True:
             exits = pool.reap()
+            if any(gone.code == IMPORT_FAILED for gone in exits):
+                raise PBTError(
+                    f"the workers of {name!r} cannot import the training function (the "
+                    "traceback is above); fix it and run again: finished trials are kept"
+                )
             for gone in exits:
                 if gone.code != 0:
                     controller.release_worker(
@@ -359,7 +414,7 @@ def drive(
                 summary = controller.summary(name)
                 display.update(summary)
                 next_summary = now + _SUMMARY_EVERY
-                if summary.status == "finished":
+                if summary.status != "running":
                     break
                 missing = workers - pool.alive()
                 if missing > 0:
@@ -380,30 +435,39 @@ def drive(
 
 
 def _tensorboard(
-    setting: bool | str | os.PathLike[str] | None,
-    controller: ControllerAPI,
+    setting: bool | str | os.PathLike[str],
     name: str,
     url: str,
     server: str | None,
     checkpoint_root: str,
-) -> AbstractContextManager[object]:
-    """Live TensorBoard logging around the loop (see ``tensorboard`` in :func:`run`)."""
-    from pbtkit.viz.tensorboard import live
+) -> list[Logger]:
+    """The TensorBoard logger of a run, if any (see ``tensorboard`` in :func:`run`)."""
+    from pbtkit.loggers.tensorboard import from_setting
 
     local = server is None  # a server's storage and checkpoint root are not this machine's
-    return live(
+    logger = from_setting(
         setting,
-        controller,
         name,
         storage_url=url if local else None,
         checkpoint_root=checkpoint_root if local else None,
     )
+    return [] if logger is None else [logger]
+
+
+def _trackers(loggers: Sequence[Logger | str | Mapping[str, Any]]) -> list[Logger]:
+    """The loggers asked for, built before anything is opened (a missing package is
+    reported before the run starts)."""
+    if isinstance(loggers, str | Mapping) or not isinstance(loggers, Sequence):
+        raise ConfigError(
+            f"loggers must be a list, like ['mlflow'] or [MLflowLogger(...)], got {loggers!r}"
+        )
+    return [logger_from(spec) for spec in loggers]
 
 
 def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:
     if explore is None:
         return Perturb()
-    if hasattr(explore, "to_dict"):
+    if isinstance(explore, Explorer):
         return explore
     if callable(explore):
         return CustomExplore(explore, target_of(explore))
@@ -412,25 +476,61 @@ def _explorer(explore: Explorer | Callable[..., Any] | None) -> Explorer:
     )
 
 
+def _warn_nonfinite(result: Result) -> None:
+    """Say once, after the run, that members reported NaN or an infinity."""
+    bad = [t for t in result.trials if t.status == "done" and not math.isfinite(t.score)]
+    if not bad:
+        return
+    first = min(bad, key=lambda t: t.id)
+    members = sorted({t.member for t in bad})
+    log.warning(
+        "%d trial(s) of member(s) %s ended with a %s that is not a finite number (the first: "
+        "member %d, steps %d..%d). Such a member ranks last and is never a donor; it is "
+        "replaced by the next exploit. A learning rate too high for it is the usual cause.",
+        len(bad),
+        ", ".join(map(str, members)),
+        result.metric,
+        first.member,
+        first.start_step,
+        first.end_step,
+    )
+
+
+def _seconds(name: str, value: Any, *, zero: bool) -> float | None:
+    """A duration setting: None, or a finite number of seconds (> 0, or >= 0 with ``zero``)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigError(f"{name} must be a number of seconds {bound} or None, got {value!r}")
+    return float(value)
+
+
+def _import_named_code(policy: PBT) -> None:
+    """Import now the user's own functions a config names, so a typo fails the run at once
+    rather than at the first exploit."""
+    for part in (policy.explore, getattr(policy.explore, "fallback", None)):
+        if isinstance(part, CustomExplore):
+            part.resolve()
+
+
 def _checkpoint_root(checkpoint_dir: str | Path | None, url: str, name: str) -> Path | str:
     if checkpoint_dir is not None:
         # An absolute path for a directory; an object store's URL (s3://...) as given.
-        return CheckpointStore(checkpoint_dir, create=False).root
+        return open_checkpoints(checkpoint_dir, create=False).root
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///") :]).resolve().parent / "pbt-checkpoints"
     return Path.cwd() / "pbt-checkpoints"
 
 
 def _kept(result: Result, checkpoints: CheckpointStore) -> set[str]:
-    trials = result.trials
-    if result.spec.keep_checkpoints == "all":
-        return {t.checkpoint for t in trials if t.checkpoint}
+    """What the run's final sweep keeps (the controller's own rule: ``final_keep``)."""
     # a local Path or an object store's URL: either way, back to its stored name
-    keep = {checkpoints.relative(str(m.checkpoint)) for m in result.members if m.checkpoint}
-    by_id = {t.id: t for t in trials}
-    for t in trials:
-        if t.status in ("pending", "running") and t.parent_id is not None:
-            parent = by_id[t.parent_id].checkpoint
-            if parent:
-                keep.add(parent)
-    return keep
+    latest = [checkpoints.relative(str(m.checkpoint)) for m in result.members if m.checkpoint]
+    return final_keep(result.spec, result.trials, latest)

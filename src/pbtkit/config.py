@@ -15,6 +15,7 @@ The format (TOML shown; YAML has the same keys)::
     checkpoint_dir = "pbt-checkpoints"
     seed = 0
     max_attempts = 3
+    trial_timeout = 3600          # seconds a trial may run before it is stopped and retried
     gpus_per_worker = 0.5         # GPUs per local worker (0: CPU; default: one each if enough)
     devices = [0, 1]              # the GPUs to share (default: CUDA_VISIBLE_DEVICES/nvidia-smi)
 
@@ -24,6 +25,10 @@ The format (TOML shown; YAML has the same keys)::
     layers = { type = "int", low = 1, high = 4 }
     activation = { type = "choice", values = ["relu", "tanh"] }
     batch = { type = "ordinal", values = [16, 32, 64] }
+    optimizer = { type = "choice", values = ["sgd", "adam"] }
+    # conditional: active only while the condition on its parent holds
+    beta1 = { type = "uniform", low = 0.8, high = 0.999, when = { optimizer = "adam" } }
+    width3 = { type = "int", low = 8, high = 256, when = { layers = { gte = 3 } } }
 
     [exploit]                     # default: truncation with fraction 0.2
     type = "truncation"           # or "binary_tournament", "ttest", "initiator" (window),
@@ -34,10 +39,20 @@ The format (TOML shown; YAML has the same keys)::
     factors = [0.8, 1.2]
     resample_probability = 0.25
 
+    loggers = ["mlflow", "wandb"] # experiment trackers (pbtkit[mlflow], pbtkit[wandb]), or
+    [[loggers]]                   #   one table each, with the logger's settings
+    type = "mlflow"
+    tracking_uri = "sqlite:///mlflow.db"
+
     [objective]                   # instead of metric/mode: several metrics
     combine = "weighted"          # or "pareto"
     metrics = [{metric = "acc", mode = "max", weight = 1.0},
                {metric = "ms", mode = "min", weight = 0.01}]
+
+A ``when`` names parents and a condition on each (all must hold): a value (equality), a
+list (membership), or bounds ``{gt, gte, lt, lte}`` for a numeric parent; see
+:mod:`pbtkit.core.conditions`. The parents must form a DAG; a cycle, a parent the space
+lacks, or a condition that can never hold is refused with a message that names it.
 
 Relative ``storage`` and ``checkpoint_dir`` paths are relative to the config file.
 """
@@ -63,8 +78,8 @@ _KNOWN = {
     "name", "metric", "mode", "population", "workers", "ready_every", "total_steps",
     "evolution", "storage", "checkpoint_dir", "seed", "max_attempts", "lease_seconds",
     "keep_checkpoints", "space", "exploit", "explore", "executor", "ray_address",
-    "ray_resources", "initial", "inherit", "objective", "tensorboard", "gpus_per_worker",
-    "devices",
+    "ray_resources", "initial", "inherit", "objective", "tensorboard", "trial_timeout",
+    "max_outage", "loggers", "gpus_per_worker", "devices",
 }  # fmt: skip
 _REQUIRED = ("ready_every", "total_steps", "space")
 
@@ -123,7 +138,20 @@ def load_config(path: str | Path) -> dict[str, Any]:
         out["storage"] = f"sqlite:///{base / str(out['storage'])[len('sqlite:///') :]}"
     if "checkpoint_dir" in out and "://" not in str(out["checkpoint_dir"]):
         out["checkpoint_dir"] = str(base / str(out["checkpoint_dir"]))
+    if "loggers" in out:
+        out["loggers"] = _loggers(path, out["loggers"])
     return out
+
+
+def _loggers(path: Path, value: Any) -> list[str | dict[str, Any]]:
+    """The ``loggers`` setting: a name, or a list of names and tables with a type."""
+    items = [value] if isinstance(value, str | Mapping) else value
+    if not isinstance(items, list) or not all(isinstance(i, str | Mapping) for i in items):
+        raise ConfigError(
+            f'config file {path}: loggers must be a list of names ("mlflow", "wandb", '
+            f'"tensorboard") or tables with a type, got {value!r}'
+        )
+    return [i if isinstance(i, str) else dict(i) for i in items]
 
 
 def run_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:

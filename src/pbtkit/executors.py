@@ -28,7 +28,7 @@ from pbtkit._target import load_target
 from pbtkit.controller import Controller, ControllerAPI, worker_identity
 from pbtkit.devices import DevicePlan
 from pbtkit.store import open_store
-from pbtkit.worker import TrainFn, run_worker
+from pbtkit.worker import TIMEOUT_EXIT, TrainFn, run_worker
 
 __all__ = ["Executor", "ProcessExecutor", "RayExecutor", "ThreadExecutor", "WorkerExit"]
 
@@ -67,14 +67,28 @@ class Executor(abc.ABC):
 
 
 class ThreadExecutor(Executor):
-    """Workers as threads sharing this process's controller."""
+    """Workers as threads sharing this process's controller.
 
-    def __init__(self, controller: ControllerAPI, experiment: str, train: TrainFn) -> None:
+    A thread cannot be stopped from outside: a worker whose trial ran past
+    ``trial_timeout`` is abandoned (reported as ended, its trial given back) and another
+    takes its place; the abandoned thread ends when its function returns.
+    """
+
+    def __init__(
+        self,
+        controller: ControllerAPI,
+        experiment: str,
+        train: TrainFn,
+        *,
+        trial_timeout: float | None = None,
+    ) -> None:
         self._controller = controller
         self._experiment = experiment
         self._train = train
-        self._stop = threading.Event()
+        self._trial_timeout = trial_timeout
+        self._stops: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._abandoned: dict[str, threading.Thread] = {}
         self._exits: list[WorkerExit] = []
         self._lock = threading.Lock()
         self._slots: dict[str, int] = {}
@@ -82,6 +96,7 @@ class ThreadExecutor(Executor):
     def start(self, count: int) -> None:
         for _ in range(count):
             worker_id = worker_identity(f"t{uuid.uuid4().hex[:8]}")
+            self._stops[worker_id] = threading.Event()
             index = _free_slot(self._slots.values())
             self._slots[worker_id] = index
             thread = threading.Thread(
@@ -101,19 +116,37 @@ class ThreadExecutor(Executor):
                 self._experiment,
                 self._train,
                 worker_id,
-                stop=self._stop,
+                stop=self._stops[worker_id],
+                trial_timeout=self._trial_timeout,
+                on_timeout=lambda: self._abandon(worker_id),
                 worker_index=index,
             )
         except BaseException as exc:  # report, never kill the run from a thread
             code, reason = 1, "".join(traceback.format_exception(exc))
         with self._lock:
-            self._exits.append(WorkerExit(worker_id, code, reason))
+            if self._abandoned.pop(worker_id, None) is None:
+                self._exits.append(WorkerExit(worker_id, code, reason))
+
+    def _abandon(self, worker_id: str) -> None:
+        with self._lock:
+            self._stops[worker_id].set()
+            thread = self._threads.pop(worker_id, None)
+            if thread is None:
+                return
+            self._abandoned[worker_id] = thread
+            # Reported now, so that the run starts another worker at once; its trial was
+            # given back already, so nothing more is released.
+            self._exits.append(
+                WorkerExit(worker_id, 0, "its trial ran past trial_timeout; worker abandoned")
+            )
 
     def reap(self) -> list[WorkerExit]:
         with self._lock:
             exits, self._exits = self._exits, []
         for e in exits:
-            self._threads.pop(e.worker_id).join()
+            thread = self._threads.pop(e.worker_id, None)
+            if thread is not None:
+                thread.join()
             self._slots.pop(e.worker_id, None)
         return exits
 
@@ -121,7 +154,8 @@ class ThreadExecutor(Executor):
         return sum(t.is_alive() for t in self._threads.values())
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        for event in self._stops.values():
+            event.set()
         for thread in self._threads.values():
             thread.join(timeout)
 
@@ -139,6 +173,9 @@ class ProcessExecutor(Executor):
         extra_env: Environment variables added for the workers.
         server: Whether ``storage`` is a server's URL (workers then reach it over HTTP;
             its key travels in ``PBTKIT_AUTH_KEY`` of ``extra_env``, never in argv).
+        trial_timeout: Seconds a training function may run per trial; a worker past it
+            gives its trial back and replaces its own process (see ``run_worker``).
+        max_outage: How long workers reaching a server wait for it to come back.
         devices: How the workers share GPUs and cores (:func:`pbtkit.devices.plan_devices`):
             worker ``i`` starts with ``devices.env(i)`` (its ``CUDA_VISIBLE_DEVICES``,
             threads, index). A worker that replaces a dead one takes its index, and so its
@@ -151,6 +188,8 @@ class ProcessExecutor(Executor):
     lease_seconds: float = 60.0
     extra_env: dict[str, str] = field(default_factory=dict)
     server: bool = False
+    trial_timeout: float | None = None
+    max_outage: float | None = None
     devices: DevicePlan | None = None
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
     _slots: dict[str, int] = field(default_factory=dict, init=False)
@@ -161,6 +200,14 @@ class ProcessExecutor(Executor):
         paths = [p for p in sys.path if p] + base.get("PYTHONPATH", "").split(os.pathsep)
         base["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
         base.update(self.extra_env)
+        # The storage URL travels in the environment, not in argv, where `ps` would show
+        # a database password to every user of the machine.
+        base["PBTKIT_SERVER" if self.server else "PBTKIT_STORAGE"] = self.storage
+        options = ["--lease-seconds", str(self.lease_seconds)]
+        if self.trial_timeout is not None:
+            options += ["--trial-timeout", str(self.trial_timeout)]
+        if self.max_outage is not None:
+            options += ["--max-outage", str(self.max_outage)]
         for _ in range(count):
             label = f"p{uuid.uuid4().hex[:8]}"
             index = _free_slot(self._slots.values())
@@ -174,14 +221,11 @@ class ProcessExecutor(Executor):
                     "pbtkit",
                     "worker",
                     self.target,
-                    "--server" if self.server else "--storage",
-                    self.storage,
                     "--experiment",
                     self.experiment,
                     "--label",
                     label,
-                    "--lease-seconds",
-                    str(self.lease_seconds),
+                    *options,
                 ],
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -292,9 +336,18 @@ class _RayWorker:
         server: bool,
         auth_key: str | None,
         lease_seconds: float,
+        trial_timeout: float | None = None,
     ) -> int:
-        """Run trials until the experiment is finished; returns how many this worker ran."""
+        """Run trials until the experiment is finished; returns how many this worker ran.
+
+        A trial past ``trial_timeout`` ends this actor (its process, hung thread
+        included); the run sees the actor die and starts another.
+        """
         train = load_target(target)
+        timeouts: dict[str, Any] = {
+            "trial_timeout": trial_timeout,
+            "on_timeout": lambda: os._exit(TIMEOUT_EXIT),
+        }
         if server:
             from pbtkit.service.client import RemoteController
 
@@ -307,6 +360,7 @@ class _RayWorker:
                     poll=0.25,
                     worker_index=self.index,
                     device=self.device,
+                    **timeouts,
                 )
         with open_store(storage) as store:
             controller = Controller(store, lease_seconds=lease_seconds)
@@ -317,6 +371,7 @@ class _RayWorker:
                 self.worker_id,
                 worker_index=self.index,
                 device=self.device,
+                **timeouts,
             )
 
 
@@ -359,6 +414,8 @@ class RayExecutor(Executor):
             If this executor initialised Ray it shuts it down in :meth:`stop`.
         resources: One worker's resource bundle: ``"CPU"`` (default 1), ``"GPU"``
             (default 0), ``"memory"`` (bytes) and any custom resource of the cluster.
+        trial_timeout: Seconds a training function may run per trial; past it the
+            trial is given back and the actor ends (another is started).
 
     Raises:
         ConfigError: Ray is not installed, or ``resources`` is not a bundle.
@@ -375,7 +432,9 @@ class RayExecutor(Executor):
         auth_key: str | None = None,
         address: str | None = None,
         resources: Mapping[str, float] | None = None,
+        trial_timeout: float | None = None,
     ) -> None:
+        self.trial_timeout = trial_timeout
         self.storage = storage
         self.experiment = experiment
         self.target = target
@@ -420,6 +479,7 @@ class RayExecutor(Executor):
                     self.server,
                     self._auth_key,
                     self.lease_seconds,
+                    self.trial_timeout,
                 ),
                 label=label,
                 index=index,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pbtkit._exceptions import ConfigError, NotFound
-from pbtkit.checkpoints import CheckpointStore
+from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import Controller, Lease
 from pbtkit.core.lineage import Schedule, Segment
 from pbtkit.result import Result
@@ -63,7 +63,7 @@ def replay_schedule(
         path = Path(url[len("sqlite:///") :].split("?", 1)[0])
         if not path.is_file():
             raise NotFound(f"no database at {path}; pass the storage URL the experiment ran on")
-    with open_store(url) as store:
+    with open_store(url, create=False) as store:
         return Result(Controller(store), experiment).schedule(member, trial=trial)
 
 
@@ -242,13 +242,21 @@ def replay(
         from pbtkit._target import load_target
 
         train = load_target(train)
-    checkpoints = CheckpointStore(checkpoint_dir)
+    checkpoints = open_checkpoints(checkpoint_dir)
     label = f"replay-{schedule.experiment}" if schedule.experiment else "replay"
     done: list[ReplayedTrial] = []
     previous: str | None = None
+    recorded = {node.trial_id: node for node in schedule.trials}
     for index, piece in enumerate(pieces):
         hparams = {**dict(piece.hparams), **dict(extra_hparams or {})}
-        name, reports = _call(train, checkpoints, label, index, piece, hparams, parent, schedule)
+        # A recorded trial that shrank and perturbed its parent's weights does so again
+        # where it began (seeded by its id, as in the run), so the replay's weights are
+        # the run's.
+        node = recorded.get(piece.trial_id)
+        inherit = node.inherit if node is not None and node.start_step == piece.start_step else None
+        name, reports = _call(
+            train, checkpoints, label, index, piece, hparams, parent, schedule, inherit
+        )
         # A hand-written schedule may name one trial twice: never delete what was just saved.
         if previous is not None and previous != name and not keep_checkpoints:
             checkpoints.delete(previous)
@@ -296,6 +304,7 @@ def _call(
     hparams: dict[str, Any],
     parent: Path | None,
     schedule: Schedule,
+    inherit: Mapping[str, Any] | None = None,
 ) -> tuple[str | None, list[ReportRecord]]:
     """Run the training function on one piece and commit its checkpoint."""
     record = TrialRecord(
@@ -309,6 +318,7 @@ def _call(
         end_step=piece.end_step,
         status="running",
         attempt=1,
+        inherit=inherit,
     )
     lease = Lease(
         trial=record,
@@ -327,7 +337,10 @@ def _call(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return name, trial._take_reports()
+    reports = [
+        ReportRecord(piece.trial_id, piece.member, m.step, m.metrics) for m in trial._take_reports()
+    ]
+    return name, reports
 
 
 def _where(checkpoints: CheckpointStore, name: str) -> Path | str:

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pbtkit._exceptions import ConfigError, NotFound
-from pbtkit.checkpoints import CheckpointStore
-from pbtkit.core.decisions import MemberView
+from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.core.lineage import Schedule, TrialNode, ancestry, schedule
-from pbtkit.core.population import Population
+from pbtkit.core.ranking import Standing, rank
 from pbtkit.spec import ExperimentSpec
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ class Result:
         self.trials: list[TrialRecord] = snapshot.trials
         self.events: list[EventRecord] = snapshot.events
         members = snapshot.members
-        checkpoints = CheckpointStore(self.spec.checkpoint_root, durable=False, create=False)
+        checkpoints = open_checkpoints(self.spec.checkpoint_root, durable=False, create=False)
         by_id = {t.id: t for t in self.trials}
         self.members: list[MemberResult] = []
         for m in members:
@@ -101,22 +100,14 @@ class Result:
     def best(self) -> MemberResult:
         """The member with the best final score (NaN and failed members rank last); with
         several metrics, the best by the objective's own ranking (weights or Pareto)."""
-        objective = self.spec.policy.objective
-        population = Population.from_views(
-            MemberView(
-                member=m.member,
-                trial_id=m.trial_id if m.trial_id is not None else 0,
-                step=m.step,
-                score=m.score,
-                metrics=m.metrics,
-            )
-            for m in self.members
+        order = rank(
+            self.spec.policy.objective,
+            (
+                Standing(m.member, m.score, m.metrics, m.trial_id is not None, m.status == "failed")
+                for m in self.members
+            ),
         )
-        keys = dict(zip(population.members.tolist(), objective.keys(population), strict=True))
-        return max(
-            self.members,
-            key=lambda m: (m.trial_id is not None, keys[m.member], -m.member),
-        )
+        return self._member(order[0])
 
     def plot(self, out: str | Path, **options: Any) -> list[Path]:
         """Write the plots of this run into ``out`` (see :func:`pbtkit.viz.plot`; needs
@@ -153,7 +144,9 @@ class Result:
             ConfigError: Both ``member`` and ``trial`` were given.
         """
         nodes = {
-            t.id: TrialNode(t.id, t.member, t.parent_id, t.start_step, t.end_step, t.hparams)
+            t.id: TrialNode(
+                t.id, t.member, t.parent_id, t.start_step, t.end_step, t.hparams, t.inherit
+            )
             for t in self.trials
             if t.status == "done"
         }
@@ -180,7 +173,7 @@ class Result:
         for node in chain:
             length = node.end_step - node.start_step
             rebased[node.trial_id] = TrialNode(
-                node.trial_id, node.member, parent, step, step + length, node.hparams
+                node.trial_id, node.member, parent, step, step + length, node.hparams, node.inherit
             )
             step += length
             parent = node.trial_id
@@ -188,25 +181,30 @@ class Result:
         return dataclasses.replace(plan, experiment=self.name, metric=self.metric)
 
     def curves(self, metric: str | None = None) -> dict[int, list[tuple[int, float]]]:
-        """Each member's reported values of a metric over its steps (the objective by default).
+        """Each member's reported values of a metric over its steps (the objective by default),
+        in step order.
+
+        A member that trained a step twice (it copied a donor behind it, whose checkpoint
+        was at an earlier step) keeps the later value: the curve is the member's path as
+        it stands, as the dashboard and the plots draw it.
 
         Raises:
             NotFound: No report ever named that metric.
         """
         metric = metric or self.metric
         reports = self._controller.reports(self.name)
-        out: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        out: dict[int, dict[int, float]] = defaultdict(dict)
         seen: set[str] = set()
         for r in reports:
             seen.update(r.metrics)
             if metric in r.metrics:
-                out[r.member].append((r.step, r.metrics[metric]))
+                out[r.member][r.step] = r.metrics[metric]
         if metric not in seen:
             raise NotFound(
                 f"no report has a metric named {metric!r}; "
                 f"reported: {', '.join(sorted(seen)) or 'none'}"
             )
-        return dict(out)
+        return {member: sorted(points.items()) for member, points in out.items()}
 
     def _member(self, member: int) -> MemberResult:
         for m in self.members:
@@ -220,13 +218,54 @@ class Result:
         hp = ", ".join(f"{k}={_fmt(v)}" for k, v in best.hparams.items())
         done = sum(m.status == "done" for m in self.members)
         failed = sum(m.status == "failed" for m in self.members)
-        return (
-            f"experiment {self.name!r}: {done} members done, {failed} failed, "
+        head = (
+            f"experiment {self.name!r} ({self.status}): {done} members done, {failed} failed, "
             f"{len(self.exploits)} exploits, "
             f"{sum(t.status == 'done' for t in self.trials)} trials\n"
+        )
+        if not math.isfinite(best.score):
+            return head + (
+                f"no member has a finite {self.metric}: every one failed, diverged or "
+                "reported NaN (see `pbtkit status`)"
+            )
+        return head + (
             f"best member {best.member}: {self.metric}={_fmt(best.score)} at step {best.step} "
             f"with {hp}\ncheckpoint: {best.checkpoint}"
         )
+
+    def to_dataframe(self, table: str = "trials") -> Any:
+        """The run as a pandas DataFrame (``pip install 'pbtkit[pandas]'``).
+
+        Args:
+            table: ``"trials"`` (default): one row per trial, with ``member``,
+                ``generation``, ``start_step``, ``end_step``, ``status``, ``score``,
+                ``parent_id``, ``parent_member``, ``exploit``, ``donor_member``, a
+                ``hparams.<name>`` column per hyperparameter (missing where a trial has
+                none) and a ``metrics.<name>`` column per metric; ``"reports"``: one row
+                per report (``trial_id``, ``member``, ``step``, a column per metric);
+                ``"events"``: every decision and incident. The same tables as
+                ``pbtkit export --format csv|parquet``.
+
+        Raises:
+            ConfigError: An unknown table, or pandas is not installed.
+        """
+        from pbtkit.export import TABLES, dataframe, event_table, report_table, trial_table
+
+        if table == "trials":
+            columns, rows = trial_table(self.trials, self.events, list(self.spec.space))
+        elif table == "reports":
+            columns, rows = report_table(self._controller.reports(self.name))
+        elif table == "events":
+            columns, rows = event_table(self.events)
+        else:
+            raise ConfigError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
+        return dataframe(columns, rows)
+
+    def _repr_html_(self) -> str:
+        """The run in a notebook: the best member, the members, the best's schedule."""
+        from pbtkit._notebook import result_html
+
+        return result_html(self)
 
     def __repr__(self) -> str:
         return f"Result(name={self.name!r}, status={self.status!r}, best={self.best!r})"

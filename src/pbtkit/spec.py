@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -13,13 +14,33 @@ from pbtkit.core._specs import check_keys
 from pbtkit.core.policy import PBT
 from pbtkit.core.space import SearchSpace
 
-__all__ = ["EVOLUTIONS", "ExperimentSpec"]
+__all__ = ["EVOLUTIONS", "ExperimentSpec", "check_experiment_name"]
 
 EVOLUTIONS = ("async", "generational")
 KEEP = ("latest", "all")
 #: Members per experiment: the controller reads every member at each decision.
 MAX_POPULATION = 100_000
 MAX_ATTEMPTS = 1_000
+
+
+#: Experiment names: letters, digits, ``-``, ``_`` and ``.``, starting with a letter or a
+#: digit, at most 128 characters. A name is part of URLs and folder names; nothing else in
+#: it could be written safely everywhere it goes.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_experiment_name(name: Any) -> str:
+    """Refuse an experiment name outside the safe alphabet.
+
+    Raises:
+        ConfigError: Saying which characters are allowed.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"experiment name {name!r} is not allowed: use 1 to 128 letters, digits, '-', "
+            "'_' or '.', starting with a letter or a digit (e.g. 'resnet-lr.2')"
+        )
+    return name
 
 
 def _int(name: str, value: Any, low: int, high: int) -> int:
@@ -91,18 +112,26 @@ class ExperimentSpec:
                     f"space ({', '.join(self.space)})"
                 )
             try:
-                checked.append(
-                    {name: self.space[name].validate(name, value) for name, value in values.items()}
-                )
+                entry = {
+                    name: self.space[name].validate(name, value) for name, value in values.items()
+                }
             except ConfigError as exc:
                 raise ConfigError(f"initial[{member}]: {exc}") from None
+            _check_decides(self.space, entry, member)
+            checked.append(entry)
         object.__setattr__(self, "initial", tuple(checked))
 
     def first_hparams(self, member: int, rng: np.random.Generator) -> dict[str, Any]:
-        """The hyperparameters ``member`` starts with: sampled, then its ``initial`` values."""
+        """The hyperparameters ``member`` starts with: sampled, then its ``initial`` values.
+
+        In a space with conditions the ``initial`` values are fixed first and the rest is
+        drawn around them, parents first, so the member holds exactly its active values.
+        """
+        given = self.initial[member] if member < len(self.initial) else {}
+        if self.space.conditional:
+            return self.space.complete(given, rng)
         hparams = self.space.sample(rng)
-        if member < len(self.initial):
-            hparams.update(self.initial[member])
+        hparams.update(given)
         return hparams
 
     @property
@@ -164,6 +193,27 @@ _SPEC_KEYS = (
     "max_attempts",
     "keep_checkpoints",
 )
+
+
+def _check_decides(space: SearchSpace, entry: Mapping[str, Any], member: int) -> None:
+    """Refuse an ``initial`` entry that sets a conditional hyperparameter without fixing
+    the parents that make it active: drawn, they could leave it inactive."""
+    for name in entry:
+        when = space.conditions(name)
+        if when is None:
+            continue
+        for parent, condition in when.items():
+            if parent not in entry:
+                raise ConfigError(
+                    f"initial[{member}] sets {name!r}, which is active only when "
+                    f"{when.describe()}; set {parent!r} too"
+                )
+            if not condition.holds(entry[parent]):
+                raise ConfigError(
+                    f"initial[{member}] sets {name!r}, which is inactive there: it needs "
+                    f"{condition.describe(parent)}, and {parent!r} is {entry[parent]!r}; leave "
+                    f"{name!r} out or change {parent!r}"
+                )
 
 
 def _diff(mine: Any, theirs: Any, path: str) -> list[str]:

@@ -20,21 +20,29 @@ from typing import Any
 
 import numpy as np
 
-from pbtkit._exceptions import CheckpointError, LeaseLost, MetricError, PBTError
-from pbtkit.checkpoints import CheckpointStore
+from pbtkit._exceptions import (
+    BadCheckpoint,
+    CheckpointError,
+    LeaseLost,
+    MetricError,
+    PBTError,
+    StorageError,
+)
+from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease
 from pbtkit.core.fitness import metric_value, require_metric
-from pbtkit.core.inheritance import shrink_perturb
+from pbtkit.core.inheritance import inherit_seed, shrink_perturb, transform_of
 from pbtkit.devices import current_device, current_worker
-from pbtkit.store._base import ReportRecord
+from pbtkit.store._base import Measurement
 
-__all__ = ["Trial", "TrainFn", "inherit_seed", "run_worker"]
-
-
-def inherit_seed(trial_id: int) -> int:
-    """The seed of a trial's shrink-and-perturb noise: fixed by the trial id, so a retry
-    of the trial starts from the same weights (used by the torch path)."""
-    return int(np.random.default_rng([trial_id, 0x5EED]).integers(2**62))
+__all__ = [
+    "IMPORT_FAILED",
+    "TIMEOUT_EXIT",
+    "Trial",
+    "TrainFn",
+    "restart_process",
+    "run_worker",
+]
 
 
 class Trial:
@@ -90,7 +98,7 @@ class Trial:
         self.worker = worker if worker is not None else current_worker()
         self._device = device
         self._inherit = dict(record.inherit) if record.inherit else None
-        self._reports: list[ReportRecord] = []
+        self._reports: list[Measurement] = []
         self._lock = threading.Lock()
         self._seen: set[str] = set()
 
@@ -132,19 +140,20 @@ class Trial:
         PyTorch tensors stay tensors on their device (:func:`pbtkit.torch.shrink_perturb`);
         :func:`pbtkit.torch.load` does this for you.
         """
-        found = self.shrink_perturb
-        if found is None:
-            return dict(arrays)
-        shrink, noise = found
-        if any(type(v).__module__.startswith("torch") for v in arrays.values()):
-            # Tensors stay tensors, on their device: the torch path (pbtkit[torch]).
-            from pbtkit.torch import shrink_perturb as torch_shrink_perturb
-
-            return dict(
-                torch_shrink_perturb(arrays, shrink, noise, seed=inherit_seed(self.trial_id))
-            )
         rng = np.random.default_rng([self.trial_id, 0x5EED])
-        return shrink_perturb(arrays, shrink, noise, rng)
+        found = self.shrink_perturb
+        if found is not None:
+            shrink, noise = found
+            if any(type(v).__module__.startswith("torch") for v in arrays.values()):
+                # Tensors stay tensors, on their device: the torch path (pbtkit[torch]).
+                from pbtkit.torch._inherit import shrink_perturb as torch_shrink_perturb
+
+                seed = inherit_seed(self.trial_id)
+                return dict(torch_shrink_perturb(arrays, shrink, noise, seed=seed))
+            return shrink_perturb(arrays, shrink, noise, rng)
+        if self._inherit is not None:  # your own WeightTransform, recorded by the policy
+            return transform_of(self._inherit).apply(arrays, rng)
+        return dict(arrays)
 
     def steps(self) -> range:
         """The steps this trial must train: ``range(start_step, end_step)``."""
@@ -173,10 +182,10 @@ class Trial:
             )
         clean = {name: metric_value(name, value) for name, value in metrics.items()}
         with self._lock:
-            self._reports.append(ReportRecord(self.trial_id, self.member, int(step), clean))
+            self._reports.append(Measurement(int(step), clean))
             self._seen.update(clean)
 
-    def _take_reports(self) -> list[ReportRecord]:
+    def _take_reports(self) -> list[Measurement]:
         with self._lock:
             taken, self._reports = self._reports, []
         return taken
@@ -249,10 +258,21 @@ def run_worker(
     verify_checkpoints: bool = True,
     checkpoint_root: str | None = None,
     poll: float = 0.02,
+    trial_timeout: float | None = None,
+    on_timeout: Callable[[], None] | None = None,
     worker_index: int | None = None,
     device: str | None = None,
 ) -> int:
     """Run trials until the experiment is finished (or ``stop`` is set).
+
+    A lease and a timeout guard different things. The lease says the worker is alive: a
+    heartbeat thread renews it while the training function runs, so a worker that dies or
+    loses its network loses its trial after ``lease_seconds``. The timeout says the trial
+    is making progress: a function still running after ``trial_timeout`` seconds (hung on
+    a lock, a dead data loader, a GPU that stopped answering) is given up, counted as a
+    failed attempt with that reason, and ``on_timeout`` is called, since Python cannot
+    stop a function from outside: a process worker replaces itself (its hung thread dies
+    with it), a thread worker is abandoned and another takes its place.
 
     Args:
         controller: The controller, in process or a :class:`~pbtkit.service.RemoteController`.
@@ -267,6 +287,11 @@ def run_worker(
             or URL the experiment names (a shared filesystem mounted elsewhere). An
             object store's credentials come from this process's environment.
         poll: Longest wait between two asks when there is nothing to do.
+        trial_timeout: Seconds a training function may run per trial (None: no limit).
+        on_timeout: Called (from a watchdog thread) after a trial ran past
+            ``trial_timeout`` and was given back; it must stop this worker, since the
+            hung function cannot be interrupted: :func:`restart_process` for a process.
+            None: the worker is only told to stop after the hung call returns.
         worker_index: This worker's index, given to each trial as ``trial.worker``
             (default: ``PBTKIT_WORKER_INDEX``, set by the process executor).
         device: The torch device of its trials, ``trial.device`` (default:
@@ -274,6 +299,10 @@ def run_worker(
 
     Returns:
         How many trials this worker finished.
+
+    Raises:
+        StorageError: The controller stayed unreachable longer than its ``max_outage``
+            (a remote one); a checkpoint trained but not acknowledged is left in place.
     """
     roots: dict[str, CheckpointStore] = {}
     beat_every = max(controller.lease_seconds / 4.0, 0.05)
@@ -296,7 +325,8 @@ def run_worker(
         waits = _backoff(poll)
         root = checkpoint_root or lease.checkpoint_root
         if root not in roots:
-            roots[root] = CheckpointStore(root)
+            roots[root] = open_checkpoints(root)
+        watchdog = _Watchdog(controller, lease, worker_id, trial_timeout, on_timeout)
         _run_trial(
             controller,
             roots[root],
@@ -305,10 +335,85 @@ def run_worker(
             worker_id,
             beat_every,
             verify_checkpoints,
+            watchdog,
             placement=(worker_index, device),
         )
+        if watchdog.fired:
+            break  # abandoned: this worker's trial was given up while its function hung
         finished += 1
     return finished
+
+
+IMPORT_FAILED = 3
+"""Exit status of a worker process that cannot import the training function: every worker
+would fail the same way, so the run stops at once rather than replacing it."""
+
+TIMEOUT_EXIT = 75
+"""Exit status of a worker process stopped by ``trial_timeout`` when it cannot replace
+itself (it is replaced by whoever started it)."""
+
+
+def restart_process() -> None:
+    """Replace this worker process with a fresh one, started with the same command line.
+
+    Called when a trial ran past ``trial_timeout``: the hung function cannot be stopped
+    from inside Python, so the whole process image goes (threads, GPU memory, locks) and
+    the same ``pbtkit worker`` command starts again under the same process id, so that
+    whoever watches the process (``pbtkit run``, systemd, a shell) sees it go on.
+    """
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, "-m", "pbtkit", *sys.argv[1:]])
+    except OSError:
+        os._exit(TIMEOUT_EXIT)
+
+
+class _Watchdog:
+    """Gives a trial back when its training function runs past ``trial_timeout``."""
+
+    def __init__(
+        self,
+        controller: ControllerAPI,
+        lease: Lease,
+        worker_id: str,
+        timeout: float | None,
+        on_timeout: Callable[[], None] | None,
+    ) -> None:
+        self._controller = controller
+        self._lease = lease
+        self._worker_id = worker_id
+        self._timeout = timeout
+        self._on_timeout = on_timeout
+        self._timer: threading.Timer | None = None
+        self.fired = False
+
+    def __enter__(self) -> _Watchdog:
+        if self._timeout is not None:
+            self._timer = threading.Timer(self._timeout, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _fire(self) -> None:
+        self.fired = True
+        record = self._lease.trial
+        reason = (
+            f"trial {record.id} (member {record.member}, steps {record.start_step}.."
+            f"{record.end_step}) ran longer than trial_timeout={self._timeout:g} s; its "
+            f"worker {self._worker_id} was stopped and the trial is tried again"
+        )
+        with contextlib.suppress(PBTError):
+            self._controller.fail(record.id, self._worker_id, reason)
+        if self._on_timeout is not None:
+            self._on_timeout()
 
 
 def _run_trial(
@@ -319,19 +424,32 @@ def _run_trial(
     worker_id: str,
     beat_every: float,
     verify: bool,
+    watchdog: _Watchdog | None = None,
     *,
     placement: tuple[int | None, str | None] = (None, None),
 ) -> None:
     record = lease.trial
-    staging = checkpoints.staging_dir(lease.experiment, record.id)
-    try:
-        parent = None
-        if lease.parent_checkpoint is not None:
+    parent = None
+    if lease.parent_checkpoint is not None:
+        try:
             # A local directory either way: under an object store, a checked cached copy.
             parent = checkpoints.fetch(lease.parent_checkpoint, verify=verify)
+        except BadCheckpoint as exc:
+            # Not this trial's fault, and trying again cannot help: the controller moves
+            # it (and every trial waiting for the same checkpoint) to a good one.
+            _give_back(controller, checkpoints, record.id, worker_id, exc, bad_parent=True)
+            return
+        except BaseException as exc:
+            _give_back(controller, checkpoints, record.id, worker_id, exc)
+            return
+    staging = checkpoints.staging_dir(lease.experiment, record.id)
+    try:
         trial = Trial(lease, staging, parent, worker=placement[0], device=placement[1])
-        with _Heartbeat(controller, trial, worker_id, beat_every) as beat:
+        guard = watchdog if watchdog is not None else contextlib.nullcontext()
+        with _Heartbeat(controller, trial, worker_id, beat_every) as beat, guard:
             train(trial)
+        if watchdog is not None and watchdog.fired:
+            raise LeaseLost(f"trial {record.id} was given up after trial_timeout")
         if beat.lost is not None:
             raise beat.lost
         trial._check_objective()
@@ -349,9 +467,16 @@ def _run_trial(
     try:
         released = controller.finish(record.id, worker_id, trial._take_reports(), name)
     except LeaseLost:
+        # Refused for good: the trial is another worker's now. This attempt's checkpoint
+        # has a name of its own, so deleting it touches nobody else's.
         if name is not None:
             checkpoints.delete(name)
         return
+    except StorageError:
+        # The controller could not be reached for longer than its outage allowance: the
+        # finish may or may not have been recorded, so the checkpoint stays where it is
+        # (an unused one goes in the run's final sweep).
+        raise
     except PBTError as exc:
         # The decision after this trial was refused (a user's explore function that left
         # the space, say): the trial fails with that message, like any other error.
@@ -375,12 +500,14 @@ def _give_back(
     trial_id: int,
     worker_id: str,
     exc: BaseException,
+    *,
+    bad_parent: bool = False,
 ) -> None:
     text = "".join(traceback.format_exception(exc))
     if isinstance(exc, CheckpointError):
         text = f"cannot start from the parent checkpoint: {exc}\n{text}"
     try:
-        released = controller.fail(trial_id, worker_id, text)
+        released = controller.fail(trial_id, worker_id, text, bad_parent=bad_parent)
     except LeaseLost:
         return
     _delete(checkpoints, released)

@@ -256,7 +256,7 @@ def test_exploit_only_policy_copies_the_donors_values_unchanged() -> None:
 # --- explorers that read the population -------------------------------------------------
 
 
-class Recording:
+class Recording(Explorer):
     """An explorer that asks for the population and remembers what it got."""
 
     needs_population: ClassVar[bool] = True
@@ -275,9 +275,6 @@ class Recording:
     ) -> dict[str, Any]:
         self.got.append((population, objective))
         return dict(hparams)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "custom", "target": "tests.core.test_explore_types:Recording"}
 
 
 def test_call_explorer_passes_the_population_only_to_explorers_that_ask() -> None:

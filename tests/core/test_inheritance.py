@@ -99,7 +99,7 @@ def test_inherit_specs() -> None:
         (lambda: ShrinkPerturb(shrink=True), "shrink must be a number"),
         (lambda: ShrinkPerturb(noise=-0.1), "noise must be a finite number >= 0"),
         (lambda: ShrinkPerturb(noise=math.inf), "noise must be a finite number >= 0"),
-        (lambda: inherit_from_dict({"type": "copy"}), "must have type 'shrink_perturb'"),
+        (lambda: inherit_from_dict({"type": "copy"}), "valid types: shrink_perturb"),
         (lambda: inherit_from_dict({"type": "shrink_perturb", "sigma": 1}), "unknown sigma"),
         (
             lambda: PBT.from_dict(

@@ -108,7 +108,9 @@ def test_four_client_processes_train_a_population(
     reports = [json.loads(out.strip().splitlines()[-1]) for _, out in finished]
     by_member = {r["member"]: r for r in reports}
     assert sorted(by_member) == [0, 1, 2, 3]
-    assert all(r["done"] and len(r["saved"]) == STEPS for r in reports)
+    assert all(r["done"] and r["saved"] for r in reports)
+    if evolution == "generational":  # in lockstep: every member saves every step once
+        assert all(len(r["saved"]) == STEPS for r in reports)
 
     with RemoteController(server.url, KEY) as remote:
         result = pk.Result(remote, NAME)
@@ -119,12 +121,19 @@ def test_four_client_processes_train_a_population(
 
     # Every save was stored as one trial of one step, its checkpoint the path the client
     # wrote, relative to the root.
+    # Steps follow the weights: a member that copied a donor goes on from the donor's
+    # step (in async mode, not always its own), so each trial starts where its parent ended.
     for member, report in by_member.items():
         done = sorted(
             (t for t in result.trials if t.member == member and t.status == "done"),
-            key=lambda t: t.start_step,
+            key=lambda t: t.id,
         )
-        assert [(t.start_step, t.end_step) for t in done] == [(s, s + 1) for s in range(STEPS)]
+        assert all(t.end_step == t.start_step + 1 for t in done)
+        for t in done:
+            parent = trials.get(t.parent_id) if t.parent_id is not None else None
+            assert t.start_step == (0 if parent is None else parent.end_step)
+        if evolution == "generational":
+            assert [t.start_step for t in done] == list(range(STEPS))
         written = [Path(p).resolve().relative_to(root).as_posix() for p in report["saved"]]
         assert [t.checkpoint for t in done] == written
 
@@ -148,9 +157,11 @@ def test_four_client_processes_train_a_population(
         assert after.parent_id == event.donor_trial
         # The trial after the exploit says it started from the donor's weights...
         assert after.metrics["loaded_from"] == event.donor_member
-        (load,) = [r for r in by_member[event.member]["loaded"] if r["step"] == after.start_step]
-        assert load["donor"] == event.donor_member
-        assert Path(load["path"]).resolve() == root / donor_trial.checkpoint
+        loads = by_member[event.member]["loaded"]
+        matching = [r for r in loads if Path(r["path"]).resolve() == root / donor_trial.checkpoint]
+        assert matching  # (twice when it copied the same checkpoint twice)
+        load = matching[0]
+        assert all(r["donor"] == event.donor_member for r in matching)
         # ...and its score is one step from the donor's theta with the explored h.
         theta = np.load(root / donor_trial.checkpoint, allow_pickle=False)
         assert load["theta"] == theta.tolist()
@@ -190,7 +201,9 @@ def test_the_digits_example_names_the_best_member(tmp_path: Path) -> None:
         check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert len(re.findall(r"client of member \d: 3 epochs", out.stdout)) == 4, out.stdout
+    # each client trained until its member's weights had 3 epochs (fewer of its own after
+    # copying a donor that was ahead, more after one that was behind)
+    assert len(re.findall(r"client of member \d: \d+ epochs", out.stdout)) == 4, out.stdout
     named = re.search(r"best member: (\d), validation accuracy (\d\.\d+)", out.stdout)
     assert named, out.stdout
     result = pk.Result.load(f"sqlite:///{tmp_path / 'demo' / 'pbt.db'}", "glassbox-digits")

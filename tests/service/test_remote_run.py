@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,8 @@ import pytest
 import pbtkit as pk
 from pbtkit.service import RemoteController
 from tests import trainers
-from tests.servers import wait_until_serving
+from tests.helpers import free_port as _free_port
+from tests.helpers import wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +32,6 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     directory: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(**extra: str) -> dict[str, str]:

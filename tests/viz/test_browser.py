@@ -7,8 +7,9 @@ before any trial, after the first generation, and at its end, and nothing waits 
 
 from __future__ import annotations
 
+import itertools
 import os
-import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -27,8 +28,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import pbtkit as pk
 from pbtkit.service import PBTServer
-from tests.servers import wait_until_serving
-from tests.viz.conftest import GatedRun
+from tests.helpers import GatedRun, wait_until_serving
+from tests.helpers import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "browser-secret"
@@ -38,19 +39,13 @@ WAIT = 60  # seconds a condition may take to show before the test fails
 NO_SCORE = "\u2013"  # what the table shows for a member without a score yet
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`pbtkit serve` with a key, on a SQLite file; yields its URL and the file."""
     database = tmp_path / "live.db"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PBTKIT_AUTH_KEY"}
-    env.update(PYTHONPATH=str(ROOT), PBTKIT_AUTH_KEY=KEY)
+    env.update(PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}", PBTKIT_AUTH_KEY=KEY)
     process = subprocess.Popen(
         [sys.executable, "-m", "pbtkit", "serve", "--storage", f"sqlite:///{database}",
          "--checkpoint-root", str(tmp_path / "server-ckpt"), "--port", str(port)],
@@ -88,6 +83,11 @@ def _page_state(browser: Any) -> str:
     )
 
 
+def console_errors(browser: Any) -> list[str]:
+    """What the page's scripts logged as errors (a failed script, a refused resource)."""
+    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
 def _scores(browser: Any) -> list[str]:
     # read in one script, so that a refresh cannot fall between finding and reading
     found: list[str] = browser.execute_script(
@@ -103,7 +103,7 @@ def _done_nodes(browser: Any) -> int:
 
 
 def test_the_dashboard_follows_a_run(
-    browser: Any, served: tuple[str, Path], tmp_path: Path
+    browser: Any, served: tuple[str, Path], tmp_path: Path, screenshots: Path
 ) -> None:
     url, database = served
     run = GatedRun(f"sqlite:///{database}", tmp_path / "ckpt", tensorboard=False)
@@ -127,7 +127,7 @@ def test_the_dashboard_follows_a_run(
         first = _done_nodes(browser)
         assert first == POPULATION
         assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "running"
-        browser.save_screenshot(str(tmp_path / "dashboard-running.png"))
+        assert browser.save_screenshot(str(screenshots / "dashboard-running.png"))
 
         run.release(POPULATION * GENERATIONS)  # the rest
         _until(
@@ -142,10 +142,11 @@ def test_the_dashboard_follows_a_run(
         assert _done_nodes(browser) > first  # the tree grew
         exploits = browser.find_elements(By.CSS_SELECTOR, "#tree line.edge.exploit")
         assert exploits, "the family tree shows no exploit"
-        assert browser.find_elements(By.CSS_SELECTOR, "#curves polyline.curve")
-        assert browser.find_elements(By.CSS_SELECTOR, "#schedules polyline.schedule")
+        assert browser.find_elements(By.CSS_SELECTOR, "#curves canvas")
+        assert browser.find_elements(By.CSS_SELECTOR, "#schedules canvas")
         assert not browser.find_element(By.ID, "error").text
-        shot = tmp_path / "dashboard.png"
+        assert not console_errors(browser)
+        shot = screenshots / "dashboard-finished.png"
         assert browser.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
@@ -180,10 +181,14 @@ def test_hostile_names_are_shown_as_text_and_never_run(browser: Any, tmp_path: P
         executor="thread",
         storage=storage,
         checkpoint_dir=tmp_path / "ckpt",
-        name=HOSTILE_NAME,
+        name="hostile",
         progress=False,
         tensorboard=False,
     )
+    # New names are letters, digits, "-", "_" and "."; a database written before that
+    # rule may still hold any name, so one is given the hostile name by hand.
+    with sqlite3.connect(tmp_path / "hostile.db") as db:
+        db.execute("UPDATE pbt_experiments SET name = ? WHERE name = 'hostile'", (HOSTILE_NAME,))
     with PBTServer(0, KEY, storage=storage, checkpoint_root=tmp_path / "ckpt") as server:
         browser.get(f"{server.url}/dashboard?{urlencode({'key': KEY})}")
         browser.get(f"{server.url}/dashboard?{urlencode({'experiment': HOSTILE_NAME})}")
@@ -220,6 +225,92 @@ def test_hostile_names_are_shown_as_text_and_never_run(browser: Any, tmp_path: P
         _until(
             browser,
             "the hostile metric's curves",
-            lambda b: HOSTILE_METRIC in b.find_element(By.ID, "curves").text,
+            lambda b: HOSTILE_METRIC in b.find_element(By.ID, "curves-section").text,
         )
+        # the charts' captions, the lineage and the exploit log name them as text too
+        for section in ("lineage-section", "exploits-section"):
+            browser.find_element(By.CSS_SELECTOR, f"#{section} summary").click()
+        captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, ".chart-title")]
+        assert f"schedule of {HOSTILE_PARAM}" in captions
+        assert f"{HOSTILE_PARAM} along the best member's lineage" in captions
+        lineage = browser.find_element(By.ID, "lineage-table").text
+        assert HOSTILE_VALUE in lineage or f"{HOSTILE_VALUE}!" in lineage
+        assert browser.find_elements(By.CSS_SELECTOR, "main img, main script") == []
         assert browser.execute_script("return window.__pwned === undefined")
+
+
+# conditional hyperparameters ------------------------------------------------------------
+def test_inactive_hyperparameters_are_empty_cells_and_gaps_in_the_schedules(
+    browser: Any, tmp_path: Path
+) -> None:
+    from pbtkit.examples import digits
+
+    result = digits.main(
+        tmp_path,
+        optimizers=True,
+        progress=False,
+        population=8,
+        total_steps=12,
+        ready_every=2,
+        executor="thread",
+        evolution="generational",
+        exploit=pk.Truncation(0.5),  # many exploits: members leave a branch and come back
+        explore=pk.Perturb(per_param={"optimizer": {"resample_probability": 1.0}}),
+        initial=[{"optimizer": "sgd"}] * 4 + [{"optimizer": "adam"}] * 4,
+        seed=3,
+        tensorboard=False,
+    )
+    storage = f"sqlite:///{tmp_path / 'pbt.db'}"
+    with PBTServer(0, KEY, storage=storage, checkpoint_root=tmp_path / "checkpoints") as server:
+        browser.get(f"{server.url}/dashboard?{urlencode({'key': KEY, 'experiment': result.name})}")
+        _until(
+            browser,
+            "the members",
+            lambda b: len(b.find_elements(By.CSS_SELECTOR, "#members tbody tr")) == 8,
+        )
+        view = browser.execute_script(
+            "return fetch('/dashboard/api/experiment?name=' + arguments[0]).then((r) => r.json())",
+            result.name,
+        )
+        headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#members th")]
+        for member in view["members"]:
+            row = browser.find_element(
+                By.CSS_SELECTOR, f"#members tr[data-member='{member['member']}']"
+            )
+            cells = row.find_elements(By.TAG_NAME, "td")
+            for name in view["hparams"]:
+                cell = cells[headers.index(name)]
+                inactive = "inactive" in (cell.get_attribute("class") or "").split()
+                assert inactive == (name not in member["hparams"]), (member, name)
+                assert (cell.text == "") == inactive
+        # each stretch of steps a member had the value is one line; a gap starts another
+        gaps = 0
+        for name in ("momentum", "beta1"):
+            expected = 0
+            for stretches in view["schedules"].values():
+                present = [name in hparams for _, _, hparams in stretches]
+                runs = sum(
+                    now and not before for before, now in itertools.pairwise([False, *present])
+                )
+                expected += runs
+                gaps += runs > 1
+            # the chart's own data: a series breaks (a new line) at every null
+            lines = browser.execute_script(
+                "const cell = [...document.querySelectorAll('#schedules [data-chart]')].find("
+                "  (c) => c.dataset.chart === 'schedule:' + arguments[0]);"
+                "const u = cell.querySelector('.plot').__uplot;"
+                "let runs = 0;"
+                "for (let s = 1; s < u.data.length; s++) {"
+                "  let on = false;"
+                "  for (const v of u.data[s]) {"
+                "    const now = v !== null && v !== undefined;"
+                "    if (now && !on) runs++;"
+                "    on = now;"
+                "  }"
+                "}"
+                "return runs;",
+                name,
+            )
+            assert lines == expected, name
+        assert gaps, "no member's schedule has a gap"
+        assert not browser.find_element(By.ID, "error").text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -17,7 +18,7 @@ from pbtkit.controller import Controller
 from pbtkit.store import open_store
 from pbtkit.viz import RunView, plot
 from pbtkit.viz.plots import curves_figure, paths_figure
-from tests.viz.conftest import POPULATION, TOTAL_STEPS, Run
+from tests.helpers import POPULATION, TOTAL_STEPS, Run
 
 ROOT = Path(__file__).resolve().parents[2]
 STEMS = ("curves", "schedules", "family-tree", "paths")
@@ -107,7 +108,7 @@ def _pbtkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "PATH": "/usr/bin:/bin"},
         check=False,
     )
 
@@ -163,5 +164,5 @@ def test_without_matplotlib_the_message_names_the_extra(
 ) -> None:
     for module in ("matplotlib", "matplotlib.figure"):
         monkeypatch.setitem(sys.modules, module, None)  # importing it now fails
-    with pytest.raises(pk.ConfigError, match=r"pip install 'pbtkit\[viz\]'"):
+    with pytest.raises(pk.ConfigError, match=r"pip install 'pbtkit\[plot\]'"):
         plot(toy_run.result, tmp_path)

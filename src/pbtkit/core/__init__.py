@@ -4,6 +4,19 @@ Everything here takes a :class:`numpy.random.Generator` where it needs randomnes
 returns values; the controller is the only place that carries decisions out.
 """
 
+from pbtkit.core.conditions import (
+    Compare,
+    Condition,
+    Equals,
+    Gt,
+    Gte,
+    In,
+    Lt,
+    Lte,
+    When,
+    condition_from_spec,
+)
+from pbtkit.core.custom_explore import CustomExplore
 from pbtkit.core.decisions import INHERIT_MODES, Continue, Decision, Exploit, MemberView, Stop
 from pbtkit.core.exploit import (
     BinaryTournament,
@@ -15,7 +28,6 @@ from pbtkit.core.exploit import (
     exploiter_from_dict,
 )
 from pbtkit.core.explore import (
-    CustomExplore,
     Explorer,
     GaussianNoise,
     Keep,
@@ -52,19 +64,27 @@ __all__ = [
     "INHERIT_MODES",
     "BinaryTournament",
     "Choice",
+    "Compare",
+    "Condition",
     "Continue",
     "CustomExplore",
     "Decision",
     "Domain",
+    "Equals",
     "Exploit",
     "Exploiter",
     "Explorer",
     "Fitness",
     "GaussianNoise",
+    "Gt",
+    "Gte",
+    "In",
     "Initiator",
     "IntUniform",
     "Keep",
     "LogUniform",
+    "Lt",
+    "Lte",
     "MemberView",
     "MultiObjective",
     "NoExploit",
@@ -84,8 +104,10 @@ __all__ = [
     "TrialNode",
     "Truncation",
     "Uniform",
+    "When",
     "ancestry",
     "call_explorer",
+    "condition_from_spec",
     "domain_from_dict",
     "exploiter_from_dict",
     "explorer_from_dict",

@@ -12,7 +12,15 @@ import numpy as np
 
 from pbtkit._exceptions import ConfigError
 
-__all__ = ["check_keys", "finite_number", "real_number", "typed_spec"]
+__all__ = [
+    "check_keys",
+    "finite_number",
+    "json_key",
+    "json_scalar",
+    "number_from_text",
+    "real_number",
+    "typed_spec",
+]
 
 
 def real_number(value: Any) -> float | None:
@@ -31,6 +39,47 @@ def finite_number(value: Any) -> float | None:
     what every numeric setting of a strategy must be before its own range is checked."""
     number = real_number(value)
     return number if number is not None and math.isfinite(number) else None
+
+
+def json_key(value: Any) -> tuple[str, Any]:
+    """A key that tells JSON scalars apart the way JSON does: ``True`` is not ``1``."""
+    if value is None:
+        return ("none", None)
+    if isinstance(value, bool | np.bool_):
+        return ("bool", bool(value))
+    if isinstance(value, str):
+        return ("str", value)
+    return ("num", value)
+
+
+def json_scalar(value: Any) -> Any:
+    """A JSON scalar as a plain Python object, or raise ``TypeError`` if it is none."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if not math.isfinite(number):
+            raise TypeError("non-finite")
+        return number
+    raise TypeError(type(value).__name__)
+
+
+def number_from_text(value: Any) -> Any:
+    """A number written as text (``"1e-4"``) as that number; anything else as it is.
+
+    YAML 1.1 reads ``1e-4`` as a string; bounds written so are taken as the numbers they
+    spell.
+    """
+    if isinstance(value, str):
+        try:
+            return float(value) if not value.strip().lstrip("+-").isdigit() else int(value)
+        except ValueError:
+            return value
+    return value
 
 
 def check_keys(

@@ -17,7 +17,7 @@ __all__ = ["INHERIT_MODES", "Continue", "Decision", "Exploit", "MemberView", "St
 #: What an exploiting member takes from its donor: ``"all"`` (weights and hyperparameters,
 #: Lamarckian, the default), ``"hparams"`` (hyperparameters only: the member trains on from
 #: its own weights) or ``"shrink_perturb"`` (the donor's weights, shrunk and perturbed).
-INHERIT_MODES = ("all", "hparams", "weights", "shrink_perturb")
+INHERIT_MODES = ("all", "hparams", "weights", "shrink_perturb", "transform")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,10 @@ class Exploit:
     - ``"weights"``: the parent is ``donor_trial``, but ``hparams`` are the member's own
       after exploration (the toy of Jaderberg et al. 2017, Figure 2, copies theta only);
     - ``"shrink_perturb"``: the parent is ``donor_trial`` and the worker loads its weights
-      as ``shrink * w + noise * N(0, 1)`` (see :func:`pbtkit.core.shrink_perturb`).
+      as ``shrink * w + noise * N(0, 1)`` (see :func:`pbtkit.core.shrink_perturb`);
+    - ``"transform"``: the parent is ``donor_trial`` and the worker applies your own
+      :class:`~pbtkit.core.inheritance.WeightTransform`, recorded in ``transform`` as
+      ``{"mode": kind, **settings}``.
 
     Raises:
         ValueError: ``inherit`` is unknown, or ``shrink`` / ``noise`` are out of range.
@@ -101,6 +104,7 @@ class Exploit:
     inherit: str = "all"
     shrink: float = 1.0
     noise: float = 0.0
+    transform: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.inherit not in INHERIT_MODES:

@@ -4,6 +4,13 @@ An :class:`Explorer` is a pure function of the hyperparameters, the space and a 
 generator. Every explorer returns values that lie in the space, so
 ``space.validate(out) == out`` always holds.
 
+In a space with conditions (``when=...``) the built-in explorers walk the hyperparameters
+parents first (:attr:`SearchSpace.order`) and move each *active* one by its type. A value
+that stays active is the donor's, moved as usual; a value that becomes active because its
+parent moved (``optimizer`` from ``"sgd"`` to ``"adam"`` brings in ``beta1``) is drawn from
+its prior, since the donor never trained with it and no one value is better evidence than
+the prior; a value whose conditions no longer hold is dropped.
+
 An explorer that learns from the population (PB2) says so with a class attribute
 ``needs_population = True``; the policy then calls it through :func:`call_explorer` with
 two more keywords, ``population`` (a :class:`~pbtkit.core.Population`) and ``objective``
@@ -13,24 +20,33 @@ arguments only, so plain functions wrapped in :class:`CustomExplore` keep workin
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from pbtkit._exceptions import ConfigError, OutOfSpace
-from pbtkit.core._specs import finite_number, typed_spec
-from pbtkit.core.space import Choice, IntUniform, LogUniform, Ordinal, SearchSpace, Uniform
+from pbtkit._exceptions import ConfigError
+from pbtkit.core._registry import Plugin
+from pbtkit.core._specs import check_keys, finite_number
+from pbtkit.core.space import (
+    Choice,
+    Domain,
+    IntUniform,
+    LogUniform,
+    Ordinal,
+    SearchSpace,
+    Uniform,
+)
 
 if TYPE_CHECKING:
     from pbtkit.core.fitness import Fitness
     from pbtkit.core.population import Population
 
 __all__ = [
-    "CustomExplore",
     "Explorer",
     "GaussianNoise",
     "Keep",
@@ -41,25 +57,35 @@ __all__ = [
 ]
 
 
-@runtime_checkable
-class Explorer(Protocol):
+class Explorer(Plugin, abc.ABC, family="explore"):
     """Turns hyperparameters into new ones inside the same space.
 
-    Contract: the result is a fresh dict holding every name of ``space`` with a value that
-    ``space.validate`` accepts unchanged; ``hparams`` is not modified; all randomness comes
-    from ``rng``. An explorer with ``needs_population = True`` also takes the keywords
-    ``population`` and ``objective`` (see the module docstring).
+    Contract: the result is a fresh dict holding every *active* name of ``space`` (every
+    name of a flat space) with a value that ``space.validate`` accepts unchanged, and no
+    inactive one; ``hparams`` is not modified; all randomness comes from ``rng``. An
+    explorer with ``needs_population = True`` also takes the keywords ``population`` and
+    ``objective`` (see the module docstring).
+
+    Your own: subclass it (or wrap a plain function in :class:`CustomExplore`); it
+    registers itself when defined, under its ``kind`` or its import path, like an
+    :class:`~pbtkit.core.exploit.Exploiter`.
     """
 
+    __slots__ = ()
+
+    #: Whether the policy passes ``population`` and ``objective`` (PB2 learns from them).
+    needs_population: ClassVar[bool] = False
+
+    @abc.abstractmethod
     def __call__(
         self, hparams: Mapping[str, Any], space: SearchSpace, rng: np.random.Generator
     ) -> dict[str, Any]:
         """Explore from ``hparams``; see the class docstring for the contract."""
-        ...
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able spec that :func:`explorer_from_dict` turns back into the explorer."""
-        ...
+        """A JSON-able spec that :func:`explorer_from_dict` turns back into the explorer:
+        ``{"type": kind, **settings}`` (a dataclass's fields by default)."""
+        return Plugin.to_dict(self)
 
 
 def _probability(owner: str, name: str, value: Any) -> float:
@@ -161,7 +187,7 @@ class _Overrides(Mapping[str, Mapping[str, Any]]):
 
 
 @dataclass(frozen=True, slots=True)
-class Perturb:
+class Perturb(Explorer):
     """Perturb each hyperparameter by a random factor, or resample it from its prior.
 
     For each hyperparameter independently: with probability ``resample_probability`` a new
@@ -176,6 +202,10 @@ class Perturb:
       ``round(value * factor)`` moved at least one step that way (for wide ranges such as
       batch sizes); clipped;
     - categorical (:class:`Choice`): resampled (categories have no neighbours).
+
+    In a space with conditions only the active values move, parents first; a value a
+    parent's move brings in is drawn from its prior, one it leaves is dropped (see the
+    module docstring). ``per_param`` settings apply to a value while it is active.
 
     ``per_param`` overrides ``factors`` and/or ``resample_probability`` for some
     hyperparameters: ``Perturb(per_param={"lr": {"factors": (0.5, 2.0)},
@@ -194,6 +224,8 @@ class Perturb:
             probability is outside ``[0, 1]``, ``integers`` is neither ``"step"`` nor
             ``"scale"``, or ``per_param`` has an unknown setting.
     """
+
+    kind: ClassVar[str] = "perturb"
 
     factors: tuple[float, ...] = (0.8, 1.2)
     resample_probability: float = 0.25
@@ -249,19 +281,32 @@ class Perturb:
         if self.per_param:
             self.check_space(space)
         current = space.validate(hparams)
-        explored: dict[str, Any] = {}
-        for name, domain in space.items():
+
+        def move(name: str, domain: Domain, value: Any) -> Any:
             factors, resample_probability = self.settings(name)
             if float(rng.random()) < resample_probability:
-                explored[name] = domain.sample(rng)
-            else:
-                factor = factors[int(rng.integers(len(factors)))]
-                if isinstance(domain, IntUniform) and self.integer_move(name) == "step":
-                    step = 1 if factor > 1 else -1 if factor < 1 else 0
-                    explored[name] = min(max(current[name] + step, domain.low), domain.high)
-                else:
-                    explored[name] = domain.perturb(current[name], factor, rng)
-        return explored
+                return domain.sample(rng)
+            factor = factors[int(rng.integers(len(factors)))]
+            if isinstance(domain, IntUniform) and self.integer_move(name) == "step":
+                step = 1 if factor > 1 else -1 if factor < 1 else 0
+                return min(max(value + step, domain.low), domain.high)
+            return domain.perturb(value, factor, rng)
+
+        return _explore_each(space, current, move, rng)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Perturb:
+        """Build from a spec's settings (JSON lists become tuples)."""
+        check_keys(
+            f"explore spec {dict(settings)!r} of type 'perturb'",
+            settings,
+            (),
+            ("type", "factors", "resample_probability", "per_param", "integers"),
+        )
+        arguments = dict(settings)
+        if isinstance(arguments.get("factors"), list):
+            arguments["factors"] = tuple(arguments["factors"])
+        return cls(**arguments)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "perturb", "factors": [...], "resample_probability": p}``,
@@ -286,7 +331,7 @@ class Perturb:
 
 
 @dataclass(frozen=True, slots=True)
-class Resample:
+class Resample(Explorer):
     """Resample each hyperparameter from its prior with ``probability``, else keep it.
 
     Args:
@@ -295,6 +340,8 @@ class Resample:
     Raises:
         ConfigError: The probability is outside ``[0, 1]``.
     """
+
+    kind: ClassVar[str] = "resample"
 
     probability: float = 1.0
 
@@ -312,10 +359,11 @@ class Resample:
             OutOfSpace: ``hparams`` do not lie in ``space``.
         """
         current = space.validate(hparams)
-        return {
-            name: domain.sample(rng) if float(rng.random()) < self.probability else current[name]
-            for name, domain in space.items()
-        }
+
+        def move(name: str, domain: Domain, value: Any) -> Any:
+            return domain.sample(rng) if float(rng.random()) < self.probability else value
+
+        return _explore_each(space, current, move, rng)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "resample", "probability": p}``."""
@@ -323,7 +371,7 @@ class Resample:
 
 
 @dataclass(frozen=True, slots=True)
-class GaussianNoise:
+class GaussianNoise(Explorer):
     """Add Gaussian noise to every numeric hyperparameter, clipped into its domain.
 
     The toy problem of Jaderberg et al. 2017 (Figure 2) explores this way, with
@@ -341,6 +389,8 @@ class GaussianNoise:
     Raises:
         ConfigError: ``sigma`` is negative or not a finite number.
     """
+
+    kind: ClassVar[str] = "gaussian"
 
     sigma: float = 0.1
 
@@ -362,32 +412,30 @@ class GaussianNoise:
             OutOfSpace: ``hparams`` do not lie in ``space``.
         """
         current = space.validate(hparams)
-        explored: dict[str, Any] = {}
-        for name, domain in space.items():
-            value = current[name]
+        return space.validate(_explore_each(space, current, self._move(rng), rng))
+
+    def _move(self, rng: np.random.Generator) -> Move:
+        def move(name: str, domain: Domain, value: Any) -> Any:
             if isinstance(domain, Choice | Ordinal):
-                explored[name] = value
-                continue
+                return value
             step = self.sigma * float(rng.standard_normal())
             if isinstance(domain, Uniform):
-                explored[name] = min(max(value + step, domain.low), domain.high)
-            elif isinstance(domain, LogUniform):
+                return min(max(value + step, domain.low), domain.high)
+            if isinstance(domain, LogUniform):
                 log_value = math.log(value) + step
                 if log_value >= math.log(domain.high):
-                    explored[name] = domain.high
-                elif log_value <= math.log(domain.low):
-                    explored[name] = domain.low
-                else:
-                    # value * exp(step) keeps a zero step exact; exp(log_value) cannot overflow
-                    moved = value * math.exp(step) if abs(step) < 700 else math.exp(log_value)
-                    explored[name] = min(max(moved, domain.low), domain.high)
-            elif isinstance(domain, IntUniform):
+                    return domain.high
+                if log_value <= math.log(domain.low):
+                    return domain.low
+                # value * exp(step) keeps a zero step exact; exp(log_value) cannot overflow
+                moved = value * math.exp(step) if abs(step) < 700 else math.exp(log_value)
+                return min(max(moved, domain.low), domain.high)
+            if isinstance(domain, IntUniform):
                 bounded = max(min(step, 2.0**65), -(2.0**65))  # beyond any int64 range
-                moved = value + round(bounded)
-                explored[name] = min(max(moved, domain.low), domain.high)
-            else:
-                explored[name] = value
-        return space.validate(explored)
+                return min(max(value + round(bounded), domain.low), domain.high)
+            return value
+
+        return move
 
     def to_dict(self) -> dict[str, Any]:
         """The spec ``{"type": "gaussian", "sigma": s}``."""
@@ -395,9 +443,11 @@ class GaussianNoise:
 
 
 @dataclass(frozen=True, slots=True)
-class Keep:
+class Keep(Explorer):
     """Keep the hyperparameters as they are: an exploiting member takes the donor's values
     unchanged (the "exploit only" variant of Jaderberg et al. 2017, Figure 2)."""
+
+    kind: ClassVar[str] = "keep"
 
     def __call__(
         self, hparams: Mapping[str, Any], space: SearchSpace, rng: np.random.Generator
@@ -445,86 +495,30 @@ def call_explorer(
     return explorer(hparams, space, rng)
 
 
-ExploreFunction = Callable[[Mapping[str, Any], SearchSpace, np.random.Generator], Mapping[str, Any]]
+Move = Callable[[str, Domain, Any], Any]
 
 
-@dataclass(frozen=True, slots=True)
-class CustomExplore:
-    """A user's explore function, checked against the space after every call.
+def _explore_each(
+    space: SearchSpace, current: Mapping[str, Any], move: Move, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Apply ``move(name, domain, value)`` to each active value of ``current`` (checked
+    values of ``space``), parents first; see the module docstring for conditions.
 
-    Args:
-        fn: ``fn(hparams, space, rng) -> mapping`` of new hyperparameters.
-        target: The function's import path ``"module:qualname"``, written by
-            :meth:`to_dict` so a config can name it. Defaults to the path of ``fn``.
-
-    Raises:
-        ConfigError: ``fn`` is not callable or ``target`` is not ``"module:qualname"``.
+    A flat space is walked in its own order with every value moved, exactly as before
+    conditions existed, so the same seed explores the same way.
     """
-
-    fn: ExploreFunction
-    target: str = field(default="")
-
-    def __post_init__(self) -> None:
-        if not callable(self.fn):
-            raise ConfigError(
-                f"CustomExplore(fn={self.fn!r}): fn must be a function "
-                f"fn(hparams, space, rng) -> dict"
-            )
-        target = self.target or (
-            f"{getattr(self.fn, '__module__', '?')}:{getattr(self.fn, '__qualname__', '?')}"
-        )
-        if not _is_target(target):
-            raise ConfigError(
-                f"CustomExplore(target={target!r}): target must be an import path "
-                f"'module:qualname', e.g. 'mypkg.search:explore'"
-            )
-        object.__setattr__(self, "target", target)
-
-    def __call__(
-        self, hparams: Mapping[str, Any], space: SearchSpace, rng: np.random.Generator
-    ) -> dict[str, Any]:
-        """Call the function and check its result.
-
-        Raises:
-            OutOfSpace: The function returned something that is not a full set of
-                hyperparameters inside ``space``.
-        """
-        result = self.fn(dict(hparams), space, rng)
-        if not isinstance(result, Mapping):
-            raise OutOfSpace(
-                f"your explore function {self.target} returned {type(result).__name__} "
-                f"{result!r}; return a dict of name -> value for every hyperparameter"
-            )
-        try:
-            return space.validate(result)
-        except OutOfSpace as error:
-            raise OutOfSpace(
-                f"your explore function {self.target} returned {dict(result)!r}, which is "
-                f"not in the search space: {error}"
-            ) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The spec ``{"type": "custom", "target": "module:qualname"}``."""
-        return {"type": "custom", "target": self.target}
-
-
-def _is_target(target: Any) -> bool:
-    if not isinstance(target, str):
-        return False
-    module_name, sep, qualname = target.rpartition(":")
-    return bool(sep and module_name and qualname)
-
-
-def _import_target(target: Any) -> Any:
-    if not _is_target(target):
-        raise ConfigError(
-            f"custom explore target {target!r} must be an import path 'module:qualname', "
-            f"e.g. 'mypkg.search:explore'"
-        )
-    # Importing runs code: the one place that names functions for workers does it.
-    from pbtkit._target import load_target
-
-    return load_target(target)
+    if not space.conditional:
+        return {name: move(name, domain, current[name]) for name, domain in space.items()}
+    explored: dict[str, Any] = {}
+    for name in space.order:
+        if not space.is_active(name, explored):
+            continue  # inactive now: dropped
+        domain = space[name]
+        if name in current:
+            explored[name] = move(name, domain, current[name])
+        else:  # newly active: the donor never had it
+            explored[name] = domain.sample(rng)
+    return {name: explored[name] for name in space if name in explored}
 
 
 def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
@@ -534,44 +528,17 @@ def explorer_from_dict(spec: Mapping[str, Any]) -> Explorer:
         spec: ``{"type": "perturb", "factors": [...], "resample_probability": p,
             "per_param": {...}}``, ``{"type": "resample", "probability": p}``,
             ``{"type": "gaussian", "sigma": s}``, ``{"type": "keep"}``,
-            ``{"type": "pb2", ...}`` (see :class:`~pbtkit.core.PB2`) or
-            ``{"type": "custom", "target": "module:qualname"}``; omitted numbers take
-            their defaults.
+            ``{"type": "pb2", ...}`` (see :class:`~pbtkit.core.PB2`),
+            ``{"type": "custom", "target": "module:qualname"}``, or your own subclass's
+            ``{"type": "mypkg.module:Class", **settings}``; omitted numbers take their
+            defaults.
 
     Returns:
         The explorer.
 
     Raises:
-        ConfigError: The type or a key is unknown, the target cannot be imported, or a
-            value is invalid.
+        ConfigError: The type or a key is unknown, or a value is invalid. (A custom
+            function is imported only when first called: see :class:`CustomExplore`.)
     """
-    from pbtkit.core import pb2  # here: pb2 builds on this module
-
-    keys_by_type = {
-        "perturb": ("factors", "resample_probability", "per_param", "integers"),
-        "resample": ("probability",),
-        "gaussian": ("sigma",),
-        "keep": (),
-        "pb2": pb2.SPEC_KEYS,
-        "custom": ("target",),
-    }
-    kind, arguments = typed_spec("explore", spec, keys_by_type)
-    if kind == "perturb":
-        if "factors" in arguments and isinstance(arguments["factors"], list):
-            arguments["factors"] = tuple(arguments["factors"])
-        return Perturb(**arguments)
-    if kind == "resample":
-        return Resample(**arguments)
-    if kind == "gaussian":
-        return GaussianNoise(**arguments)
-    if kind == "keep":
-        return Keep()
-    if kind == "pb2":
-        return pb2.PB2.from_dict(arguments)
-    if "target" not in spec:
-        raise ConfigError(
-            f"explore spec {dict(spec)!r}: missing target; a 'custom' explorer takes "
-            f"the keys type, target ('module:qualname')"
-        )
-    fn = _import_target(spec["target"])
-    return CustomExplore(fn, spec["target"])
+    built: Explorer = Explorer.registry.build(spec)
+    return built

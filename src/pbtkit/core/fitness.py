@@ -16,11 +16,12 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, MetricError
+from pbtkit.core._registry import Plugin
 from pbtkit.core._specs import check_keys, finite_number
 
 if TYPE_CHECKING:
@@ -39,8 +40,11 @@ _MODES = ("max", "min")
 _COMBINE = ("weighted", "pareto")
 
 
-class Fitness(abc.ABC):
+class Fitness(Plugin, abc.ABC, family="fitness"):
     """How a trial's metrics become a score, and how members rank.
+
+    Your own: subclass it; it registers itself when defined, under its ``kind`` or its
+    import path, like an :class:`~pbtkit.core.exploit.Exploiter`.
 
     Contract, relied on by the controller and every exploit strategy:
 
@@ -87,9 +91,11 @@ class Fitness(abc.ABC):
                 number.
         """
 
-    @abc.abstractmethod
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able spec that :func:`objective_from_dict` turns back into this."""
+        """A JSON-able spec that :func:`objective_from_dict` turns back into this:
+        ``{"type": kind, **settings}`` by default (the built-in objectives write their
+        older form, without a type)."""
+        return Plugin.to_dict(self)
 
     def key(self, score: float) -> float:
         """A sort key where higher is better; a non-finite score always ranks last.
@@ -129,6 +135,8 @@ class Objective(Fitness):
         ConfigError: ``metric`` is not a non-empty string or ``mode`` is neither
             ``"max"`` nor ``"min"``.
     """
+
+    kind: ClassVar[str] = "objective"
 
     metric: str
     mode: Literal["max", "min"] = "max"
@@ -199,7 +207,8 @@ class MultiObjective(Fitness):
         metrics: The metrics and their modes, in order (the first is the primary one):
             ``{"accuracy": "max", "latency": "min"}``, or a sequence of :class:`Objective`.
         weights: For ``"weighted"``: a positive, finite weight per metric, by name
-            (default: 1 each). Not allowed with ``"pareto"``.
+            (``{"acc": 1, "ms": 0.01}``) or in the metrics' order (``[1, 0.01]``); default 1
+            each. Not allowed with ``"pareto"``.
         combine: ``"weighted"`` or ``"pareto"``.
 
     Raises:
@@ -207,6 +216,8 @@ class MultiObjective(Fitness):
             or the weights do not give every metric a positive finite number (or are given
             for ``"pareto"``).
     """
+
+    kind: ClassVar[str] = "multi_objective"
 
     objectives: tuple[Objective, ...]
     weights: tuple[float, ...] | None
@@ -218,7 +229,7 @@ class MultiObjective(Fitness):
         self,
         metrics: Mapping[str, str] | Sequence[Objective],
         *,
-        weights: Mapping[str, float] | None = None,
+        weights: Mapping[str, float] | Sequence[float] | None = None,
         combine: str = "weighted",
     ) -> None:
         objectives = _objectives(metrics)
@@ -242,6 +253,11 @@ class MultiObjective(Fitness):
         object.__setattr__(self, "combine", combine)
         object.__setattr__(self, "metric", names[0])
         object.__setattr__(self, "mode", "max" if combine == "weighted" else objectives[0].mode)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> MultiObjective:
+        """Build from a typed spec's settings (the same keys as the untyped form)."""
+        return _multi_from_dict(settings)
 
     def __repr__(self) -> str:
         metrics = {objective.metric: objective.mode for objective in self.objectives}
@@ -357,10 +373,19 @@ def _objectives(metrics: Any) -> tuple[Objective, ...]:
 def _weights(names: Sequence[str], weights: Any) -> tuple[float, ...]:
     if weights is None:
         return tuple(1.0 for _ in names)
+    if isinstance(weights, Sequence) and not isinstance(weights, str | bytes):
+        # a list in the order the metrics were given: {"acc": "max", "ms": "min"}, [1, 0.01]
+        if len(weights) != len(names):
+            raise ConfigError(
+                f"MultiObjective(weights={list(weights)!r}): give one weight per metric, in "
+                f"their order ({', '.join(names)}), or a dict by name"
+            )
+        weights = dict(zip(names, weights, strict=True))
     if not isinstance(weights, Mapping):
         raise ConfigError(
             f"MultiObjective(weights={weights!r}): weights must map each metric to a "
-            f"number, e.g. {{{', '.join(f'{name!r}: 1.0' for name in names)}}}"
+            f"number, e.g. {{{', '.join(f'{name!r}: 1.0' for name in names)}}}, or list one "
+            "number per metric in their order"
         )
     # a weight for each metric, and for nothing else
     check_keys(f"MultiObjective(weights={dict(weights)!r})", weights, names, names)
@@ -466,6 +491,9 @@ def objective_from_dict(spec: Mapping[str, Any]) -> Fitness:
     """
     if not isinstance(spec, Mapping):
         raise ConfigError(f"an objective spec must be a mapping, got {type(spec).__name__}")
+    if "type" in spec:  # a fitness of its own class: {"type": "mypkg.module:Class", ...}
+        built: Fitness = Fitness.registry.build(spec)
+        return built
     if "metrics" in spec:
         return _multi_from_dict(spec)
     unknown = sorted(str(key) for key in spec if key not in ("metric", "mode"))

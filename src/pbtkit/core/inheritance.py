@@ -15,16 +15,27 @@ Four modes, chosen with ``PBT(inherit=...)``:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from pbtkit._exceptions import ConfigError
-from pbtkit.core._specs import check_keys, finite_number
+from pbtkit.core._registry import Plugin
+from pbtkit.core._specs import finite_number
 
-__all__ = ["Inherit", "ShrinkPerturb", "check_shrink_noise", "inherit_from_dict", "shrink_perturb"]
+__all__ = [
+    "Inherit",
+    "ShrinkPerturb",
+    "WeightTransform",
+    "check_shrink_noise",
+    "inherit_seed",
+    "inherit_from_dict",
+    "shrink_perturb",
+    "transform_of",
+]
 
 
 def _shrink(owner: str, value: Any) -> float:
@@ -47,8 +58,44 @@ def _noise(owner: str, value: Any) -> float:
     return float(value)
 
 
+class WeightTransform(Plugin, abc.ABC, family="inherit"):
+    """What an exploiting member does to its donor's weights when it loads them.
+
+    The policy records the transform on the exploit's trial (``{"mode": kind,
+    **settings}``); the training function applies it with ``trial.inherited(arrays)``,
+    seeded by the trial, so a retry (and a replay) starts from the same weights.
+    :class:`ShrinkPerturb` is the built-in one; subclass this for your own (it registers
+    itself when defined, like an :class:`~pbtkit.core.exploit.Exploiter`) and pass an
+    instance as ``inherit=``.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def apply(self, arrays: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """The weights as the member starts from them; ``arrays`` is not modified."""
+
+    def record(self) -> dict[str, Any]:
+        """What the exploit's trial stores: ``{"mode": kind, **settings}``."""
+        spec = self.to_dict()
+        return {"mode": spec.pop("type"), **spec}
+
+
+def transform_of(record: Mapping[str, Any]) -> WeightTransform:
+    """The transform a trial stored (see :meth:`WeightTransform.record`).
+
+    Raises:
+        ConfigError: The record names no known transform.
+    """
+    if not isinstance(record, Mapping) or "mode" not in record:
+        raise ConfigError(f"a trial's inherit record must name its mode, got {record!r}")
+    spec = {"type": record["mode"], **{k: v for k, v in record.items() if k != "mode"}}
+    built: WeightTransform = WeightTransform.registry.build(spec)
+    return built
+
+
 @dataclass(frozen=True, slots=True)
-class ShrinkPerturb:
+class ShrinkPerturb(WeightTransform):
     """Inherit the donor's weights shrunk and perturbed: ``shrink * w + noise * N(0, 1)``.
 
     The policy only records the two numbers on the :class:`~pbtkit.core.Exploit` decision;
@@ -63,6 +110,8 @@ class ShrinkPerturb:
         ConfigError: ``shrink`` is outside ``[0, 1]`` or ``noise`` is negative or not finite.
     """
 
+    kind: ClassVar[str] = "shrink_perturb"
+
     shrink: float = 0.4
     noise: float = 0.1
 
@@ -74,6 +123,10 @@ class ShrinkPerturb:
         """The spec ``{"type": "shrink_perturb", "shrink": s, "noise": n}``."""
         return {"type": "shrink_perturb", "shrink": self.shrink, "noise": self.noise}
 
+    def apply(self, arrays: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """``shrink * w + noise * N(0, 1)`` for every float array (see :func:`shrink_perturb`)."""
+        return shrink_perturb(arrays, self.shrink, self.noise, rng)
+
 
 def check_shrink_noise(owner: str, shrink: Any, noise: Any) -> tuple[float, float]:
     """``(shrink, noise)`` as floats, checked: shrink in ``[0, 1]``, noise finite ``>= 0``.
@@ -84,20 +137,26 @@ def check_shrink_noise(owner: str, shrink: Any, noise: Any) -> tuple[float, floa
     return _shrink(owner, shrink), _noise(owner, noise)
 
 
+def inherit_seed(trial_id: int) -> int:
+    """The seed of a trial's shrink-and-perturb noise on tensors: fixed by the trial id, so
+    a retry (and a replay) of the trial starts from the same weights."""
+    return int(np.random.default_rng([trial_id, 0x5EED]).integers(2**62))
+
+
 #: What ``PBT(inherit=...)`` takes.
-Inherit = str | ShrinkPerturb
+Inherit = str | WeightTransform
 
 _NAMED = ("all", "hparams", "weights")
 
 
-def check_inherit(value: Any) -> str | ShrinkPerturb:
+def check_inherit(value: Any) -> str | WeightTransform:
     """``value`` if it is a valid inheritance mode.
 
     Raises:
         ConfigError: It is neither ``"all"``, ``"hparams"``, ``"weights"`` nor a
-            :class:`ShrinkPerturb`.
+            :class:`WeightTransform` (such as :class:`ShrinkPerturb`).
     """
-    if isinstance(value, ShrinkPerturb) or (isinstance(value, str) and value in _NAMED):
+    if isinstance(value, WeightTransform) or (isinstance(value, str) and value in _NAMED):
         return value
     raise ConfigError(
         f"PBT(inherit={value!r}): inherit must be 'all' (weights and hyperparameters), "
@@ -106,26 +165,22 @@ def check_inherit(value: Any) -> str | ShrinkPerturb:
     )
 
 
-def inherit_to_dict(value: str | ShrinkPerturb) -> str | dict[str, Any]:
-    """The JSON-able spec of an inheritance mode: its name, or the ShrinkPerturb spec."""
-    return value.to_dict() if isinstance(value, ShrinkPerturb) else value
+def inherit_to_dict(value: str | WeightTransform) -> str | dict[str, Any]:
+    """The JSON-able spec of an inheritance mode: its name, or the transform's spec."""
+    return value.to_dict() if isinstance(value, WeightTransform) else value
 
 
-def inherit_from_dict(spec: Any) -> str | ShrinkPerturb:
-    """Read ``"all"``, ``"hparams"``, ``"weights"`` or ``{"type": "shrink_perturb", "shrink": s,
-    "noise": n}`` (omitted numbers take their defaults).
+def inherit_from_dict(spec: Any) -> str | WeightTransform:
+    """Read ``"all"``, ``"hparams"``, ``"weights"``, ``{"type": "shrink_perturb", "shrink": s,
+    "noise": n}`` (omitted numbers take their defaults), or your own transform's
+    ``{"type": "mypkg.module:Class", **settings}``.
 
     Raises:
         ConfigError: The spec is none of these, or a number is out of range.
     """
     if isinstance(spec, Mapping):
-        if spec.get("type") != "shrink_perturb":
-            raise ConfigError(
-                f"inherit spec {dict(spec)!r} has type {spec.get('type')!r}; a mapping must "
-                f"have type 'shrink_perturb' (or give 'all', 'hparams' or 'weights')"
-            )
-        check_keys(f"inherit spec {dict(spec)!r}", spec, (), ("type", "shrink", "noise"))
-        return ShrinkPerturb(**{key: spec[key] for key in ("shrink", "noise") if key in spec})
+        built: WeightTransform = WeightTransform.registry.build(spec)
+        return built
     return check_inherit(spec)
 
 

@@ -40,6 +40,8 @@ class TrialNode:
         start_step: The first step it trained.
         end_step: The step it stopped at (exclusive).
         hparams: The hyperparameters it trained with.
+        inherit: How it took its parent's weights when not as they were:
+            ``{"mode": "shrink_perturb", "shrink": s, "noise": n}``; None otherwise.
     """
 
     trial_id: int
@@ -48,6 +50,7 @@ class TrialNode:
     start_step: int
     end_step: int
     hparams: Mapping[str, Any]
+    inherit: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.parent_id == self.trial_id:
@@ -60,7 +63,7 @@ class TrialNode:
 
     def to_dict(self) -> dict[str, Any]:
         """The trial as a JSON-able dict; :meth:`from_dict` reads it back."""
-        return {
+        out = {
             "trial_id": self.trial_id,
             "member": self.member,
             "parent_id": self.parent_id,
@@ -68,6 +71,9 @@ class TrialNode:
             "end_step": self.end_step,
             "hparams": dict(self.hparams),
         }
+        if self.inherit is not None:
+            out["inherit"] = dict(self.inherit)
+        return out
 
     @classmethod
     def from_dict(cls, spec: Any) -> TrialNode:
@@ -80,6 +86,9 @@ class TrialNode:
         parent = spec.get("parent_id")
         if parent is not None:
             _integer(spec, "trial", "parent_id")
+        inherit = spec.get("inherit")
+        if inherit is not None:
+            inherit = _inherit(spec)
         return cls(
             raw["trial_id"],
             raw["member"],
@@ -87,6 +96,7 @@ class TrialNode:
             raw["start_step"],
             raw["end_step"],
             _hparams(spec, "trial"),
+            inherit,
         )
 
 
@@ -398,6 +408,20 @@ def _integer(spec: Mapping[str, Any], what: str, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{what} {dict(spec)!r}: {key} must be an integer, got {value!r}")
     return value
+
+
+def _inherit(spec: Mapping[str, Any]) -> dict[str, Any]:
+    value = spec["inherit"]
+    if (
+        not isinstance(value, Mapping)
+        or not isinstance(value.get("mode"), str)
+        or not all(isinstance(k, str) for k in value)
+    ):
+        raise ValueError(
+            f"trial {dict(spec)!r}: inherit must be {{'mode': kind, **settings}} (e.g. "
+            f"{{'mode': 'shrink_perturb', 'shrink': s, 'noise': n}}), got {value!r}"
+        )
+    return dict(value)
 
 
 def _hparams(spec: Mapping[str, Any], what: str) -> dict[str, Any]:

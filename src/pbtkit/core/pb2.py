@@ -16,6 +16,15 @@ maximised over random candidates, refined around the best of them. Integers and 
 treated as numbers and rounded; categorical values are resampled. Unlike Ray, the values other
 members are training with right now are not used to spread a batch of suggestions apart.
 
+Conditional hyperparameters (``when=...``) are modelled with an encoding that marks inactive
+values, rather than one model per branch: each numeric hyperparameter is one input of the GP,
+its unit value when active and :data:`INACTIVE` (-1, outside ``[0, 1]``) when not. Values the
+branches share (a learning rate) then learn from every trial instead of a branch's share of an
+already small data set; a numeric parent (``layers`` deciding ``width3``) needs no special
+case; and the anisotropic kernel learns how much being on a branch matters. The categorical
+values are drawn first (resampled, as always), then only candidates consistent with them are
+scored: every candidate is decoded parents first and its inactive inputs set to the marker.
+
 scikit-learn is imported only when PB2 fits a model: ``pip install 'pbtkit[pb2]'``.
 """
 
@@ -24,14 +33,14 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from pbtkit._exceptions import ConfigError, OutOfSpace
-from pbtkit.core._specs import finite_number
+from pbtkit.core._specs import check_keys, finite_number
 from pbtkit.core.decisions import MemberView
 from pbtkit.core.explore import Explorer, Perturb
 from pbtkit.core.space import Domain, IntUniform, LogUniform, Ordinal, SearchSpace, Uniform
@@ -40,7 +49,10 @@ if TYPE_CHECKING:
     from pbtkit.core.fitness import Fitness
     from pbtkit.core.population import Population
 
-__all__ = ["PB2"]
+__all__ = ["INACTIVE", "PB2"]
+
+#: The GP input of a numeric hyperparameter that is inactive (active ones lie in [0, 1]).
+INACTIVE = -1.0
 
 #: The keys of PB2's spec besides ``type``.
 SPEC_KEYS = ("generations", "min_data", "candidates", "kappa", "fallback")
@@ -53,7 +65,7 @@ def _int_at_least(name: str, value: Any, low: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class PB2:
+class PB2(Explorer):
     """Choose new hyperparameters with a time-varying GP bandit (GP-UCB).
 
     An explorer (``PBT(explore=PB2())``) that learns from the population: it reads the
@@ -75,6 +87,8 @@ class PB2:
         ConfigError: A count is too small, ``kappa`` is negative or not finite, or the
             fallback is not an explorer of its own (PB2 cannot fall back to PB2).
     """
+
+    kind: ClassVar[str] = "pb2"
 
     generations: int = 4
     min_data: int = 4
@@ -132,12 +146,9 @@ class PB2:
             OutOfSpace: ``hparams`` do not lie in ``space``.
         """
         current = space.validate(hparams)
-        numeric = [
-            (name, domain)
-            for name, domain in space.items()
-            if isinstance(domain, Uniform | LogUniform | IntUniform)
-            or (isinstance(domain, Ordinal) and len(domain.values) > 1)
-        ]
+        if space.conditional:
+            return self._conditional(current, space, rng, population, objective)
+        numeric = _numeric(space)
         if population is None or objective is None or not numeric:
             return self.fallback(current, space, rng)
         data = _data(population.recent_trials(self.generations), numeric)
@@ -157,6 +168,35 @@ class PB2:
         }
         return space.validate(explored)
 
+    def _conditional(
+        self,
+        current: dict[str, Any],
+        space: SearchSpace,
+        rng: np.random.Generator,
+        population: Population | None,
+        objective: Fitness | None,
+    ) -> dict[str, Any]:
+        """PB2 on a space with conditions (see the module docstring)."""
+        numeric = _numeric(space)
+        if population is None or objective is None or not numeric:
+            return self.fallback(current, space, rng)
+        encoder = _Encoder(space, numeric)
+        data = encoder.data(population.recent_trials(self.generations))
+        if len(data[0]) < self.min_data:
+            return self.fallback(current, space, rng)
+        # The categorical values first, one for every such hyperparameter whether active
+        # or not: the branch the candidates are scored on.
+        fixed = {
+            name: domain.perturb(current[name], 1.0, rng) if name in current else domain.sample(rng)
+            for name, domain in space.items()
+            if name not in encoder.column
+        }
+        times, points, gains = data
+        sign = 1.0 if objective.mode == "max" else -1.0
+        busy = encoder.points(population.pending_hparams())
+        unit = self._suggest(times, points, sign * gains, rng, busy, encoder.consistent(fixed))
+        return space.validate(encoder.decode(unit, fixed))
+
     def _suggest(
         self,
         times: np.ndarray,
@@ -164,6 +204,7 @@ class PB2:
         gains: np.ndarray,
         rng: np.random.Generator,
         busy: np.ndarray | None = None,
+        consistent: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> np.ndarray:
         """The point of ``[0, 1]^d`` that maximises the UCB of the gain at the latest time.
 
@@ -172,6 +213,9 @@ class PB2:
         observed at the model's own prediction: the mean stays, the uncertainty there
         shrinks, so a batch of suggestions (a generation decided at once) spreads out
         instead of piling onto one maximum.
+
+        ``consistent`` (conditional spaces) maps candidate points to ones that respect the
+        conditions: inactive inputs set to :data:`INACTIVE`.
         """
         try:
             from sklearn.gaussian_process import GaussianProcessRegressor
@@ -219,11 +263,15 @@ class PB2:
 
         d = points.shape[1]
         candidates = np.vstack([rng.random((self.candidates, d)), points])
+        if consistent is not None:
+            candidates = consistent(candidates)
         scores = ucb(candidates)
         # Refine: jitter the best few candidates and keep whatever is best overall.
         best = candidates[np.argsort(-scores, kind="stable")[:8]]
         jitter = best[rng.integers(len(best), size=max(self.candidates // 2, 1))]
         jitter = np.clip(jitter + 0.05 * rng.standard_normal(jitter.shape), 0.0, 1.0)
+        if consistent is not None:
+            jitter = consistent(jitter)
         candidates = np.vstack([candidates, jitter])
         scores = np.concatenate([scores, ucb(jitter)])
         chosen: np.ndarray = candidates[int(np.argmax(scores))]
@@ -242,6 +290,14 @@ class PB2:
         }
 
     @classmethod
+    def from_settings(cls, arguments: Mapping[str, Any]) -> PB2:
+        """Build PB2 from its spec's settings (see :meth:`from_dict`)."""
+        check_keys(
+            f"explore spec {dict(arguments)!r} of type 'pb2'", arguments, (), ("type", *SPEC_KEYS)
+        )
+        return cls.from_dict(arguments)
+
+    @classmethod
     def from_dict(cls, arguments: Mapping[str, Any]) -> PB2:
         """Build PB2 from the settings of its spec (``type`` removed); omitted ones take
         their defaults.
@@ -255,6 +311,90 @@ class PB2:
         if "fallback" in settings:
             settings["fallback"] = explorer_from_dict(settings["fallback"])
         return cls(**settings)
+
+
+def _numeric(space: SearchSpace) -> list[tuple[str, Domain]]:
+    """The hyperparameters PB2 models as numbers (an ordinal of one value is a constant)."""
+    return [
+        (name, domain)
+        for name, domain in space.items()
+        if isinstance(domain, Uniform | LogUniform | IntUniform)
+        or (isinstance(domain, Ordinal) and len(domain.values) > 1)
+    ]
+
+
+class _Encoder:
+    """Values of a conditional space as GP inputs: one per numeric hyperparameter, its
+    unit value when active and :data:`INACTIVE` when not."""
+
+    def __init__(self, space: SearchSpace, numeric: Sequence[tuple[str, Domain]]) -> None:
+        self.space = space
+        self.numeric = list(numeric)
+        self.column = {name: j for j, (name, _) in enumerate(self.numeric)}
+
+    def encode(self, values: Mapping[str, Any]) -> list[float] | None:
+        """A point for checked ``values``, or None when they do not fit the space (e.g.
+        from before a change of the space)."""
+        try:
+            checked = self.space.validate(values)
+            return [
+                _to_unit(domain, name, checked[name]) if name in checked else INACTIVE
+                for name, domain in self.numeric
+            ]
+        except OutOfSpace:
+            return None
+
+    def data(self, views: Sequence[MemberView]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Times, points and gains of the trials with a known gain that fit the space."""
+        rows = [
+            (view, point)
+            for view in views
+            if math.isfinite(view.gain) and (point := self.encode(view.hparams)) is not None
+        ]
+        d = len(self.numeric)
+        return (
+            np.array([float(view.step) for view, _ in rows], dtype=np.float64),
+            np.array([point for _, point in rows], dtype=np.float64).reshape(len(rows), d),
+            np.array([view.gain for view, _ in rows], dtype=np.float64),
+        )
+
+    def points(self, hparams: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The points of the given values (those that do not fit the space are skipped)."""
+        points = [point for values in hparams if (point := self.encode(values)) is not None]
+        return np.asarray(points, dtype=np.float64).reshape(len(points), len(self.numeric))
+
+    def decode(self, unit: np.ndarray, fixed: Mapping[str, Any]) -> dict[str, Any]:
+        """The member a point stands for, the categorical values taken from ``fixed``:
+        walked parents first, inactive values left out (``unit`` may hold markers)."""
+        values: dict[str, Any] = {}
+        for name in self.space.order:
+            if not self.space.is_active(name, values):
+                continue
+            j = self.column.get(name)
+            if j is None:
+                values[name] = fixed[name]
+            else:
+                u = float(unit[j])
+                # A marker where the value is now active (a data point of another branch
+                # offered as a candidate): the middle of the range, as neutral as any.
+                values[name] = _from_unit(self.space[name], u if u >= 0.0 else 0.5)
+        return {name: values[name] for name in self.space if name in values}
+
+    def consistent(self, fixed: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+        """A map of candidate points to the points of the members they decode to."""
+
+        def apply(candidates: np.ndarray) -> np.ndarray:
+            out = np.array(candidates, dtype=np.float64, copy=True)
+            for row in out:
+                member = self.decode(row, fixed)
+                for name, j in self.column.items():
+                    value = member.get(name)
+                    row[j] = (
+                        INACTIVE if name not in member else _to_unit(self.space[name], name, value)
+                    )
+            return out
+
+        return apply
 
 
 def _data(

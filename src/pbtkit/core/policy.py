@@ -17,6 +17,7 @@ from pbtkit.core.explore import Explorer, Perturb, call_explorer, explorer_from_
 from pbtkit.core.fitness import Fitness, objective_from_dict
 from pbtkit.core.inheritance import (
     ShrinkPerturb,
+    WeightTransform,
     check_inherit,
     inherit_from_dict,
     inherit_to_dict,
@@ -80,7 +81,7 @@ class PBT:
     explore: Explorer = field(default_factory=Perturb)
     ready_every: int
     total_steps: int
-    inherit: str | ShrinkPerturb = "all"
+    inherit: str | WeightTransform = "all"
 
     def __post_init__(self) -> None:
         if not isinstance(self.objective, Fitness):
@@ -179,9 +180,20 @@ class PBT:
                 member.hparams if inherit == "weights" else donor.hparams, space, rng, pop
             ),
             old_hparams=dict(member.hparams),
-            inherit="shrink_perturb" if isinstance(inherit, ShrinkPerturb) else inherit,
+            inherit=(
+                "shrink_perturb"
+                if isinstance(inherit, ShrinkPerturb)
+                else "transform"
+                if isinstance(inherit, WeightTransform)
+                else inherit
+            ),
             shrink=shrink,
             noise=noise,
+            transform=(
+                inherit.record()
+                if isinstance(inherit, WeightTransform) and not isinstance(inherit, ShrinkPerturb)
+                else None
+            ),
         )
 
     def _explore(

@@ -2,10 +2,10 @@
 
 The controller builds a :class:`Population` from its cache of the store's member rows,
 with every score already made comparable to the deciding member's (see
-``Controller._comparable``). Strategies read the columns with numpy, so a decision costs
-a few vectorised passes over the population instead of a Python loop over thousands of
-members, and the ranking is computed once per population and shared by every member
-decided against it (a whole generation at a generational barrier).
+``pbtkit.controller._population.comparable``). Strategies read the columns with numpy,
+so a decision costs a few vectorised passes over the population instead of a Python loop
+over thousands of members, and the ranking is computed once per population and shared
+by every member decided against it (a whole generation at a generational barrier).
 
 Strategies that need more than the latest trial of each member ask for it through two
 lazy hooks the controller fills in from the store:

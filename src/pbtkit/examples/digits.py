@@ -6,13 +6,22 @@ reported beside it for the member that wins. Checkpoints are ``.npz`` files hold
 weights and the momentum buffers, so an exploit hands over the optimizer state too; they
 are loaded with ``allow_pickle=False``.
 
+``main(optimizers=True)`` (``python -m pbtkit.examples.digits --optimizers``) searches
+:data:`OPTIMIZER_SPACE` instead: a conditional choice between SGD with momentum and Adam
+with its two betas. ``momentum`` exists only for SGD and ``beta1``/``beta2`` only for Adam,
+so a member's hyperparameters hold one set or the other; an exploit or an explore that
+switches the optimizer brings in the other set and drops the first. A switch starts the new
+optimizer's state afresh, as building a new optimizer would.
+
 Needs scikit-learn for the data only: ``pip install 'pbtkit[examples]'``.
 """
 
 from __future__ import annotations
 
+import argparse
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +34,16 @@ NOISE = 0.3
 SPACE = {
     "lr": pk.LogUniform(1e-4, 1.0),
     "momentum": pk.Uniform(0.0, 0.99),
+    "l2": pk.LogUniform(1e-6, 0.1),
+}
+_OPTIMIZERS = ("sgd", "adam")
+#: The conditional space: SGD with momentum, or Adam with its betas.
+OPTIMIZER_SPACE = {
+    "optimizer": pk.Choice(_OPTIMIZERS),
+    "lr": pk.LogUniform(1e-4, 1.0),
+    "momentum": pk.Uniform(0.0, 0.99, when={"optimizer": "sgd"}),
+    "beta1": pk.Uniform(0.5, 0.999, when={"optimizer": "adam"}),
+    "beta2": pk.Uniform(0.9, 0.9999, when={"optimizer": "adam"}),
     "l2": pk.LogUniform(1e-6, 0.1),
 }
 _PARAMS = ("w1", "b1", "w2", "b2")
@@ -87,14 +106,36 @@ def accuracy(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(forward(p, x)[1].argmax(axis=1) == y))
 
 
+def use_optimizer(p: dict[str, np.ndarray], optimizer: str) -> None:
+    """Start ``optimizer``'s state afresh unless the weights were last trained with it.
+
+    SGD keeps momentum buffers ``v_*``; Adam its moments ``m_*``, ``s_*`` and a step count.
+    """
+    last = str(p["optimizer"]) if "optimizer" in p else "sgd"
+    if optimizer == last and (optimizer == "sgd" or "adam_t" in p):
+        return
+    for k in _PARAMS:
+        if optimizer == "sgd":
+            p[f"v_{k}"] = np.zeros_like(p[k])
+        else:
+            p[f"m_{k}"] = np.zeros_like(p[k])
+            p[f"s_{k}"] = np.zeros_like(p[k])
+    if optimizer == "adam":
+        p["adam_t"] = np.zeros(())
+    p["optimizer"] = np.array(optimizer)
+
+
 def epoch(
     p: dict[str, np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
-    hp: dict[str, float],
+    hp: dict[str, Any],
     rng: np.random.Generator,
 ) -> float:
-    """One epoch of minibatch SGD with momentum and L2; returns the mean training loss."""
+    """One epoch of minibatch SGD with momentum (or Adam, when ``hp["optimizer"]`` says so)
+    and L2; returns the mean training loss."""
+    adam = hp.get("optimizer", "sgd") == "adam"
+    lr, l2 = float(hp["lr"]), float(hp["l2"])
     losses = []
     order = rng.permutation(len(x))
     for start in range(0, len(x), BATCH):
@@ -109,10 +150,19 @@ def epoch(
         back = (delta @ p["w2"].T) * (1.0 - hidden**2)
         grads["w1"] = xb.T @ back
         grads["b1"] = back.sum(axis=0)
+        if adam:
+            p["adam_t"] = p["adam_t"] + 1.0
         for k in _PARAMS:
-            g = grads[k] + (hp["l2"] * p[k] if k.startswith("w") else 0.0)
-            p[f"v_{k}"] = hp["momentum"] * p[f"v_{k}"] - hp["lr"] * g
-            p[k] = p[k] + p[f"v_{k}"]
+            g = grads[k] + (l2 * p[k] if k.startswith("w") else 0.0)
+            if adam:
+                b1, b2, t = float(hp["beta1"]), float(hp["beta2"]), float(p["adam_t"])
+                p[f"m_{k}"] = b1 * p[f"m_{k}"] + (1.0 - b1) * g
+                p[f"s_{k}"] = b2 * p[f"s_{k}"] + (1.0 - b2) * g**2
+                step = (p[f"m_{k}"] / (1.0 - b1**t)) / (np.sqrt(p[f"s_{k}"] / (1.0 - b2**t)) + 1e-8)
+                p[k] = p[k] - lr * step
+            else:
+                p[f"v_{k}"] = float(hp["momentum"]) * p[f"v_{k}"] - lr * g
+                p[k] = p[k] + p[f"v_{k}"]
     return float(np.mean(losses))
 
 
@@ -121,10 +171,13 @@ def train(trial: pk.Trial) -> None:
     x_train, y_train, x_val, y_val, x_test, y_test = load_data()
     if trial.parent_checkpoint is not None:
         with np.load(trial.parent_checkpoint / "model.npz", allow_pickle=False) as saved:
-            params = {k: saved[k] for k in saved.files}
+            # as saved, or shrunk and perturbed after an exploit with ShrinkPerturb
+            params = trial.inherited({k: saved[k] for k in saved.files})
     else:
         params = init_params(np.random.default_rng(trial.member))
-    hp = {k: float(v) for k, v in trial.hparams.items()}
+    hp = dict(trial.hparams)  # momentum, or beta1 and beta2: only the active ones are there
+    if "optimizer" in hp:
+        use_optimizer(params, str(hp["optimizer"]))
     for step in trial.steps():
         rng = np.random.default_rng([trial.member, step])
         loss = epoch(params, x_train, y_train, hp, rng)
@@ -140,12 +193,24 @@ def train(trial: pk.Trial) -> None:
 def main(
     directory: str | Path = "pbt-demo", *, progress: bool | None = None, **overrides: object
 ) -> pk.Result:
-    """8 members x 16 epochs, ready every 2 epochs, as in BENCHMARKS.md section 3."""
+    """8 members x 16 epochs, ready every 2 epochs, as in docs/benchmarks.md, item 3.
+
+    Args:
+        directory: Where the database and the checkpoints go.
+        progress: Show progress (None: when the output is a terminal).
+        overrides: Settings of :func:`pbtkit.run` that replace the example's; and
+            ``optimizers=True`` to search :data:`OPTIMIZER_SPACE` (SGD with momentum or
+            Adam with its betas) instead of :data:`SPACE`, as the experiment
+            ``digits-optimizers``.
+    """
+    optimizers = bool(overrides.pop("optimizers", False))
+    if optimizers:
+        overrides = {"name": "digits-optimizers", **overrides}
     return run_in(
         directory,
         train,
         overrides,
-        space=SPACE,
+        space=OPTIMIZER_SPACE if optimizers else SPACE,
         metric="accuracy",
         mode="max",
         population=8,
@@ -159,6 +224,10 @@ def main(
 
 
 if __name__ == "__main__":
-    result = main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--optimizers", action="store_true", help="choose SGD (momentum) or Adam (betas) too"
+    )
+    result = main(optimizers=parser.parse_args().optimizers)
     print(result.summary_text())
     print(f"test accuracy of the best member: {result.best.metrics['test_accuracy']:.3f}")

@@ -42,6 +42,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,12 @@ def _floats(hparams: dict[str, Any]) -> dict[str, float]:
 
 
 def client_loop(
-    url: str, port: int, key: str, config_path: str, checkpoint_dir: str, epochs: int
+    url: str,
+    port: int,
+    key: str,
+    config_path: str,
+    checkpoint_dir: str,
+    max_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Join the server as one member and train the digits MLP until it is done.
 
@@ -113,7 +119,10 @@ def client_loop(
         config_path: The glass-box config (see :func:`write_config`).
         checkpoint_dir: Where to write checkpoints; must lie inside the server's checkpoint
             root. Created if missing.
-        epochs: Train at most this many epochs (the server may say done before).
+        max_epochs: A guard: stop after this many epochs even if the server has not said
+            done (None: train until it does). A member's own epoch count is not its
+            step: after copying a donor that was ahead it needs fewer, after one that was
+            behind more, so the server is the one to say when it is done.
 
     Returns:
         ``{"member", "epochs", "accuracy", "exploits", "hparams"}``: the member this
@@ -137,7 +146,7 @@ def client_loop(
         member = client.member
         params = digits.init_params(np.random.default_rng(member))
         hp = _floats(client.hyperparameters())
-        while trained < epochs and not client.done:
+        while not client.done and (max_epochs is None or trained < max_epochs):
             rng = np.random.default_rng([member, trained])
             digits.epoch(params, x_train, y_train, hp, rng)
             trained += 1
@@ -187,31 +196,44 @@ def _run_clients(url: str, port: int, key: str, options: list[str], timeout: flo
         "--url", url, "--port", str(port), "--key-env", _KEY_ENV, *options,
     ]  # fmt: skip
     env = {**os.environ, _KEY_ENV: key}
-    clients = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-        for _ in range(POPULATION)
-    ]
-    succeeded = True
-    try:
-        for process in clients:
-            out, _ = process.communicate(timeout=timeout)
-            lines = out.strip().splitlines()
-            if process.returncode != 0 or not lines:
-                succeeded = False
-                print(f"a client exited with code {process.returncode}", file=sys.stderr)
-                continue
-            summary = json.loads(lines[-1])
+    with tempfile.TemporaryDirectory(prefix="pbtkit-clients-") as scratch:
+        outputs = [Path(scratch) / f"client-{i}.json" for i in range(POPULATION)]
+        clients = [
+            subprocess.Popen(command, env=env, stdout=out.open("w"), text=True) for out in outputs
+        ]
+        deadline = time.monotonic() + timeout
+        try:
+            # Watch them all at once: one that fails stops the example at once, instead
+            # of its siblings training on (or waiting for it) until the timeout.
+            while any(p.poll() is None for p in clients):
+                failed = [p for p in clients if p.returncode not in (None, 0)]
+                if failed:
+                    print(
+                        f"a client exited with code {failed[0].returncode} (its error is "
+                        "above); stopping the others",
+                        file=sys.stderr,
+                    )
+                    return False
+                if time.monotonic() > deadline:
+                    print(f"the clients did not finish in {timeout:g} s", file=sys.stderr)
+                    return False
+                time.sleep(0.1)
+        finally:
+            for process in clients:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        if any(p.returncode != 0 for p in clients):
+            print("a client failed (its error is above)", file=sys.stderr)
+            return False
+        for out in outputs:
+            summary = json.loads(out.read_text().strip().splitlines()[-1])
             print(
                 f"client of member {summary['member']}: {summary['epochs']} epochs, "
                 f"validation accuracy {summary['accuracy']:.3f}, "
                 f"{summary['exploits']} exploits"
             )
-    finally:
-        for process in clients:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    return succeeded
+    return True
 
 
 def _demo(directory: Path, epochs: int, timeout: float, *, kept: bool) -> int:
@@ -241,7 +263,6 @@ def _demo(directory: Path, epochs: int, timeout: float, *, kept: bool) -> int:
             config = write_config(directory / "pbt.yaml", epochs=epochs)
             options = [
                 "--config", str(config), "--checkpoint-dir", str(checkpoint_root / NAME),
-                "--epochs", str(epochs),
             ]  # fmt: skip
             if not _run_clients(f"http://{server.host}", server.port, key, options, timeout):
                 return 1
@@ -278,7 +299,9 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument(
         "--checkpoint-dir", required=True, help="where to save, inside the server's root"
     )
-    client.add_argument("--epochs", type=int, required=True, help="at most this many epochs")
+    client.add_argument(
+        "--max-epochs", type=int, help="stop after this many epochs even if not done (a guard)"
+    )
     return parser
 
 
@@ -294,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "client":
             key = os.environ.get(args.key_env, "")
             summary = client_loop(
-                args.url, args.port, key, args.config, args.checkpoint_dir, args.epochs
+                args.url, args.port, key, args.config, args.checkpoint_dir, args.max_epochs
             )
             print(json.dumps(summary))
             return 0

@@ -58,7 +58,7 @@ def without_pbt(hparams: Sequence[Mapping[str, Any]], steps: int) -> float:
 def main(
     directory: str | Path = "pbt-demo", *, progress: bool | None = None, **overrides: object
 ) -> pk.Result:
-    """Population 8, 100 steps, ready every 10, 2 workers, truncation 25%, as in BENCHMARKS.md."""
+    """Population 8, 100 steps, ready every 10, 2 workers, truncation 25% (docs/benchmarks.md)."""
     return run_in(
         directory,
         train,

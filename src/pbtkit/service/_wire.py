@@ -6,24 +6,25 @@ strings ``"nan"``, ``"inf"`` and ``"-inf"``, and a score that is not finite as `
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+try:
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the pbtkit client and service need pydantic: pip install 'pbtkit[client]'"
+    ) from exc
 
 from pbtkit.controller import Lease, Snapshot, Summary
+from pbtkit.store import _codec as codec
 from pbtkit.store._base import (
-    EventRecord,
-    ExperimentRecord,
-    MemberRecord,
-    ReportRecord,
-    TrialRecord,
+    Measurement,
     decode_metrics,
-    encode_metrics,
 )
 
 __all__ = [
     "CreateIn",
+    "ErrorOut",
     "FailIn",
     "FinishIn",
     "HeartbeatIn",
@@ -54,8 +55,18 @@ def _utf8(value: Any, where: str) -> None:
             _utf8(item, where)
 
 
+class ErrorOut(BaseModel):
+    """The body of every error answer: the error's type, what went wrong and what to do,
+    and whether trying again may help."""
+
+    error: str
+    message: str
+    retryable: bool = False
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a JSON ``true`` is not the integer 1 and ``"3"`` is not 3.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="after")
     def _text_is_utf8(self) -> Any:
@@ -85,6 +96,8 @@ class LeaseIn(_Body):
     worker_id: str = _NAME
     member: int | None = Field(default=None, ge=0, le=MAX_INT)
     generation: int | None = Field(default=None, ge=0, le=MAX_INT)
+    #: Sent again after the answer was lost: hand back the trial the worker holds.
+    again: bool = False
 
 
 class HeartbeatIn(_Body):
@@ -106,6 +119,8 @@ class FailIn(_Body):
     worker_id: str | None = Field(default=None, min_length=1, max_length=256)
     error: str = Field(max_length=200_000)
     penalize: bool = True
+    #: The trial could not start from its parent's checkpoint (it failed verification).
+    bad_parent: bool = False
 
 
 class ReleaseIn(_Body):
@@ -116,104 +131,17 @@ class ReleaseIn(_Body):
     penalize: bool = True
 
 
-def _score(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def reports_in(reports: list[ReportIn]) -> list[Measurement]:
+    """Wire reports of one trial (the one of the request's path) as measurements."""
+    return [Measurement(r.step, decode_metrics(r.metrics)) for r in reports]
 
 
-def _unscore(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
-def reports_in(trial_id: int, reports: list[ReportIn]) -> list[ReportRecord]:
-    """Wire reports of one trial as records (the controller fills in the member)."""
-    return [ReportRecord(trial_id, -1, r.step, decode_metrics(r.metrics)) for r in reports]
-
-
-def report_out(report: ReportRecord) -> dict[str, Any]:
-    """A report as JSON (also the shape of a report in a request)."""
-    return {
-        "trial_id": report.trial_id,
-        "member": report.member,
-        "step": report.step,
-        "metrics": encode_metrics(report.metrics),
-    }
-
-
-def report_from(data: dict[str, Any]) -> ReportRecord:
-    """Inverse of :func:`report_out`."""
-    return ReportRecord(
-        data["trial_id"], data["member"], data["step"], decode_metrics(data["metrics"])
-    )
-
-
-def experiment_out(e: ExperimentRecord) -> dict[str, Any]:
-    """An experiment as JSON."""
-    return {
-        "id": e.id,
-        "name": e.name,
-        "config": dict(e.config),
-        "status": e.status,
-        "created_at": e.created_at,
-    }
-
-
-def experiment_from(data: dict[str, Any]) -> ExperimentRecord:
-    """Inverse of :func:`experiment_out`."""
-    return ExperimentRecord(
-        data["id"], data["name"], data["config"], data["status"], data["created_at"]
-    )
-
-
-def member_out(m: MemberRecord) -> dict[str, Any]:
-    """A member as JSON."""
-    return {
-        "experiment_id": m.experiment_id,
-        "member": m.member,
-        "status": m.status,
-        "latest_trial_id": m.latest_trial_id,
-        "step": m.step,
-        "score": _score(m.score),
-        "hparams": dict(m.hparams),
-        "checkpoint": m.checkpoint,
-    }
-
-
-def member_from(data: dict[str, Any]) -> MemberRecord:
-    """Inverse of :func:`member_out`."""
-    return MemberRecord(**{**data, "score": _unscore(data["score"])})
-
-
-_TRIAL_FIELDS = TrialRecord.__slots__
-
-
-def trial_out(t: TrialRecord) -> dict[str, Any]:
-    """A trial as JSON."""
-    out = {name: getattr(t, name) for name in _TRIAL_FIELDS}
-    out["hparams"] = dict(t.hparams)
-    out["metrics"] = encode_metrics(t.metrics)
-    out["score"] = _score(t.score)
-    return out
-
-
-def trial_from(data: dict[str, Any]) -> TrialRecord:
-    """Inverse of :func:`trial_out`."""
-    return TrialRecord(
-        **{
-            **data,
-            "metrics": decode_metrics(data["metrics"]),
-            "score": _unscore(data["score"]),
-        }
-    )
-
-
-def event_out(e: EventRecord) -> dict[str, Any]:
-    """An event as JSON."""
-    return {name: getattr(e, name) for name in EventRecord.__slots__}
-
-
-def event_from(data: dict[str, Any]) -> EventRecord:
-    """Inverse of :func:`event_out`."""
-    return EventRecord(**data)
+# One encoding of each record (pbtkit.store._codec), shared with the store and export.
+report_out, report_from = codec.report_to_json, codec.report_from_json
+experiment_out, experiment_from = codec.experiment_to_json, codec.experiment_from_json
+member_out, member_from = codec.member_to_json, codec.member_from_json
+trial_out, trial_from = codec.trial_to_json, codec.trial_from_json
+event_out, event_from = codec.event_to_json, codec.event_from_json
 
 
 def lease_out(lease: Lease) -> dict[str, Any]:
@@ -240,13 +168,13 @@ def lease_from(data: dict[str, Any]) -> Lease:
 def summary_out(s: Summary) -> dict[str, Any]:
     """A summary as JSON."""
     out = {name: getattr(s, name) for name in Summary.__slots__}
-    out["best_score"] = _score(s.best_score)
+    out["best_score"] = codec.score_to_json(s.best_score)
     return out
 
 
 def summary_from(data: dict[str, Any]) -> Summary:
     """Inverse of :func:`summary_out`."""
-    return Summary(**{**data, "best_score": _unscore(data["best_score"])})
+    return Summary(**{**data, "best_score": codec.score_from_json(data["best_score"])})
 
 
 def snapshot_out(s: Snapshot) -> dict[str, Any]:

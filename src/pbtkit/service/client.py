@@ -7,26 +7,47 @@ process or behind ``pbtkit serve``.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from pbtkit import _exceptions
-from pbtkit._exceptions import ConfigError, PBTError, StorageError
+from pbtkit._exceptions import ConfigError, PBTError, StorageError, errors_by_name
 from pbtkit.controller import FINISHED, WAIT, Lease, Snapshot, Summary
 from pbtkit.service import _wire as wire
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store._base import ExperimentRecord, ReportRecord, TrialRecord, encode_metrics
+from pbtkit.store._base import (
+    ExperimentRecord,
+    Measurement,
+    ReportRecord,
+    TrialRecord,
+    encode_metrics,
+)
 
-__all__ = ["RemoteController", "ServiceError"]
+__all__ = ["DEFAULT_MAX_OUTAGE", "RemoteController", "ServiceError"]
+
+log = logging.getLogger("pbtkit.client")
+
+#: How long a worker waits for an unreachable server by default: long enough for a
+#: restart or an upgrade, short enough that a fleet pointed at a dead server ends.
+DEFAULT_MAX_OUTAGE = 600.0
+
+
+def _backoff(first: float = 0.05, longest: float = 5.0) -> Iterator[float]:
+    """Delays between tries: doubling from ``first`` up to ``longest``, each jittered, so
+    a fleet of workers does not knock on a restarting server all at once."""
+    delay = first
+    while True:
+        yield delay * random.uniform(0.5, 1.0)
+        delay = min(delay * 2, longest)
+
 
 #: Exception classes a server may name in an error body.
-_ERRORS: dict[str, type[PBTError]] = {
-    name: cls
-    for name in _exceptions.__all__
-    if isinstance(cls := getattr(_exceptions, name), type) and issubclass(cls, PBTError)
-}
+_ERRORS: dict[str, type[PBTError]] = errors_by_name()
 
 
 class ServiceError(PBTError, RuntimeError):
@@ -38,14 +59,22 @@ class ServiceError(PBTError, RuntimeError):
 
 
 class RemoteController:
-    """A controller reached over HTTP.
+    """A controller reached over HTTP, riding out outages of the server.
+
+    When the server cannot be reached (restarting, a network blip) or its storage is busy
+    (503), a call is tried again with jittered exponential backoff until the server
+    answers or ``max_outage`` seconds have passed; the outage is logged once when it
+    starts and once when it ends (logger ``pbtkit.client``). Every call of the worker
+    protocol may be sent twice safely: a lease asked again returns the trial this worker
+    already holds, a finish the server already recorded is acknowledged again, and a
+    failure already recorded is ignored.
 
     Args:
         url: The server's base URL, e.g. ``http://127.0.0.1:8765``.
         auth_key: The server's key (default: the ``PBTKIT_AUTH_KEY`` environment variable).
         timeout: Seconds to wait for an answer.
-        retries: How often to retry when the server cannot be reached or its storage is
-            busy (503); requests that may have been carried out are not retried.
+        max_outage: The longest the server may stay unreachable before a call gives up
+            with a StorageError (default 10 minutes; 0: give up at once).
     """
 
     def __init__(
@@ -54,13 +83,21 @@ class RemoteController:
         auth_key: str | None = None,
         *,
         timeout: float = 60.0,
-        retries: int = 5,
+        max_outage: float = DEFAULT_MAX_OUTAGE,
         transport: Any = None,
     ) -> None:
-        try:
-            import httpx
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigError("the client needs httpx: pip install 'pbtkit[service]'") from exc
+        if (
+            isinstance(max_outage, bool)
+            or not isinstance(max_outage, int | float)
+            or not 0 <= max_outage < math.inf
+        ):
+            raise ConfigError(
+                f"max_outage must be a number of seconds >= 0 (0: give up at once), got "
+                f"{max_outage!r}"
+            )
+        from pbtkit._extras import load
+
+        httpx = load("client", "the HTTP client", "httpx")
         key = auth_key if auth_key is not None else os.environ.get("PBTKIT_AUTH_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.url = url.rstrip("/")
@@ -68,14 +105,21 @@ class RemoteController:
         self._client = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
         )
-        self._retries = retries
+        self.max_outage = float(max_outage)
+        self._down_since: float | None = None  # when the current outage began
+        self._outage_lock = threading.Lock()
         self._info: dict[str, Any] | None = None
         self._specs: dict[str, ExperimentSpec] = {}
 
     # transport ---------------------------------------------------------------------
-    def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        delay = 0.05
-        for attempt in range(self._retries + 1):
+    def _call(
+        self, method: str, path: str, body: Any = None, *, again: Any = None, **params: Any
+    ) -> Any:
+        """Send a request, riding out an outage (see the class docstring); ``again`` is
+        the body to send instead when the request is repeated."""
+        delays = _backoff()
+        started = time.monotonic()
+        while True:
             try:
                 response = self._client.request(
                     method,
@@ -83,30 +127,50 @@ class RemoteController:
                     json=body,
                     params={k: v for k, v in params.items() if v is not None} or None,
                 )
-            except (self._httpx.ConnectError, self._httpx.ConnectTimeout) as exc:
-                # Nothing reached the server: safe to try again.
-                if attempt == self._retries:
-                    raise StorageError(
-                        f"cannot reach the pbtkit server at {self.url}: {exc}. Is "
-                        "`pbtkit serve` running there?"
-                    ) from exc
-                time.sleep(delay)
-                delay *= 2
-                continue
-            except (self._httpx.ReadError, self._httpx.RemoteProtocolError) as exc:
-                # The request may have been carried out: not safe to send again.
+            except self._httpx.TransportError as exc:
+                # Unreachable, or gone before it answered. Every call may be sent again
+                # (see the class docstring), so wait for the server to come back.
+                why = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code != 503:
+                    self._back_up()
+                    if response.is_success:
+                        return response.json()
+                    raise self._error(response)
+                why = "its storage is busy (503)"
+            waited = time.monotonic() - started
+            if waited >= self.max_outage:
                 raise StorageError(
-                    f"the pbtkit server at {self.url} closed the connection before answering "
-                    f"{method} {path}: {exc}"
-                ) from exc
-            if response.status_code == 503 and attempt < self._retries:
-                time.sleep(delay)
-                delay *= 2
-                continue
-            if response.is_success:
-                return response.json()
-            raise self._error(response)
-        raise AssertionError("unreachable")  # pragma: no cover
+                    f"cannot reach the pbtkit server at {self.url} ({why}); gave up after "
+                    f"{waited:.0f} s (max_outage={self.max_outage:g} s). Is `pbtkit serve` "
+                    "running there?"
+                )
+            self._went_down(why)
+            time.sleep(min(next(delays), self.max_outage - waited))
+            if again is not None:
+                body = again
+
+    def _went_down(self, why: str) -> None:
+        with self._outage_lock:
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+        log.warning(
+            "the pbtkit server at %s is unreachable (%s); retrying for up to %g s",
+            self.url,
+            why,
+            self.max_outage,
+        )
+
+    def _back_up(self) -> None:
+        with self._outage_lock:
+            since, self._down_since = self._down_since, None
+        if since is not None:
+            log.warning(
+                "the pbtkit server at %s answers again after %.1f s",
+                self.url,
+                time.monotonic() - since,
+            )
 
     def _error(self, response: Any) -> PBTError:
         try:
@@ -175,19 +239,31 @@ class RemoteController:
         return WAIT if reply["status"] == "wait" else FINISHED
 
     def lease(
-        self, name: str, worker_id: str, *, member: int | None = None, generation: int | None = None
+        self,
+        name: str,
+        worker_id: str,
+        *,
+        member: int | None = None,
+        generation: int | None = None,
+        again: bool = False,
     ) -> Lease | Literal["wait", "finished"]:
         """Ask for a pending trial of one experiment."""
         body = {"worker_id": worker_id, "member": member, "generation": generation}
-        return self._lease(self._call("POST", f"/v1/experiments/{_q(name)}/lease", body))
+        path = f"/v1/experiments/{_q(name)}/lease"
+        reply = self._call("POST", path, {**body, "again": again}, again={**body, "again": True})
+        return self._lease(reply)
 
-    def lease_any(self, worker_id: str) -> Lease | Literal["wait"]:
+    def lease_any(self, worker_id: str, *, again: bool = False) -> Lease | Literal["wait"]:
         """Ask for a pending trial of any running experiment."""
-        got = self._lease(self._call("POST", "/v1/lease", {"worker_id": worker_id}))
+        body = {"worker_id": worker_id}
+        reply = self._call(
+            "POST", "/v1/lease", {**body, "again": again}, again={**body, "again": True}
+        )
+        got = self._lease(reply)
         return WAIT if got == FINISHED else got
 
     def heartbeat(
-        self, trial_id: int, worker_id: str, reports: Sequence[ReportRecord] = ()
+        self, trial_id: int, worker_id: str, reports: Sequence[Measurement] = ()
     ) -> float:
         """Extend a lease and send reports."""
         body = {"worker_id": worker_id, "reports": _reports(reports)}
@@ -197,7 +273,7 @@ class RemoteController:
         self,
         trial_id: int,
         worker_id: str,
-        reports: Sequence[ReportRecord] = (),
+        reports: Sequence[Measurement] = (),
         checkpoint: str | None = None,
     ) -> list[str]:
         """Finish a trial; returns checkpoint names nothing needs any more."""
@@ -205,10 +281,21 @@ class RemoteController:
         return list(self._call("POST", f"/v1/trials/{trial_id}/finish", body)["released"])
 
     def fail(
-        self, trial_id: int, worker_id: str | None, error: str, *, penalize: bool = True
+        self,
+        trial_id: int,
+        worker_id: str | None,
+        error: str,
+        *,
+        penalize: bool = True,
+        bad_parent: bool = False,
     ) -> list[str]:
         """Give a trial back after an error."""
-        body = {"worker_id": worker_id, "error": error[-200_000:], "penalize": penalize}
+        body = {
+            "worker_id": worker_id,
+            "error": error[-200_000:],
+            "penalize": penalize,
+            "bad_parent": bad_parent,
+        }
         return list(self._call("POST", f"/v1/trials/{trial_id}/fail", body)["released"])
 
     def release_worker(
@@ -241,7 +328,7 @@ class RemoteController:
         return wire.trial_from(self._call("GET", f"/v1/trials/{trial_id}"))
 
 
-def _reports(reports: Sequence[ReportRecord]) -> list[dict[str, Any]]:
+def _reports(reports: Sequence[Measurement]) -> list[dict[str, Any]]:
     return [{"step": r.step, "metrics": encode_metrics(r.metrics)} for r in reports]
 
 

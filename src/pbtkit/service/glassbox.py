@@ -30,6 +30,12 @@ The config file (YAML, JSON or TOML) holds::
       lr: {type: loguniform, low: 0.0001, high: 0.1}
     exploit: {type: truncation, fraction: 0.2}
     explore: {type: perturb, factors: [0.8, 1.2], resample_probability: 0.25}
+    checkpoint_root: ckpt      # where the clients save (relative to this file); it must lie
+                               # inside the server's root (PBTServer(checkpoint_root=...))
+
+Checkpoint paths given to :meth:`PBTClient.save` may be relative to where the client
+runs; the server checks that they lie inside its checkpoint root (by default the folder
+``PBTServer`` was started in) and says how to fix it when they do not.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pbtkit._exceptions import ConfigError, LeaseLost, MetricError, PBTError
+from pbtkit._exceptions import CheckpointError, ConfigError, LeaseLost, MetricError, PBTError
 from pbtkit.config import read_settings
 from pbtkit.controller import FINISHED, WAIT, Lease, worker_identity
 from pbtkit.core.exploit import Truncation, exploiter_from_dict
@@ -50,14 +56,14 @@ from pbtkit.core.policy import PBT
 from pbtkit.core.space import SearchSpace
 from pbtkit.service.client import RemoteController
 from pbtkit.spec import ExperimentSpec
-from pbtkit.store._base import ReportRecord
+from pbtkit.store._base import Measurement
 
 __all__ = ["PBTClient"]
 
 _FOREVER = 2**62
 _KEYS = {
     "name", "population", "metric", "mode", "ready_every", "total_steps", "space", "exploit",
-    "explore", "evolution", "seed", "max_attempts",
+    "explore", "evolution", "seed", "max_attempts", "checkpoint_root",
 }  # fmt: skip
 
 
@@ -136,9 +142,21 @@ class PBTClient:
     def _join(self, config_path: str | Path, member: int | None) -> None:
         config = read_settings(config_path)
         self.experiment, spec = glassbox_spec(config, bool(self._remote.info["maximize_metric"]))
+        self._root = Path(self._remote.info["checkpoint_root"])
+        self.checkpoint_root = self._root
+        if "checkpoint_root" in config:
+            mine = (Path(config_path).resolve().parent / str(config["checkpoint_root"])).resolve()
+            if mine != self._root and self._root not in mine.parents:
+                raise ConfigError(
+                    f"{config_path} saves checkpoints under {mine}, outside the server's "
+                    f"checkpoint root {self._root}: start the server with "
+                    f"PBTServer(..., checkpoint_root={str(mine)!r}) (or `pbtkit serve "
+                    f"--checkpoint-root {mine}`), or set checkpoint_root in {config_path} "
+                    f"to a folder inside {self._root}"
+                )
+            self.checkpoint_root = mine
         self._remote.create(self.experiment, spec, resume=True)
         self._metric = spec.metric
-        self._root = Path(self._remote.info["checkpoint_root"])
         self._worker_id = worker_identity(f"glassbox-{time.time_ns() % 10**9}")
         got = self._remote.lease(
             self.experiment,
@@ -202,8 +220,15 @@ class PBTClient:
         with self._lock:
             lease = self._current()
             trial = lease.trial
-            report = ReportRecord(trial.id, trial.member, trial.end_step - 1, values)
-            self._remote.finish(trial.id, self._worker_id, [report], str(path))
+            report = Measurement(trial.end_step - 1, values)
+            try:
+                self._remote.finish(trial.id, self._worker_id, [report], str(path))
+            except CheckpointError as exc:
+                raise CheckpointError(
+                    f"{exc}. Save under {self.checkpoint_root} (client.checkpoint_root), or "
+                    f"start the server with PBTServer(..., checkpoint_root=...) naming the "
+                    f"folder that holds {path}"
+                ) from None
             self._lease = self._next()
 
     def should_exploit(self) -> bool:

@@ -4,28 +4,23 @@ Every endpoint but ``GET /health`` needs ``Authorization: Bearer <key>`` when th
 has a key. Errors leave in one shape, ``{"error": <type>, "message": ..., "retryable":
 ...}``, with their status chosen in exactly one place (:data:`STATUS`). Checkpoint paths
 sent by clients must resolve inside the checkpoint root. Nothing received is unpickled.
-The dashboard (:mod:`pbtkit.viz.dashboard`) is served at ``/dashboard`` behind the same
+The dashboard (:mod:`pbtkit.service.dashboard`) is served at ``/dashboard`` behind the same
 key; a browser may sign in there once and keep a cookie that opens the dashboard only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
-import ipaddress
 import logging
-import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 try:
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi import Path as PathParam
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -33,145 +28,34 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the pbtkit service needs FastAPI: pip install 'pbtkit[service]'") from exc
 
 from pbtkit._exceptions import (
-    CheckpointError,
     ConfigError,
-    ExperimentConflict,
-    LeaseLost,
-    MetricError,
-    NotFound,
     PBTError,
     StorageError,
 )
+from pbtkit._target import ImportPolicy
 from pbtkit._version import __version__
-from pbtkit.checkpoints import CheckpointStore
+from pbtkit.checkpoints import open_checkpoints
 from pbtkit.controller import Controller, Lease
 from pbtkit.service import _wire as wire
+from pbtkit.service._http import (
+    MAX_BODY,
+    STATUS,
+    Scope,
+    base_url,
+    bearer_ok,
+    check_exposure,
+    error_body,
+    install_error_handlers,
+    limit_body,
+    listen,
+    run_app,
+)
 from pbtkit.spec import ExperimentSpec
 from pbtkit.store import Store, open_store
 
 __all__ = ["MAX_BODY", "STATUS", "PBTServer", "create_app", "serve"]
 
 log = logging.getLogger("pbtkit.service")
-
-#: The one place where an exception becomes an HTTP status (first match in MRO order).
-STATUS: dict[type[BaseException], int] = {
-    NotFound: 404,
-    ExperimentConflict: 409,
-    LeaseLost: 409,
-    CheckpointError: 400,
-    ConfigError: 400,
-    MetricError: 400,
-    StorageError: 503,
-    PBTError: 400,
-}
-MAX_BODY = 8 * 1024 * 1024
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-
-def _status_of(exc: BaseException) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
-
-
-def install_error_handlers(app: FastAPI, headers: Mapping[str, str] | None = None) -> None:
-    """Answer a PBTError with its status and the error body, and a malformed request with
-    422 naming each problem (``headers`` go on every such answer)."""
-    extra = dict(headers or {})
-
-    @app.exception_handler(PBTError)
-    async def _on_pbt(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, PBTError)
-        return JSONResponse(
-            error_body(type(exc).__name__, str(exc), exc.retryable),
-            status_code=_status_of(exc),
-            headers=extra,
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_invalid(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        problems = [
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
-        ]
-        return JSONResponse(
-            error_body("InvalidRequest", "; ".join(problems) or "malformed request"),
-            status_code=422,
-            headers=extra,
-        )
-
-
-def error_body(error: str, message: str, retryable: bool = False, **extra: Any) -> dict[str, Any]:
-    """The body of every error response."""
-    return {"error": error, "message": message, "retryable": retryable, **extra}
-
-
-class _BodyLimit:
-    """Refuses request bodies larger than ``limit`` bytes with 413, before they are parsed."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or {}).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
-            return
-        seen = 0
-        refused = False
-        answered = False
-
-        async def limited() -> Message:
-            nonlocal seen, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    refused = True
-                    raise _TooLarge
-            return message
-
-        async def unless_refused(message: Message) -> None:
-            # Once the body is refused, whatever the app makes of the broken read is
-            # replaced by our own 413.
-            nonlocal answered
-            if refused:
-                return
-            answered = True
-            await send(message)
-
-        with contextlib.suppress(_TooLarge):
-            await self.app(scope, limited, unless_refused)
-        if refused and not answered:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        import json
-
-        body = json.dumps(
-            error_body("RequestTooLarge", f"request bodies are limited to {self.limit} bytes")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(
@@ -200,16 +84,15 @@ def create_app(
             names: importing runs code.
     """
     store = open_store(storage) if isinstance(storage, str) else storage
-    controller = Controller(store, lease_seconds=lease_seconds, clock=clock)
-    checkpoints = CheckpointStore(checkpoint_root)
+    # The same rule for specs received now and specs already stored: only what the
+    # operator allowed is ever imported, and a file path never.
+    imports = ImportPolicy.only(allow_imports)
+    controller = Controller(store, lease_seconds=lease_seconds, clock=clock, imports=imports)
+    checkpoints = open_checkpoints(checkpoint_root)
     key = auth_key.encode() if auth_key else None
 
     async def authorized(request: Request) -> None:
-        if key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key):
+        if key is not None and not bearer_ok(request.headers.get("authorization", ""), key):
             raise _Unauthorized
 
     app = FastAPI(
@@ -236,9 +119,18 @@ def create_app(
     install_error_handlers(app)
 
     @app.exception_handler(HTTPException)
-    async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def _on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return JSONResponse(error_body("HTTPError", str(exc.detail)), status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path
+            # may have several routes (GET and POST /v1/experiments): name them all.
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
+        return JSONResponse(
+            error_body("HTTPError", str(exc.detail)),
+            status_code=exc.status_code,
+            headers=headers,
+        )
 
     @app.exception_handler(Exception)
     async def _on_bug(_: Request, exc: Exception) -> JSONResponse:
@@ -249,7 +141,7 @@ def create_app(
         )
 
     def spec_for_server(data: dict[str, Any]) -> ExperimentSpec:
-        _refuse_code(data, allow_imports)  # before anything is read: reading may import
+        imports.check_spec(data)  # refused at once, not at the first decision that needs it
         try:
             spec = ExperimentSpec.from_dict({**data, "checkpoint_root": str(checkpoints.root)})
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -271,7 +163,7 @@ def create_app(
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    @app.get("/v1/info", dependencies=guarded)
+    @app.get("/v1/info", dependencies=guarded, responses=_errors(401, 503))
     def info() -> dict[str, Any]:
         return {
             "version": __version__,
@@ -280,36 +172,54 @@ def create_app(
             "maximize_metric": maximize_metric,
         }
 
-    @app.get("/v1/experiments", dependencies=guarded)
+    @app.get("/v1/experiments", dependencies=guarded, responses=_errors(401, 503))
     def experiments() -> list[dict[str, Any]]:
         return [wire.experiment_out(e) for e in controller.experiments()]
 
-    @app.post("/v1/experiments", dependencies=guarded)
+    @app.post(
+        "/v1/experiments", dependencies=guarded, responses=_errors(400, 401, 409, 413, 422, 503)
+    )
     def create(body: wire.CreateIn) -> dict[str, Any]:
         spec = spec_for_server(body.spec)
         return wire.experiment_out(controller.create(body.name, spec, resume=body.resume))
 
-    @app.get("/v1/experiments/{name}", dependencies=guarded)
+    @app.get("/v1/experiments/{name}", dependencies=guarded, responses=_errors(401, 404, 422, 503))
     def experiment(name: Name) -> dict[str, Any]:
         return wire.experiment_out(controller.experiment(name))
 
-    @app.get("/v1/experiments/{name}/summary", dependencies=guarded)
+    @app.get(
+        "/v1/experiments/{name}/summary",
+        dependencies=guarded,
+        responses=_errors(401, 404, 422, 503),
+    )
     def summary(name: Name) -> dict[str, Any]:
         return wire.summary_out(controller.summary(name))
 
-    @app.get("/v1/experiments/{name}/snapshot", dependencies=guarded)
+    @app.get(
+        "/v1/experiments/{name}/snapshot",
+        dependencies=guarded,
+        responses=_errors(401, 404, 422, 503),
+    )
     def snapshot(name: Name) -> dict[str, Any]:
         return wire.snapshot_out(controller.snapshot(name))
 
-    @app.get("/v1/experiments/{name}/members", dependencies=guarded)
+    @app.get(
+        "/v1/experiments/{name}/members",
+        dependencies=guarded,
+        responses=_errors(401, 404, 422, 503),
+    )
     def members(name: Name) -> list[dict[str, Any]]:
         return [wire.member_out(m) for m in controller.snapshot(name).members]
 
-    @app.get("/v1/experiments/{name}/reports", dependencies=guarded)
+    @app.get(
+        "/v1/experiments/{name}/reports",
+        dependencies=guarded,
+        responses=_errors(401, 404, 422, 503),
+    )
     def reports(name: Name, member: MemberQuery = None) -> list[dict[str, Any]]:
         return [wire.report_out(r) for r in controller.reports(name, member=member)]
 
-    @app.get("/v1/trials/{trial_id}", dependencies=guarded)
+    @app.get("/v1/trials/{trial_id}", dependencies=guarded, responses=_errors(401, 404, 422, 503))
     def trial(trial_id: TrialId) -> dict[str, Any]:
         return wire.trial_out(controller.trial(trial_id))
 
@@ -318,52 +228,112 @@ def create_app(
             return {"status": "leased", "lease": wire.lease_out(got)}
         return {"status": got}
 
-    @app.post("/v1/experiments/{name}/lease", dependencies=guarded)
+    @app.post(
+        "/v1/experiments/{name}/lease",
+        dependencies=guarded,
+        responses=_errors(400, 401, 404, 413, 422, 503),
+    )
     def lease(name: Name, body: wire.LeaseIn) -> dict[str, Any]:
         return lease_reply(
-            controller.lease(name, body.worker_id, member=body.member, generation=body.generation)
+            controller.lease(
+                name,
+                body.worker_id,
+                member=body.member,
+                generation=body.generation,
+                again=body.again,
+            )
         )
 
-    @app.post("/v1/lease", dependencies=guarded)
+    @app.post("/v1/lease", dependencies=guarded, responses=_errors(401, 413, 422, 503))
     def lease_any(body: wire.LeaseIn) -> dict[str, Any]:
-        return lease_reply(controller.lease_any(body.worker_id))
+        return lease_reply(controller.lease_any(body.worker_id, again=body.again))
 
     beats = _GroupCommit(controller)
 
-    @app.post("/v1/trials/{trial_id}/heartbeat", dependencies=guarded)
+    @app.post(
+        "/v1/trials/{trial_id}/heartbeat",
+        dependencies=guarded,
+        responses=_errors(400, 401, 409, 413, 422, 503),
+    )
     async def heartbeat(trial_id: TrialId, body: wire.HeartbeatIn) -> dict[str, Any]:
-        records = wire.reports_in(trial_id, body.reports)
+        records = wire.reports_in(body.reports)
         return {"lease_expires": await beats.submit(trial_id, body.worker_id, records)}
 
-    @app.post("/v1/trials/{trial_id}/finish", dependencies=guarded)
+    @app.post(
+        "/v1/trials/{trial_id}/finish",
+        dependencies=guarded,
+        responses=_errors(400, 401, 404, 409, 413, 422, 503),
+    )
     def finish(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
-        records = wire.reports_in(trial_id, body.reports)
+        records = wire.reports_in(body.reports)
         released = controller.finish(
             trial_id, body.worker_id, records, checkpoint_name(body.checkpoint)
         )
         return {"released": released}
 
-    @app.post("/v1/trials/{trial_id}/fail", dependencies=guarded)
+    @app.post(
+        "/v1/trials/{trial_id}/fail",
+        dependencies=guarded,
+        responses=_errors(401, 404, 409, 413, 422, 503),
+    )
     def fail(trial_id: TrialId, body: wire.FailIn) -> dict[str, Any]:
-        released = controller.fail(trial_id, body.worker_id, body.error, penalize=body.penalize)
+        released = controller.fail(
+            trial_id,
+            body.worker_id,
+            body.error,
+            penalize=body.penalize,
+            bad_parent=body.bad_parent,
+        )
         return {"released": released}
 
-    @app.post("/v1/experiments/{name}/release", dependencies=guarded)
+    @app.post(
+        "/v1/experiments/{name}/release",
+        dependencies=guarded,
+        responses=_errors(401, 404, 413, 422, 503),
+    )
     def release(name: Name, body: wire.ReleaseIn) -> dict[str, Any]:
         requeued = controller.release_worker(
             name, body.worker_id, body.reason, penalize=body.penalize
         )
         return {"requeued": requeued}
 
-    from pbtkit.viz.dashboard import install as install_dashboard
+    from pbtkit.service.dashboard import install as install_dashboard
 
     # The read-only dashboard page at /dashboard, behind the same key (see its module).
     install_dashboard(app, controller, auth_key)
-    return _BodyLimit(app, max_body)
+    return limit_body(app, max_body)
 
 
 class _Unauthorized(Exception):
     pass
+
+
+def _allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """Every method some route of ``app`` answers at the request's path."""
+    from starlette.routing import Match
+
+    allowed: set[str] = set()
+    for route in app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches({**scope, "method": next(iter(methods))})[0] == Match.FULL:
+            allowed |= set(methods)
+    return sorted(allowed - {"HEAD"}) or ["GET"]
+
+
+_WHY = {
+    400: "the request is invalid: a setting, a metric or a checkpoint path (the message says)",
+    401: "no key, or the wrong one: send 'Authorization: Bearer <key>'",
+    404: "no such experiment, member or trial",
+    409: "a conflict: the experiment exists with other settings, or the trial's lease was lost",
+    413: "the request body is larger than the server accepts",
+    422: "the request is malformed: a field is missing, unknown or of the wrong type",
+    503: "the storage is busy or cannot be reached; try again (retryable is true)",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents in the OpenAPI schema, each with its body."""
+    return {code: {"model": wire.ErrorOut, "description": _WHY[code]} for code in codes}
 
 
 class _GroupCommit:
@@ -416,49 +386,6 @@ TrialId = Annotated[int, PathParam(ge=1, le=wire.MAX_INT)]
 MemberQuery = Annotated[int | None, Query(ge=0, le=wire.MAX_INT)]
 
 
-def _refuse_code(data: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    """Refuse a spec that names code this server was not told to import.
-
-    Raises:
-        ConfigError: A custom explore function outside ``allowed``, or any file path.
-    """
-    policy = data.get("policy") if isinstance(data, Mapping) else None
-    explore = policy.get("explore") if isinstance(policy, Mapping) else None
-    if not isinstance(explore, Mapping) or explore.get("type") != "custom":
-        return
-    target = explore.get("target")
-    module = target.rpartition(":")[0] if isinstance(target, str) else ""
-    is_path = not module or "/" in module or "\\" in module or module.endswith(".py")
-    if is_path or not any(module == p or module.startswith(f"{p}.") for p in allowed):
-        raise ConfigError(
-            f"this server imports no code named by clients (explore target {target!r}): start "
-            "it with --allow-import PACKAGE to allow functions of that package; file paths "
-            "are never accepted"
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(host: str, auth_key: str | None) -> None:
-    """Refuse to listen beyond this machine without a key.
-
-    Raises:
-        ConfigError: ``host`` is not a loopback address and no key was given.
-    """
-    if not auth_key and not _is_loopback(host):
-        raise ConfigError(
-            f"refusing to listen on {host} without an auth key: anyone who can reach it could "
-            "drive your experiments. Pass --auth-key (or PBTKIT_AUTH_KEY), or use 127.0.0.1"
-        )
-
-
 def serve(
     storage: str,
     checkpoint_root: str | Path,
@@ -469,10 +396,18 @@ def serve(
     lease_seconds: float = 60.0,
     log_level: str = "warning",
     allow_imports: Sequence[str] = (),
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the service in this process until interrupted."""
-    import uvicorn
+    """Run the service in this process until interrupted.
 
+    Everything that can be refused is checked first (the exposure without a key, the
+    storage, the checkpoint root, the address), and only then is ``announce`` called
+    with the base URL.
+
+    Raises:
+        ConfigError: Listening beyond loopback without a key, or the address is taken.
+        StorageError: The storage cannot be opened.
+    """
     check_exposure(host, auth_key)
     app = create_app(
         storage,
@@ -481,7 +416,10 @@ def serve(
         lease_seconds=lease_seconds,
         allow_imports=allow_imports,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    sock = listen(host, port)
+    if announce is not None:
+        announce(base_url(host, sock.getsockname()[1]))
+    run_app(app, sock, log_level=log_level)
 
 
 class PBTServer:
@@ -494,7 +432,9 @@ class PBTServer:
             names no ``mode``.
         host: Address to listen on.
         storage: Where the state lives.
-        checkpoint_root: Where clients' checkpoints must lie.
+        checkpoint_root: Where clients' checkpoints must lie; by default the directory
+            the server was started in, so that clients on this machine may save anywhere
+            under it (``pbtkit serve`` defaults to ``pbt-checkpoints``).
         lease_seconds: How long a client may go silent before its trial is given back.
 
     Use it as a context manager, or call :meth:`shutdown`.
@@ -508,7 +448,7 @@ class PBTServer:
         *,
         host: str = "127.0.0.1",
         storage: str | Store = "sqlite:///pbt-server.db",
-        checkpoint_root: str | Path = "pbt-checkpoints",
+        checkpoint_root: str | Path | None = None,
         lease_seconds: float = 60.0,
         clock: Callable[[], float] | None = None,
         allow_imports: Sequence[str] = (),
@@ -518,18 +458,14 @@ class PBTServer:
         check_exposure(host, auth_key)
         app = create_app(
             storage,
-            checkpoint_root,
+            Path.cwd() if checkpoint_root is None else checkpoint_root,
             auth_key=auth_key,
             lease_seconds=lease_seconds,
             maximize_metric=maximize_metric,
             clock=clock,
             allow_imports=allow_imports,
         )
-        self._socket = socket.socket(
-            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
-        )
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
+        self._socket = listen(host, port)
         self.host = host
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -547,8 +483,7 @@ class PBTServer:
     @property
     def url(self) -> str:
         """The server's base URL."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return base_url(self.host, self.port)
 
     def shutdown(self) -> None:
         """Stop serving and wait for the thread to end."""

@@ -17,19 +17,23 @@ from pbtkit._exceptions import ConfigError
 from pbtkit.store._base import (
     EventRecord,
     ExperimentRecord,
+    Measurement,
     MemberRecord,
     ReportRecord,
     Store,
     Transaction,
     TrialRecord,
+    display_url,
 )
 from pbtkit.store._memory import MemoryStore
-from pbtkit.store._sql import SCHEMA_VERSION, SQLStore
+from pbtkit.store._schema import SCHEMA_VERSION
+from pbtkit.store._sql import SQLStore
 
 __all__ = [
     "SCHEMA_VERSION",
     "EventRecord",
     "ExperimentRecord",
+    "Measurement",
     "MemberRecord",
     "MemoryStore",
     "ReportRecord",
@@ -37,6 +41,7 @@ __all__ = [
     "Store",
     "Transaction",
     "TrialRecord",
+    "display_url",
     "normalize_url",
     "open_store",
 ]
@@ -59,20 +64,33 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def open_store(url: str) -> Store:
-    """Open (and if needed create) the store at ``url``.
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open (and if needed create) the store at ``url``: the one place a URL picks a backend.
 
     Args:
-        url: ``sqlite:///path.db``, a plain file path, or ``memory://``.
+        url: ``sqlite:///path.db``, a plain file path, ``postgresql+psycopg://...`` or
+            ``memory://``.
+        create: Create the database (the SQLite file, the tables) when it is missing.
+            False for commands that only read: they create nothing, not even an empty
+            file at a mistyped path.
 
     Returns:
         The store.
 
     Raises:
-        ConfigError: The URL's scheme is not one pbtkit knows.
-        StorageError: The database cannot be opened.
+        ConfigError: The URL's scheme is not one pbtkit knows, or (``create=False``) a
+            SQLite file that does not exist.
+        StorageError: The database cannot be opened, or (``create=False``) holds no
+            pbtkit database.
     """
     url = normalize_url(url)
+    if not create and url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        if not path.is_file():
+            raise ConfigError(
+                f"there is no database at {path}: give the --storage of a run "
+                "(e.g. pbt-demo/pbt.db after `make demo`)"
+            )
     if url == "memory://":
         return MemoryStore(url)
     scheme = url.split("://", 1)[0].split("+", 1)[0]
@@ -85,15 +103,15 @@ def open_store(url: str) -> Store:
             raise ConfigError(
                 "PostgreSQL storage needs psycopg: pip install 'pbtkit[postgres]'"
             ) from exc
-        return SQLStore(url)
+        return SQLStore(url, create=create)
     if scheme == "sqlite":
         if url in ("sqlite://", "sqlite:///:memory:"):
             raise ConfigError(
                 "an in-memory SQLite database is private to one connection; "
                 "use memory:// for a throwaway store or sqlite:///path.db for a file"
             )
-        return SQLStore(url)
+        return SQLStore(url, create=create)
     raise ConfigError(
-        f"unknown storage URL {url!r}: use sqlite:///path/to/pbt.db (default), "
+        f"unknown storage URL {display_url(url)!r}: use sqlite:///path/to/pbt.db (default), "
         "postgresql+psycopg://user:password@host/db, or memory://"
     )

@@ -25,18 +25,21 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "EventRecord",
     "ExperimentRecord",
     "MemberRecord",
     "MemberStatus",
+    "Measurement",
     "ReportRecord",
     "Store",
     "Transaction",
     "TrialRecord",
     "TrialStatus",
     "decode_metrics",
+    "display_url",
     "encode_metrics",
 ]
 
@@ -47,12 +50,17 @@ TRIAL_STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed")
 
 @dataclass(frozen=True, slots=True)
 class ExperimentRecord:
-    """One experiment: its unique name and its settings (a JSON object)."""
+    """One experiment: its unique name and its settings (a JSON object).
+
+    ``status`` is ``running``, ``finished`` (every member done or given up on, at least one
+    done), or ``failed`` (every member given up on, or stopped early because its first
+    trials all failed the same way); a failed experiment resumes when run again.
+    """
 
     id: int
     name: str
     config: Mapping[str, Any]
-    status: Literal["running", "finished"]
+    status: Literal["running", "finished", "failed"]
     created_at: float
 
 
@@ -80,7 +88,9 @@ class TrialRecord:
     ``priority`` orders the pending trials of one generation (lowest first), so that no
     member is always the first of a round to finish. ``inherit`` is set on an exploit's
     trial whose weights are not taken as they are: ``{"mode": "shrink_perturb", "shrink":
-    s, "noise": n}``.
+    s, "noise": n}``. ``not_before`` holds a pending trial back until that time (a retry
+    backing off); ``checkpoint_bad`` marks a checkpoint that failed verification, which is
+    never a parent again.
     """
 
     id: int
@@ -105,6 +115,8 @@ class TrialRecord:
     finished_at: float | None = None
     priority: float = 0.0
     inherit: Mapping[str, Any] | None = None
+    not_before: float | None = None
+    checkpoint_bad: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in TRIAL_STATUSES:
@@ -114,8 +126,18 @@ class TrialRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Measurement:
+    """Metric values a trial reports at one step, as a worker sends them: the trial (and
+    its member) is the one the heartbeat or finish is for, so they are not repeated here;
+    the controller stores each as a :class:`ReportRecord`."""
+
+    step: int
+    metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class ReportRecord:
-    """Metrics a trial reported at one step."""
+    """Metrics a trial reported at one step, as stored."""
 
     trial_id: int
     member: int
@@ -222,10 +244,12 @@ class Transaction(abc.ABC):
         member: int | None = None,
         generation: int | None = None,
         claim: bool = False,
+        now: float | None = None,
     ) -> TrialRecord | None:
         """The pending trial with the lowest ``(generation, priority, id)``, or None.
 
-        ``member`` and ``generation`` restrict the choice to one member or generation.
+        ``member`` and ``generation`` restrict the choice to one member or generation;
+        ``now`` to trials whose ``not_before`` has passed (None: any pending trial).
         ``claim`` locks the row for this transaction, skipping rows other transactions
         hold (``FOR UPDATE SKIP LOCKED``), where the backend needs that to hand different
         trials to concurrent workers.
@@ -303,6 +327,22 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def display_url(url: str) -> str:
+    """A storage URL fit to print: its password, if any, replaced by ``***``.
+
+    Every message, title and log line that shows a storage URL goes through here.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<a storage URL that cannot be shown>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}

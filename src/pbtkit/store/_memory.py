@@ -144,11 +144,16 @@ class _MemoryTransaction(Transaction):
         member: int | None = None,
         generation: int | None = None,
         claim: bool = False,
+        now: float | None = None,
     ) -> TrialRecord | None:
         del claim  # one lock serialises every transaction already
-        pending = self.trials(
-            experiment_id, statuses=("pending",), member=member, generation=generation
-        )
+        pending = [
+            t
+            for t in self.trials(
+                experiment_id, statuses=("pending",), member=member, generation=generation
+            )
+            if now is None or t.not_before is None or t.not_before <= now
+        ]
         return min(pending, key=lambda t: (t.generation, t.priority, t.id), default=None)
 
     def now(self) -> float:

@@ -10,22 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import (
     DatabaseError,
     IntegrityError,
-    OperationalError,
     ProgrammingError,
     SQLAlchemyError,
 )
@@ -40,111 +35,32 @@ from pbtkit.store._base import (
     Transaction,
     TrialRecord,
     decode_metrics,
+    display_url,
     encode_metrics,
     iter_chunks,
 )
-
-__all__ = ["SCHEMA_VERSION", "SQLStore", "schema_version", "upgrade"]
-
-#: Bumped with every migration (migrations/versions); an older database is refused on
-#: open until ``pbtkit db upgrade`` brings it up to date.
-SCHEMA_VERSION = 3
-
-metadata = sa.MetaData()
-
-meta_table = sa.Table(
-    "pbt_meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(256), nullable=False),
+from pbtkit.store._codec import (
+    event_from_json,
+    event_to_json,
+    experiment_from_json,
+    trial_from_json,
+    trial_to_json,
+)
+from pbtkit.store._schema import (
+    SCHEMA_VERSION,
+    _configure_sqlite,
+    _connect_args,
+    _migrate,
+    _version,
+    events,
+    experiments,
+    members,
+    meta_table,
+    reports,
+    trials,
 )
 
-experiments = sa.Table(
-    "pbt_experiments",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.String(256), nullable=False, unique=True),
-    sa.Column("config", sa.JSON, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("seq", sa.Integer, nullable=False, server_default="0"),
-)
-
-members = sa.Table(
-    "pbt_members",
-    metadata,
-    sa.Column("experiment_id", sa.ForeignKey("pbt_experiments.id"), primary_key=True),
-    sa.Column("member", sa.Integer, primary_key=True),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("latest_trial_id", sa.Integer, nullable=True),
-    sa.Column("step", sa.Integer, nullable=False),
-    sa.Column("score", sa.Float, nullable=True),
-    sa.Column("hparams", sa.JSON, nullable=False),
-    sa.Column("checkpoint", sa.String(1024), nullable=True),
-    sa.Column("seq", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("metrics", sa.JSON, nullable=True),
-    sa.Index("ix_pbt_members_seq", "experiment_id", "seq"),
-)
-
-trials = sa.Table(
-    "pbt_trials",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("experiment_id", sa.ForeignKey("pbt_experiments.id"), nullable=False),
-    sa.Column("member", sa.Integer, nullable=False),
-    sa.Column("generation", sa.Integer, nullable=False),
-    sa.Column("hparams", sa.JSON, nullable=False),
-    sa.Column("parent_id", sa.Integer, nullable=True),
-    sa.Column("start_step", sa.Integer, nullable=False),
-    sa.Column("end_step", sa.Integer, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("lease_owner", sa.String(256), nullable=True),
-    sa.Column("lease_expires", sa.Float, nullable=True),
-    sa.Column("checkpoint", sa.String(1024), nullable=True),
-    sa.Column("checkpoint_released", sa.Boolean, nullable=False),
-    sa.Column("metrics", sa.JSON, nullable=False),
-    sa.Column("score", sa.Float, nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=True),
-    sa.Column("finished_at", sa.Float, nullable=True),
-    sa.Column("priority", sa.Float, nullable=False),
-    sa.Column("inherit", sa.JSON(none_as_null=True), nullable=True),
-    sa.Index("ix_pbt_trials_queue", "experiment_id", "status", "generation", "priority", "id"),
-    sa.Index("ix_pbt_trials_parent", "parent_id", "status"),
-    sa.Index("ix_pbt_trials_member", "experiment_id", "member", "status", "end_step"),
-)
-
-reports = sa.Table(
-    "pbt_reports",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("experiment_id", sa.Integer, nullable=False),
-    sa.Column("trial_id", sa.Integer, nullable=False),
-    sa.Column("member", sa.Integer, nullable=False),
-    sa.Column("step", sa.Integer, nullable=False),
-    sa.Column("metrics", sa.JSON, nullable=False),
-    sa.Index("ix_pbt_reports_trial", "trial_id"),
-    sa.Index("ix_pbt_reports_member", "experiment_id", "member"),
-)
-
-events = sa.Table(
-    "pbt_events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("experiment_id", sa.Integer, nullable=False),
-    sa.Column("member", sa.Integer, nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("trial_id", sa.Integer, nullable=True),
-    sa.Column("donor_member", sa.Integer, nullable=True),
-    sa.Column("donor_trial", sa.Integer, nullable=True),
-    sa.Column("old_hparams", sa.JSON, nullable=True),
-    sa.Column("new_hparams", sa.JSON, nullable=True),
-    sa.Column("detail", sa.Text, nullable=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Index("ix_pbt_events_kind", "experiment_id", "kind"),
-)
+__all__ = ["SQLStore"]
 
 
 # Statements are built once: constructing SQLAlchemy expressions costs more than running
@@ -170,9 +86,18 @@ _Q_PENDING = (
 )
 _Q_PENDING_MEMBER = _Q_PENDING.where(trials.c.member == sa.bindparam("member"))
 _Q_PENDING_GENERATION = _Q_PENDING.where(trials.c.generation == sa.bindparam("generation"))
+_DUE = sa.or_(trials.c.not_before.is_(None), trials.c.not_before <= sa.bindparam("now"))
+_DUE_QUERIES = {
+    query: query.where(_DUE) for query in (_Q_PENDING, _Q_PENDING_MEMBER, _Q_PENDING_GENERATION)
+}
 _CLAIMING = {
     query: query.with_for_update(skip_locked=True)
-    for query in (_Q_PENDING, _Q_PENDING_MEMBER, _Q_PENDING_GENERATION)
+    for query in (
+        _Q_PENDING,
+        _Q_PENDING_MEMBER,
+        _Q_PENDING_GENERATION,
+        *_DUE_QUERIES.values(),
+    )
 }
 _Q_NOW = sa.select(sa.func.extract("epoch", sa.func.clock_timestamp()))
 _U_TRIAL = (
@@ -283,76 +208,21 @@ def _none_to_nan(value: float | None) -> float:
 
 
 def _trial_from_row(row: Any) -> TrialRecord:
-    return TrialRecord(
-        id=row.id,
-        experiment_id=row.experiment_id,
-        member=row.member,
-        generation=row.generation,
-        hparams=row.hparams,
-        parent_id=row.parent_id,
-        start_step=row.start_step,
-        end_step=row.end_step,
-        status=row.status,
-        attempt=row.attempt,
-        lease_owner=row.lease_owner,
-        lease_expires=row.lease_expires,
-        checkpoint=row.checkpoint,
-        checkpoint_released=bool(row.checkpoint_released),
-        metrics=decode_metrics(row.metrics),
-        score=_none_to_nan(row.score),
-        error=row.error,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        priority=row.priority,
-        inherit=row.inherit,
-    )
+    return trial_from_json(row._mapping)
 
 
 def _trial_values(trial: TrialRecord) -> dict[str, Any]:
-    return {
-        "experiment_id": trial.experiment_id,
-        "member": trial.member,
-        "generation": trial.generation,
-        "hparams": dict(trial.hparams),
-        "parent_id": trial.parent_id,
-        "start_step": trial.start_step,
-        "end_step": trial.end_step,
-        "status": trial.status,
-        "attempt": trial.attempt,
-        "lease_owner": trial.lease_owner,
-        "lease_expires": trial.lease_expires,
-        "checkpoint": trial.checkpoint,
-        "checkpoint_released": trial.checkpoint_released,
-        "metrics": encode_metrics(trial.metrics),
-        "score": _nan_to_none(trial.score),
-        "error": trial.error,
-        "created_at": trial.created_at,
-        "started_at": trial.started_at,
-        "finished_at": trial.finished_at,
-        "priority": trial.priority,
-        "inherit": None if trial.inherit is None else dict(trial.inherit),
-    }
+    values = trial_to_json(trial)
+    del values["id"]  # assigned by the database
+    return values
 
 
 def _experiment_from_row(row: Any) -> ExperimentRecord:
-    return ExperimentRecord(row.id, row.name, row.config, row.status, row.created_at)
+    return experiment_from_json(row._mapping)
 
 
 def _event_from_row(row: Any) -> EventRecord:
-    return EventRecord(
-        experiment_id=row.experiment_id,
-        member=row.member,
-        kind=row.kind,
-        trial_id=row.trial_id,
-        donor_member=row.donor_member,
-        donor_trial=row.donor_trial,
-        old_hparams=row.old_hparams,
-        new_hparams=row.new_hparams,
-        detail=row.detail,
-        at=row.at,
-        id=row.id,
-    )
+    return event_from_json(row._mapping)
 
 
 class _SQLTransaction(Transaction):
@@ -512,6 +382,7 @@ class _SQLTransaction(Transaction):
         member: int | None = None,
         generation: int | None = None,
         claim: bool = False,
+        now: float | None = None,
     ) -> TrialRecord | None:
         query = _Q_PENDING
         params: dict[str, Any] = {"eid": experiment_id}
@@ -519,6 +390,8 @@ class _SQLTransaction(Transaction):
             query, params["member"] = _Q_PENDING_MEMBER, member
         elif generation is not None:
             query, params["generation"] = _Q_PENDING_GENERATION, generation
+        if now is not None:
+            query, params["now"] = _DUE_QUERIES[query], now
         if claim and not self._sqlite:
             query = _CLAIMING[query]
         row = self._c.execute(query, params).first()
@@ -567,24 +440,10 @@ class _SQLTransaction(Transaction):
     def add_events(self, records: Sequence[EventRecord]) -> None:
         if not records:
             return
-        self._c.execute(
-            _I_EVENT,
-            [
-                {
-                    "experiment_id": e.experiment_id,
-                    "member": e.member,
-                    "kind": e.kind,
-                    "trial_id": e.trial_id,
-                    "donor_member": e.donor_member,
-                    "donor_trial": e.donor_trial,
-                    "old_hparams": None if e.old_hparams is None else dict(e.old_hparams),
-                    "new_hparams": None if e.new_hparams is None else dict(e.new_hparams),
-                    "detail": e.detail,
-                    "at": e.at,
-                }
-                for e in records
-            ],
-        )
+        rows = [event_to_json(e) for e in records]
+        for row in rows:
+            del row["id"]  # assigned by the database
+        self._c.execute(_I_EVENT, rows)
 
     def events(self, experiment_id: int, *, kind: str | None = None) -> list[EventRecord]:
         query = sa.select(events).where(events.c.experiment_id == experiment_id)
@@ -597,126 +456,8 @@ class _SQLTransaction(Transaction):
         return int(self._c.execute(_Q_COUNT_EVENTS, params).scalar_one())
 
 
-def _connect_args(url: str) -> dict[str, Any]:
-    return {"timeout": 60, "check_same_thread": False} if url.startswith("sqlite") else {}
-
-
-def _version(conn: Connection) -> int:
-    value = conn.execute(
-        sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-    ).scalar_one_or_none()
-    return int(value or 0)
-
-
-def _migrate(conn: Connection, revision: str) -> None:
-    """Run the Alembic migrations up (or down) to ``revision`` on this connection."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    config.attributes["connection"] = conn
-    if revision == "head" or _version(conn) < int(revision):
-        command.upgrade(config, revision)
-    else:
-        command.downgrade(config, revision)
-
-
-@contextmanager
-def _raw(url: str) -> Iterator[Connection]:
-    """A transaction on the database at ``url`` that does not check its schema version."""
-    engine = sa.create_engine(url, connect_args=_connect_args(url))
-    if url.startswith("sqlite"):
-        _configure_sqlite(engine)
-    try:
-        with engine.begin() as conn:
-            if not sa.inspect(conn).has_table(meta_table.name):
-                shown = engine.url.render_as_string(hide_password=True)
-                raise StorageError(f"{shown!r} holds no pbtkit database")
-            yield conn
-    except OperationalError as exc:
-        raise StorageError(f"cannot open storage: {exc.orig}") from exc
-    finally:
-        engine.dispose()
-
-
-def schema_version(url: str) -> int:
-    """The schema version of the pbtkit database at ``url``."""
-    with _raw(url) as conn:
-        return _version(conn)
-
-
-def upgrade(url: str, revision: str = "head") -> tuple[int, int]:
-    """Bring the database at ``url`` to ``revision`` (the newest by default), keeping its data.
-
-    Returns:
-        The schema version before and after.
-
-    Raises:
-        StorageError: The database cannot be opened, or holds no pbtkit schema.
-    """
-    with _raw(url) as conn:
-        before = _version(conn)
-        _migrate(conn, revision)
-        return before, _version(conn)
-
-
 def _as_dict(trial: TrialRecord) -> dict[str, Any]:
     return {name: getattr(trial, name) for name in TrialRecord.__slots__}
-
-
-_READ_BUSY_MS = 60_000
-_WRITE_WAIT_S = 120.0
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # The stdlib driver's own transaction handling would defer BEGIN; we issue it.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("pbtkit_begin") == "DEFERRED":
-            conn.exec_driver_sql("BEGIN DEFERRED")
-            return
-        _begin_immediate(conn.connection.dbapi_connection)
-
-
-def _begin_immediate(dbapi_conn: Any) -> None:
-    """Take SQLite's write lock, retrying quickly while another writer holds it.
-
-    SQLite's own busy handler sleeps 1, 2, 5, 10, ... ms between tries, far longer than
-    our transactions hold the lock (about a millisecond), so waiting writers would idle.
-    Retrying BEGIN is safe: nothing of the transaction has run yet.
-    """
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA busy_timeout=0")
-    try:
-        delay = 0.0001
-        deadline = time.monotonic() + _WRITE_WAIT_S
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise StorageError(
-                        f"the SQLite database stayed locked for {_WRITE_WAIT_S:.0f} s; another "
-                        "process holds it (an open transaction in a shell?)"
-                    ) from exc
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 1.5, 0.005)
-    finally:
-        cursor.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
-        cursor.close()
 
 
 class SQLStore(Store):
@@ -743,7 +484,8 @@ class SQLStore(Store):
             )
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(
-                f"cannot open storage {url!r}: {exc}. Use a URL like sqlite:///path/to/pbt.db"
+                f"cannot open storage {display_url(url)!r}: {exc}. Use a URL like "
+                "sqlite:///path/to/pbt.db"
             ) from exc
         if self.is_sqlite:
             _configure_sqlite(self._engine)
@@ -752,8 +494,8 @@ class SQLStore(Store):
         except DatabaseError as exc:
             self._engine.dispose()
             raise StorageError(
-                f"cannot open storage {url!r}: {exc.orig}. Check that the directory exists and "
-                "is writable, and that the file is a pbtkit database"
+                f"cannot open storage {display_url(url)!r}: {exc.orig}. Check that the directory "
+                "exists and is writable, and that the file is a pbtkit database"
             ) from exc
 
     def _connect_args(self) -> dict[str, Any]:
@@ -775,7 +517,7 @@ class SQLStore(Store):
             if not inspector.has_table(meta_table.name):
                 if inspector.get_table_names():
                     raise SchemaMismatch(
-                        f"{self.url!r} holds tables that pbtkit did not write; "
+                        f"{self.display_url!r} holds tables that pbtkit did not write; "
                         "point storage at a new file or database"
                     )
                 if not create:

@@ -79,11 +79,14 @@ class StoreContract:
                     lease_expires=12.5,
                     checkpoint="exp/trial-1",
                     error="boom",
+                    not_before=99.5,
+                    checkpoint_bad=True,
                 )
             )
         assert written.id > 0
         with store.read() as tx:
             back = tx.get_trial(written.id)
+        assert (back.not_before, back.checkpoint_bad) == (99.5, True)
         assert back.hparams == {"lr": 0.1, "act": "relu", "layers": 2}
         assert math.isnan(back.metrics["loss"])
         assert back.metrics["acc"] == 0.5
@@ -149,6 +152,26 @@ class StoreContract:
             first = tx.next_pending(eid)
         assert first is not None
         assert first.id == second.id
+
+    def test_a_trial_held_back_is_not_pending_until_its_time(self, store: Store) -> None:
+        eid = self._experiment(store)
+        with store.transaction() as tx:
+            held = tx.insert_trial(_trial(eid, member=0, priority=0.0, not_before=100.0))
+            free = tx.insert_trial(_trial(eid, member=1, priority=0.5))
+        with store.read() as tx:
+            for kwargs in ({}, {"member": 0}, {"generation": 0}):
+                assert tx.next_pending(eid, **kwargs) == held  # type: ignore[arg-type]
+            soon = tx.next_pending(eid, now=99.0)
+            assert soon is not None
+            assert soon.id == free.id
+            assert tx.next_pending(eid, member=0, now=99.0) is None
+            due = tx.next_pending(eid, generation=0, now=100.0)
+            assert due is not None
+            assert due.id == held.id
+        with store.transaction() as tx:
+            claimed = tx.next_pending(eid, claim=True, now=50.0)
+            assert claimed is not None
+            assert claimed.id == free.id
 
     def test_next_pending_of_one_member_or_generation(self, store: Store) -> None:
         eid = self._experiment(store)

@@ -41,7 +41,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pbtkit._exceptions import CheckpointError, ConfigError
 
@@ -55,10 +55,13 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
         "pip install 'pbtkit[torch]'"
     ) from _missing
 
-from pbtkit.core.inheritance import check_shrink_noise
+from pbtkit.core.inheritance import inherit_seed
 from pbtkit.torch._hparams import ParamTarget, apply_hparams, named
+from pbtkit.torch._inherit import shrink_perturb
 from pbtkit.torch._state import Decoder, Encoder
-from pbtkit.worker import Trial, inherit_seed
+
+if TYPE_CHECKING:  # the worker is above these helpers: they take its Trial, never import it
+    from pbtkit.worker import Trial
 
 __all__ = [
     "STATE_FILE",
@@ -126,7 +129,7 @@ def save(
         ConfigError: A value is neither a tensor, an array nor plain data (nothing is
             pickled), or a name is malformed.
     """
-    if isinstance(where, Trial):
+    if not isinstance(where, str | os.PathLike):  # a Trial
         trial: Trial | None = where
         directory = where.checkpoint_dir
     else:
@@ -206,7 +209,11 @@ def saved_hparams(source: Trial | str | os.PathLike[str] | None) -> dict[str, An
         CheckpointError: The directory holds no readable pbtkit.torch checkpoint.
     """
     path: str | os.PathLike[str] | None
-    path = source.parent_checkpoint if isinstance(source, Trial) else source
+    path = (
+        source
+        if source is None or isinstance(source, str | os.PathLike)
+        else source.parent_checkpoint
+    )
     if path is None:
         return None
     doc, decoder = _read(Path(path), str(path))
@@ -327,7 +334,7 @@ def load(
         )
     trial: Trial | None = None
     path: Path | None
-    if isinstance(source, Trial):
+    if source is not None and not isinstance(source, str | os.PathLike):  # a Trial
         trial = source
         path = trial.parent_checkpoint
         values: Mapping[str, Any] = trial.hparams if hparams is None else hparams
@@ -394,69 +401,3 @@ def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, tuple):
         return tuple(_to_device(v, device) for v in value)
     return value
-
-
-def shrink_perturb(
-    target: Any,
-    shrink: float,
-    noise: float,
-    *,
-    seed: int | None = None,
-) -> Any:
-    """Shrink and perturb weights on their device: ``shrink * w + noise * N(0, 1)``.
-
-    On a module it works in place on its floating-point parameters (buffers such as
-    BatchNorm's running statistics are kept: noise could make a variance negative) and
-    returns the module. On a mapping it returns a new dict in which every floating-point
-    tensor is moved and everything else (integer tensors, step counters) is copied,
-    tensors on the device they were on. ``trial.inherited(...)`` calls this for tensors,
-    and :func:`load` for the models it loads after a shrink-and-perturb exploit.
-
-    Args:
-        target: A ``torch.nn.Module`` or a mapping of tensors (a state dict).
-        shrink: The factor in ``[0, 1]``.
-        noise: The noise's standard deviation, ``>= 0``.
-        seed: Seeds the noise (one generator per device), so the result is repeatable;
-            None draws from torch's global generator.
-
-    Returns:
-        The module, or the new mapping.
-
-    Raises:
-        ConfigError: ``shrink`` or ``noise`` is out of range, or ``target`` is neither.
-    """
-    factor, sigma = check_shrink_noise("pbtkit.torch.shrink_perturb", shrink, noise)
-    generators: dict[torch.device, torch.Generator] = {}
-
-    def moved(tensor: torch.Tensor) -> torch.Tensor:
-        out = tensor * factor
-        if sigma:
-            gen = generators.get(tensor.device)
-            if gen is None and seed is not None:
-                gen = torch.Generator(device=tensor.device).manual_seed(seed)
-                generators[tensor.device] = gen
-            out += sigma * torch.randn(
-                tensor.shape, generator=gen, device=tensor.device, dtype=tensor.dtype
-            )
-        return out
-
-    if isinstance(target, nn.Module):
-        with torch.no_grad():
-            for _, param in sorted(target.named_parameters(), key=lambda item: item[0]):
-                if param.is_floating_point():
-                    param.copy_(moved(param))
-        return target
-    if not isinstance(target, Mapping):
-        raise ConfigError(
-            f"shrink_perturb takes a torch.nn.Module or a mapping of tensors, got "
-            f"{type(target).__name__}"
-        )
-    out: dict[str, Any] = {}
-    with torch.no_grad():
-        for name in sorted(target, key=str):
-            value = target[name]
-            if isinstance(value, torch.Tensor):
-                out[name] = moved(value) if value.is_floating_point() else value.clone()
-            else:
-                out[name] = value
-    return {name: out[name] for name in target}

@@ -1,4 +1,4 @@
-"""What people look at: plots, TensorBoard files, the dashboard, and the data behind them.
+"""What people look at: the plots, the dashboard's page, and the data behind them.
 
 ::
 
@@ -8,8 +8,9 @@
     result = pk.Result.load("sqlite:///pbt-demo/pbt.db", "toy")
     viz.plot(result, "plots", paths=("theta0", "theta1"))   # PNG and SVG of every plot
 
-Plots and TensorBoard need ``pip install 'pbtkit[viz]'``; the dashboard (``pbtkit serve``,
-``pbtkit dashboard``) needs ``pip install 'pbtkit[service]'``.
+Plots need ``pip install 'pbtkit[plot]'``. The dashboard's page (``static/``) is served
+by :mod:`pbtkit.service.dashboard` (``pip install 'pbtkit[dashboard]'``); TensorBoard
+files are written by :mod:`pbtkit.loggers.tensorboard`.
 """
 
 from pbtkit.viz._view import Jump, MemberRow, RunView, TreeNode
@@ -20,13 +21,11 @@ from pbtkit.viz.plots import (
     plot,
     schedules_figure,
 )
-from pbtkit.viz.tensorboard import TensorBoardLogger
 
 __all__ = [
     "Jump",
     "MemberRow",
     "RunView",
-    "TensorBoardLogger",
     "TreeNode",
     "curves_figure",
     "family_tree_figure",

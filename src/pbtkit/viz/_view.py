@@ -14,11 +14,11 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pbtkit._exceptions import ConfigError, NotFound
-from pbtkit.store import ReportRecord, Store, TrialRecord, normalize_url
+from pbtkit._exceptions import NotFound, PBTError
+from pbtkit.loggers._base import INACTIVE, changed_hparams
+from pbtkit.store import ReportRecord, Store, TrialRecord
 
 if TYPE_CHECKING:
     from pbtkit.controller import ControllerAPI, Snapshot
@@ -197,7 +197,7 @@ class RunView:
                 )
             elif e.kind in ("stop", "retry", "failed"):
                 details.append((e.member, e.kind, e.detail or ""))
-        best = _best(rows, mode)
+        best = _best(snapshot, objective)
         lineage: frozenset[int] = frozenset()
         if best is not None:
             latest = next(m.latest_trial_id for m in snapshot.members if m.member == best)
@@ -274,6 +274,43 @@ class RunView:
             stretches.append((node.start_step, node.end_step, dict(node.hparams)))
         return dict(sorted(out.items()))
 
+    def lineage_schedule(self) -> list[tuple[int, int, int, int, dict[str, Any]]]:
+        """The hyperparameters the best member's weights were trained with, across the
+        members it copied: ``(start, end, member, trial_id, hparams)`` per trial of its
+        lineage, oldest first. Steps count the training the weights received along the
+        lineage (as :meth:`pbtkit.Result.schedule` does), so they follow each other."""
+        by_id = {n.trial_id: n for n in self.nodes}
+        chain = sorted(
+            (by_id[t] for t in self.best_lineage if t in by_id),
+            key=lambda n: (n.generation, n.start_step, n.trial_id),
+        )
+        # parent before child: walk from the newest back to the first
+        ordered: list[TreeNode] = []
+        newest = max(chain, key=lambda n: (n.end_step, n.generation), default=None)
+        node = newest
+        while node is not None and node not in ordered:
+            ordered.append(node)
+            node = by_id.get(node.parent_id) if node.parent_id is not None else None
+        out = []
+        step = 0
+        for n in reversed(ordered):
+            length = n.end_step - n.start_step
+            out.append((step, step + length, n.member, n.trial_id, dict(n.hparams)))
+            step += length
+        return out
+
+    def best_so_far(self) -> list[tuple[int, float]]:
+        """The best score any finished trial had reached by each step where one ended."""
+        sign = 1.0 if self.mode == "max" else -1.0
+        best: float | None = None
+        out: dict[int, float] = {}
+        done = [n for n in self.nodes if n.status == "done" and math.isfinite(n.score)]
+        for n in sorted(done, key=lambda n: (n.end_step, n.trial_id)):
+            if best is None or sign * n.score > sign * best:
+                best = n.score
+            out[n.end_step] = best
+        return sorted(out.items())
+
     def member_jumps(self, member: int) -> list[Jump]:
         """The exploits of one member."""
         return [j for j in self.jumps if j.member == member]
@@ -330,9 +367,25 @@ class RunView:
                     "donor_member": j.donor_member,
                     "donor_trial": j.donor_trial,
                     "trial_id": j.trial_id,
+                    # [name, old, new, whether old and new are active]: a conditional
+                    # hyperparameter may be inactive on one side (its value null there)
+                    "changes": [
+                        [
+                            k,
+                            None if a is INACTIVE else _json_value(a),
+                            None if b is INACTIVE else _json_value(b),
+                            a is not INACTIVE,
+                            b is not INACTIVE,
+                        ]
+                        for k, a, b in changed_hparams(j.old_hparams, j.new_hparams)
+                    ],
                 }
                 for j in self.jumps
             ],
+            "lineage": [
+                [a, b, m, t, _json_values(hp)] for a, b, m, t, hp in self.lineage_schedule()
+            ],
+            "best_so_far": [[s, v] for s, v in self.best_so_far()],
             "tree": [
                 {
                     "id": n.trial_id,
@@ -345,6 +398,7 @@ class RunView:
                     "status": n.status,
                     "score": _finite(n.score),
                     "best": n.trial_id in self.best_lineage,
+                    "hparams": _json_values(n.hparams),
                 }
                 for n in self.nodes
             ],
@@ -352,44 +406,35 @@ class RunView:
 
 
 def open_existing(storage: str) -> Store:
-    """Open a store that must already hold a pbtkit database, creating nothing.
-
-    Raises:
-        ConfigError: A SQLite file that does not exist.
-        StorageError: The database holds no pbtkit schema, or cannot be opened.
-    """
+    """Open a store that must already hold a pbtkit database, creating nothing
+    (``open_store(storage, create=False)``)."""
     from pbtkit.store import open_store
-    from pbtkit.store._sql import SQLStore
 
-    url = normalize_url(storage)
-    scheme = url.split("://", 1)[0]
-    if scheme == "sqlite":
-        path = Path(url[len("sqlite:///") :])
-        if not path.is_file():
-            raise ConfigError(
-                f"there is no database at {path}: give the --storage of a run "
-                "(e.g. pbt-demo/pbt.db after `make demo`)"
-            )
-        return SQLStore(url, create=False)
-    if scheme in ("postgresql", "postgres"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    if scheme.startswith("postgres"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(
-                "PostgreSQL storage needs psycopg: pip install 'pbtkit[postgres]'"
-            ) from exc
-        return SQLStore(url, create=False)
-    return open_store(url)
+    return open_store(storage, create=False)
 
 
-def _best(rows: Sequence[MemberRow], mode: str) -> int | None:
-    scored = [r for r in rows if math.isfinite(r.score)]
-    if not scored:
+def _best(snapshot: Snapshot, objective: Mapping[str, Any]) -> int | None:
+    """The best member by the one ranking every view shares (Pareto included)."""
+    from pbtkit.core.fitness import objective_from_dict
+    from pbtkit.core.ranking import Standing, best
+
+    try:
+        fitness = objective_from_dict(objective)
+    except PBTError:  # settings this pbtkit cannot read: no member is named best
         return None
-    sign = 1.0 if mode == "max" else -1.0
-    return max(scored, key=lambda r: (sign * r.score, -r.member)).member
+    return best(
+        fitness,
+        (
+            Standing(
+                m.member,
+                m.score,
+                m.metrics,
+                finished=m.latest_trial_id is not None,
+                failed=m.status == "failed",
+            )
+            for m in snapshot.members
+        ),
+    )
 
 
 def _ancestry(by_id: Mapping[int, TrialRecord], trial_id: int | None) -> list[int]:
@@ -409,7 +454,11 @@ def _finite(value: float | None) -> float | None:
 
 
 def _json_values(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _finite(v) if isinstance(v, float) else v for k, v in hparams.items()}
+    return {k: _json_value(v) for k, v in hparams.items()}
+
+
+def _json_value(value: Any) -> Any:
+    return _finite(value) if isinstance(value, float) else value
 
 
 def _thin(points: list[tuple[int, float]], limit: int) -> list[tuple[int, float]]:

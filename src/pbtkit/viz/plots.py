@@ -1,4 +1,4 @@
-"""Plots of a run with matplotlib (``pip install 'pbtkit[viz]'``).
+"""Plots of a run with matplotlib (``pip install 'pbtkit[plot]'``).
 
 - :func:`curves_figure`: each member's metric over its steps, exploits marked;
 - :func:`schedules_figure`: each hyperparameter's value over each member's steps;
@@ -51,7 +51,7 @@ def _figure(width: float, height: float) -> Figure:
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ConfigError("plots need matplotlib: pip install 'pbtkit[viz]'") from exc
+        raise ConfigError("plots need matplotlib: pip install 'pbtkit[plot]'") from exc
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
@@ -149,7 +149,8 @@ def schedules_figure(run: RunView | Result) -> Figure:
     """Each hyperparameter's value over each member's steps (one panel per hyperparameter).
 
     Exploits show as jumps marked with a triangle; a log-uniform hyperparameter is drawn
-    on a log axis; a categorical one on its values.
+    on a log axis; a categorical one on its values. A conditional hyperparameter's line
+    breaks where it was inactive.
 
     Raises:
         NotFound: No trial has started yet.
@@ -170,7 +171,8 @@ def schedules_figure(run: RunView | Result) -> Figure:
             xs: list[float] = []
             ys: list[float] = []
             for start, end, hparams in stretches:
-                value = _number(hparams.get(name), categories)
+                # NaN where the hyperparameter is inactive (absent): the line breaks there
+                value = _number(hparams[name], categories) if name in hparams else math.nan
                 xs += [start, end]
                 ys += [value, value]
             ax.plot(
@@ -182,7 +184,9 @@ def schedules_figure(run: RunView | Result) -> Figure:
                 zorder=3 if best else 2,
             )
             for jump in view.member_jumps(member):
-                value = _number(jump.new_hparams.get(name), categories)
+                if name not in jump.new_hparams:
+                    continue  # inactive after the exploit: no marker on this panel
+                value = _number(jump.new_hparams[name], categories)
                 ax.plot(jump.step, value, "v", color=colors[member], markeredgecolor="black")
         if categories is not None:
             ax.set_yticks(range(len(categories)), [str(c) for c in categories])
@@ -444,7 +448,7 @@ def _categories(
         if domain.get("type") == "ordinal" and all(_is_number(v) for v in values):
             return None
         return values
-    seen = [hp.get(name) for stretches in schedules.values() for _, _, hp in stretches]
+    seen = [hp[name] for stretches in schedules.values() for _, _, hp in stretches if name in hp]
     if all(_is_number(v) for v in seen):
         return None
     return list(dict.fromkeys(seen))
