@@ -230,7 +230,11 @@ def _summarise_files(task: str, paths: list[str]) -> None:
         for method, rows in runs.items():
             if method != "ray_tune_pbt":
                 runs[method] = [r for r in rows if r["seed"] in common]
-    lines = summarise(task, {m: r for m, r in runs.items() if m != "ray_tune_pbt"})
+    lines = (
+        summarise(task, {m: r for m, r in runs.items() if m != "ray_tune_pbt"})
+        if "random" in runs
+        else []
+    )
     if "ray_tune_pbt" in runs and "pbt" in runs:
         ray_seeds = {r["seed"] for r in runs["ray_tune_pbt"]}
         paired = {
@@ -261,6 +265,7 @@ def main() -> None:
     parser.add_argument("--population", type=int)
     parser.add_argument("--total-steps", type=int)
     parser.add_argument("--ready-every", type=int)
+    parser.add_argument("--evolution", choices=["async", "generational"])
     # the child's own arguments
     parser.add_argument("--child-task", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
@@ -273,6 +278,7 @@ def main() -> None:
             ("population", args.population),
             ("total_steps", args.total_steps),
             ("ready_every", args.ready_every),
+            ("evolution", args.evolution),
         )
         if v is not None
     }
@@ -288,6 +294,7 @@ def main() -> None:
     if args.ray_python and args.task == "digits":
         runs["ray_tune_pbt"] = []
     sizes = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
+    ray_sizes = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items() if k != "evolution"]
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for method in args.methods:
@@ -321,7 +328,7 @@ def main() -> None:
                         str(seed),
                         "--dir",
                         str(Path(tmp) / f"ray-{seed}"),
-                        *sizes,
+                        *ray_sizes,
                     ],
                     env,
                 )

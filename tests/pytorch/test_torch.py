@@ -447,3 +447,21 @@ def test_the_module_imports_nothing_heavy_at_import_of_pbtkit() -> None:
         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_public_names_are_what_we_mean_and_documented() -> None:
+    import inspect
+
+    pytest.importorskip("lightning")
+    import pbtkit.lightning as pl_integration
+
+    assert set(pt.__all__) == {
+        "STATE_FILE", "TENSOR_FILE", "ParamTarget", "apply_hparams", "load", "save",
+        "saved_hparams", "shrink_perturb",
+    }  # fmt: skip
+    assert pl_integration.__all__ == ["PBTCallback"]
+    for module in (pt, pl_integration):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if callable(obj):
+                assert inspect.getdoc(obj), f"{module.__name__}.{name} has no docstring"

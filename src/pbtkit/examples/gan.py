@@ -20,7 +20,7 @@ copies both networks and both optimizers (their Adam moments): one checkpoint ho
 :func:`pbtkit.torch.load` puts ``g_lr`` into the generator's optimizer and ``d_lr`` into
 the discriminator's by their names.
 
-Runs in about a minute on 2 cores: ``python examples/gan.py``. Needs
+Runs in a few minutes on 2 cores: ``python examples/gan.py``. Needs
 ``pip install 'pbtkit[torch]'``.
 """
 
