@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from pbtkit._exceptions import ExperimentConflict, LeaseLost, NotFound
+from pbtkit.controller import _batch
 from pbtkit.controller._apply import last_line
 from pbtkit.controller._base import Reader
 from pbtkit.controller._decide import SAMPLE, barrier_members, decide
@@ -575,6 +576,11 @@ class Controller(Reader):
                 everyone_failed = all(m.status == "failed" for m in members.values())
                 tx.set_experiment_status(experiment.id, "failed" if everyone_failed else "finished")
             return FINISHED if all(m.status != "active" for m in members.values()) else WAIT
+
+    # batches: a worker that trains many trials at once; the functions of _batch, whose
+    # first argument is the controller, become methods here
+    lease_batch = _batch.lease_batch
+    finish_batch = _batch.finish_batch
 
 
 def _owned(measurements: Sequence[Measurement], trial: TrialRecord) -> list[ReportRecord]:
