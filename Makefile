@@ -31,8 +31,8 @@ demo: $(DEMO_STAMP)
 test: $(STAMP) lint types unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples scripts
+	$(BIN)/ruff format --check src tests benchmarks examples scripts
 
 types: $(STAMP)
 	$(BIN)/mypy

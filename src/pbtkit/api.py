@@ -134,7 +134,8 @@ def run(
         lease_seconds: A worker silent this long loses its trial to another.
         keep_checkpoints: ``"latest"`` (delete what nothing needs) or ``"all"``.
         resume: Continue an existing experiment of the same name (else raise).
-        progress: Show live progress (default: when stderr is a terminal).
+        progress: Show progress (default True): a live bar on a terminal or in a notebook,
+            else a plain line on stderr at each tenth of the way and at least every 30 s.
         server: URL of a ``pbtkit serve``: the experiment lives there, ``storage`` and
             ``checkpoint_dir`` are the server's, and any ``pbtkit worker --server URL``
             on any machine works on it; ``workers`` more are started here (0: none).

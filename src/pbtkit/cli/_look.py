@@ -73,12 +73,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _steps(summary: Any) -> str:
-    """``120/800 steps``, or ``120 steps (open-ended)`` for a run without a step budget."""
-    from pbtkit.core.policy import MAX_STEPS
+    from pbtkit.progress import steps_text
 
-    if summary.steps_total >= summary.population * MAX_STEPS:
-        return f"{summary.steps_done} steps (open-ended)"
-    return f"{summary.steps_done}/{summary.steps_total} steps"
+    return steps_text(summary)
 
 
 def _watch(controller: Any, name: str, interval: float) -> int:

@@ -19,7 +19,7 @@ from pbtkit.store import open_store
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 32
 
 

@@ -19,7 +19,7 @@ from pbtkit.store import open_store
 from pbtkit.store._schema import SCHEMA_VERSION, metadata, schema_version, upgrade
 from tests.test_controller import _spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 import pbtkit as pk
-from tests import torch_trainers
+from tests.pytorch import torch_trainers
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import pbtkit.torch as pt
 from pbtkit.controller import Lease
 from pbtkit.lightning import PBTCallback
 from pbtkit.store import TrialRecord
-from tests import lightning_trainers as lt
+from tests.pytorch import lightning_trainers as lt
 
 BATCHES_PER_EPOCH = 8  # 256 examples in batches of 32
 

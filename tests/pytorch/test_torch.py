@@ -22,7 +22,7 @@ from pbtkit.controller import Lease  # noqa: E402
 from pbtkit.core.inheritance import inherit_seed  # noqa: E402
 from pbtkit.store import TrialRecord  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _net(width: int = 8) -> nn.Module:
