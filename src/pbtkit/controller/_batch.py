@@ -45,16 +45,36 @@ from pbtkit.store._base import ExperimentRecord, ReportRecord, Transaction, Tria
 if TYPE_CHECKING:
     from pbtkit.controller._controller import Controller
 
-__all__ = ["MAX_BATCH", "finish_batch", "lease_batch"]
+__all__ = ["MAX_BATCH", "check_results", "check_size", "finish_batch", "lease_batch"]
 
 #: The most trials one batch call may lease or finish.
 MAX_BATCH = 4096
 
 
-def _check_size(what: str, value: object) -> int:
+def check_size(what: str, value: object) -> int:
+    """``value`` if it is a batch size (an int from 1 to :data:`MAX_BATCH`).
+
+    Raises:
+        ConfigError: It is not.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH:
         raise ConfigError(f"{what} must be an integer from 1 to {MAX_BATCH}, got {value!r}")
     return value
+
+
+def check_results(results: Sequence[TrialResult]) -> None:
+    """Refuse a batch of results that no store should see (the client checks too).
+
+    Raises:
+        ConfigError: No results, more than :data:`MAX_BATCH`, or a trial named twice.
+    """
+    if not results:
+        raise ConfigError("finish_batch needs at least one trial result")
+    check_size("the number of results", len(results))
+    ids = [r.trial_id for r in results]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"finish_batch names trial(s) {twice} more than once")
 
 
 def lease_batch(
@@ -84,7 +104,7 @@ def lease_batch(
         ConfigError: ``max_trials`` is out of range.
         NotFound: No such experiment.
     """
-    limit = _check_size("max_trials", max_trials)
+    limit = check_size("max_trials", max_trials)
     while True:
         with controller.store.read() as tx:
             experiment = controller._get_experiment(tx, name)
@@ -155,13 +175,7 @@ def finish_batch(
             written.
         NotFound: No such experiment.
     """
-    if not results:
-        raise ConfigError("finish_batch needs at least one trial result")
-    _check_size("the number of results", len(results))
-    ids = [r.trial_id for r in results]
-    if len(set(ids)) != len(ids):
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        raise ConfigError(f"finish_batch names trial(s) {twice} more than once")
+    check_results(results)
     with controller._forgetting_on_error(), controller.store.transaction() as tx:
         experiment = controller._get_experiment(tx, name)
         lost: dict[int, str] = {}
