@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pbtkit._exceptions import ConfigError
+from pbtkit._exceptions import ConfigError, PBTError
 from pbtkit.api import _checkpoint_root as checkpoint_root  # pbtkit.run's rule, shared
 from pbtkit.controller import (
     Controller,
@@ -189,7 +189,7 @@ class VectorizedTrainer:
             torch.autograd.backward(loss)
             optimizer.step()
             if self._reports_at(step, trial.end_step):
-                trial.report(step, loss=float(loss))
+                trial.report(step, loss=float(loss.detach()))
         if self.evaluate is not None:
             model.eval()
             with torch.no_grad():
@@ -262,4 +262,11 @@ def run(
     except BaseException:
         store.close()
         raise
+    # As pbtkit.run ends: a run that stopped, or whose members all failed, says why.
+    stopped = next((e for e in reversed(result.events) if e.kind == "stopped"), None)
+    if result.status == "failed" and stopped is not None:
+        raise PBTError(f"experiment {name!r} {stopped.detail}")
+    if all(m.status == "failed" for m in result.members):
+        last = next((e.detail for e in reversed(result.failures) if e.detail), "unknown")
+        raise PBTError(f"every member of {name!r} failed; the last error was: {last}")
     return result
