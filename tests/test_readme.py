@@ -224,6 +224,23 @@ FILLS: dict[str, Fill] = {
         },
         epilogue=_CHECK_RUN.format(db="pbt.db", name="train"),
     ),
+    "vectorized": Fill(
+        folder="vectorized",
+        prelude="""
+import torch
+_g = torch.Generator().manual_seed(0)
+_x = torch.randn(320, 16, generator=_g)
+_y = (_x[:, :4]).argmax(dim=1)
+batches = [(_x[i : i + 32], _y[i : i + 32]) for i in range(0, 256, 32)]
+x_val, y_val = _x[256:], _y[256:]
+""",
+        replace={
+            "population=32, ready_every=50, total_steps=500": (
+                "population=4, ready_every=5, total_steps=10, storage='sqlite:///pbt.db'"
+            )
+        },
+        epilogue=_CHECK_RUN.format(db="pbt.db", name="vectorized"),
+    ),
     "lightning": Fill(
         folder="lightning",
         prelude=_LIGHTNING_HELPERS,

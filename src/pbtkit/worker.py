@@ -149,7 +149,7 @@ class Trial:
             shrink, noise = found
             if any(type(v).__module__.startswith("torch") for v in arrays.values()):
                 # Tensors stay tensors, on their device: the torch path (pbtkit[torch]).
-                from pbtkit.torch._inherit import shrink_perturb as torch_shrink_perturb
+                from pbtkit._torch_inherit import shrink_perturb as torch_shrink_perturb
 
                 seed = inherit_seed(self.trial_id)
                 return dict(torch_shrink_perturb(arrays, shrink, noise, seed=seed))

@@ -7,6 +7,8 @@ A package along its seams:
   :class:`Snapshot`);
 - :mod:`~pbtkit.controller._controller`: the transactions (:class:`Controller`), on top
   of the reads of :mod:`~pbtkit.controller._base`;
+- :mod:`~pbtkit.controller._batch`: leasing and finishing many trials in one call, for
+  a worker that trains a population at once (:mod:`pbtkit.torch.vectorized`);
 - :mod:`~pbtkit.controller._apply`: a decision turned into records and words, pure;
 - :mod:`~pbtkit.controller._population`: the population as a deciding member sees it,
   cached in numpy columns;
@@ -22,20 +24,24 @@ from pbtkit.controller._protocol import (
     ACTIVE_STATUSES,
     FINISHED,
     WAIT,
+    BatchFinish,
     ControllerAPI,
     Lease,
     Snapshot,
     Summary,
+    TrialResult,
 )
 
 __all__ = [
     "ACTIVE_STATUSES",
     "FINISHED",
     "WAIT",
+    "BatchFinish",
     "Controller",
     "ControllerAPI",
     "Lease",
     "Snapshot",
     "Summary",
+    "TrialResult",
     "worker_identity",
 ]

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pbtkit._exceptions import ExperimentConflict, LeaseLost
+from pbtkit.controller import _batch
 from pbtkit.controller._apply import last_line
 from pbtkit.controller._decide import SAMPLE, barrier_members, decide
 from pbtkit.controller._leasing import Leasing, merge_metrics, owned
@@ -404,3 +405,8 @@ class Controller(Leasing):
         for trial in orphans:
             self.fail(trial.id, None, "the run was interrupted; trial run again", penalize=False)
         return [t.id for t in orphans]
+
+    # batches: a worker that trains many trials at once; the functions of _batch, whose
+    # first argument is the controller, become methods here
+    lease_batch = _batch.lease_batch
+    finish_batch = _batch.finish_batch

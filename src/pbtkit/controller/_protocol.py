@@ -1,11 +1,13 @@
 """What a worker, a client or ``pbtkit.run`` may ask of a controller, and the records
 that cross that seam: a :class:`Lease` (a trial handed to a worker), a :class:`Summary`
-(where an experiment stands), a :class:`Snapshot` (members, trials and events)."""
+(where an experiment stands), a :class:`Snapshot` (members, trials and events), and for
+workers that train many trials at once a :class:`TrialResult` (one finished trial) and a
+:class:`BatchFinish` (what finishing several did)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from pbtkit.store._base import (
@@ -20,7 +22,17 @@ if TYPE_CHECKING:
     from pbtkit.spec import ExperimentSpec
     from pbtkit.store._base import EventRecord
 
-__all__ = ["ACTIVE_STATUSES", "FINISHED", "WAIT", "ControllerAPI", "Lease", "Snapshot", "Summary"]
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINISHED",
+    "WAIT",
+    "BatchFinish",
+    "ControllerAPI",
+    "Lease",
+    "Snapshot",
+    "Summary",
+    "TrialResult",
+]
 
 WAIT: Literal["wait"] = "wait"
 FINISHED: Literal["finished"] = "finished"
@@ -71,6 +83,30 @@ class Snapshot:
     events: list[EventRecord]
 
 
+@dataclass(frozen=True, slots=True)
+class TrialResult:
+    """One finished trial of a batch (:meth:`ControllerAPI.finish_batch`): what it
+    reported and where its checkpoint was committed."""
+
+    trial_id: int
+    reports: tuple[Measurement, ...] = ()
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFinish:
+    """What finishing a batch of trials did.
+
+    Attributes:
+        released: Checkpoint names nothing needs any more; the caller deletes them.
+        lost: The trials that were not this worker's any more (lease expired, given to
+            another), each with the reason; nothing of them was written.
+    """
+
+    released: tuple[str, ...] = ()
+    lost: Mapping[int, str] = field(default_factory=dict)
+
+
 class ControllerAPI(Protocol):
     """What a worker, a client or ``pbtkit.run`` may ask of a controller.
 
@@ -114,6 +150,20 @@ class ControllerAPI(Protocol):
 
     def lease_any(self, worker_id: str, *, again: bool = False) -> Lease | Literal["wait"]:
         """Hand a pending trial of any running experiment to a worker."""
+        ...
+
+    def lease_batch(
+        self, name: str, worker_id: str, *, max_trials: int, again: bool = False
+    ) -> list[Lease] | Literal["wait", "finished"]:
+        """Hand up to ``max_trials`` pending trials to one worker at once (a worker that
+        trains them together); ``again`` as for :meth:`lease`."""
+        ...
+
+    def finish_batch(
+        self, name: str, worker_id: str, results: Sequence[TrialResult]
+    ) -> BatchFinish:
+        """Record several finished trials of one experiment, then decide what comes next
+        for all of them together."""
         ...
 
     def heartbeat(

@@ -15,25 +15,32 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "the pbtkit client and service need pydantic: pip install 'pbtkit[client]'"
     ) from exc
 
-from pbtkit.controller import Lease, Snapshot, Summary
+from pbtkit.controller import BatchFinish, Lease, Snapshot, Summary, TrialResult
+from pbtkit.controller._batch import MAX_BATCH
 from pbtkit.store import _codec as codec
 from pbtkit.store._base import (
     Measurement,
     decode_metrics,
+    encode_metrics,
 )
 
 __all__ = [
     "CreateIn",
     "ErrorOut",
     "FailIn",
+    "FinishBatchIn",
     "FinishIn",
     "HeartbeatIn",
+    "LeaseBatchIn",
     "LeaseIn",
     "ReleaseIn",
     "ReportIn",
+    "TrialResultIn",
 ]
 
 MAX_REPORTS = 10_000
+#: The most reports one batch of finished trials may carry in all.
+MAX_BATCH_REPORTS = 200_000
 MAX_INT = 2**63 - 1
 _NAME = Field(min_length=1, max_length=256)
 #: A metric value: a finite number, or the string naming a value JSON cannot hold (a
@@ -140,6 +147,40 @@ class FinishIn(_ReportsIn):
     checkpoint: str | None = Field(default=None, min_length=1, max_length=4096)
 
 
+class LeaseBatchIn(_Body):
+    """Ask for up to ``max_trials`` pending trials at once (a worker that trains them
+    together)."""
+
+    worker_id: str = _NAME
+    max_trials: int = Field(ge=1, le=MAX_BATCH)
+    #: Sent again after the answer was lost: hand back the trials the worker holds.
+    again: bool = False
+
+
+class TrialResultIn(_Body):
+    """One finished trial of a batch: its reports and where its checkpoint was saved."""
+
+    trial_id: int = Field(ge=1, le=MAX_INT)
+    reports: list[ReportIn] = Field(default_factory=list, max_length=MAX_REPORTS)
+    checkpoint: str | None = Field(default=None, min_length=1, max_length=4096)
+
+
+class FinishBatchIn(_Body):
+    """Several trials of one experiment are done: record them, then decide together."""
+
+    worker_id: str = _NAME
+    trials: list[TrialResultIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Any:
+        ids = [t.trial_id for t in self.trials]
+        if len(set(ids)) != len(ids):
+            raise ValueError("trials names a trial more than once")
+        if sum(len(t.reports) for t in self.trials) > MAX_BATCH_REPORTS:
+            raise ValueError(f"trials carry more than {MAX_BATCH_REPORTS} reports in all")
+        return self
+
+
 class FailIn(_Body):
     """A trial failed; ``error`` says why (a traceback)."""
 
@@ -161,6 +202,42 @@ class ReleaseIn(_Body):
 def reports_in(reports: list[ReportIn]) -> list[Measurement]:
     """Wire reports of one trial (the one of the request's path) as measurements."""
     return [Measurement(r.step, decode_metrics(r.metrics)) for r in reports]
+
+
+def results_in(trials: list[TrialResultIn], checkpoint: Any) -> list[TrialResult]:
+    """The trials of a batch finish as :class:`TrialResult` records; ``checkpoint`` turns
+    a client's checkpoint path into its stored name (and refuses one outside the root)."""
+    return [
+        TrialResult(t.trial_id, tuple(reports_in(t.reports)), checkpoint(t.checkpoint))
+        for t in trials
+    ]
+
+
+def results_out(results: list[TrialResult]) -> list[dict[str, Any]]:
+    """Finished trials as the body of a batch finish."""
+    return [
+        {
+            "trial_id": r.trial_id,
+            "reports": [{"step": m.step, "metrics": encode_metrics(m.metrics)} for m in r.reports],
+            "checkpoint": r.checkpoint,
+        }
+        for r in results
+    ]
+
+
+def batch_finish_out(outcome: BatchFinish) -> dict[str, Any]:
+    """What a batch finish did, as JSON."""
+    return {
+        "released": list(outcome.released),
+        "lost": [{"trial_id": i, "message": m} for i, m in sorted(outcome.lost.items())],
+    }
+
+
+def batch_finish_from(data: dict[str, Any]) -> BatchFinish:
+    """Inverse of :func:`batch_finish_out`."""
+    return BatchFinish(
+        tuple(data["released"]), {int(x["trial_id"]): str(x["message"]) for x in data["lost"]}
+    )
 
 
 # One encoding of each record (pbtkit.store._codec), shared with the store and export.

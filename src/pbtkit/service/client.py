@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from pbtkit._exceptions import ConfigError, LeaseLost, PBTError, StorageError, errors_by_name
-from pbtkit.controller import FINISHED, WAIT, Lease, Snapshot, Summary
+from pbtkit.controller import FINISHED, WAIT, BatchFinish, Lease, Snapshot, Summary, TrialResult
+from pbtkit.controller._batch import check_results, check_size
 from pbtkit.service import _wire as wire
 from pbtkit.spec import ExperimentSpec
 from pbtkit.store._base import (
@@ -299,6 +300,27 @@ class RemoteController:
         )
         got = self._lease(reply)
         return WAIT if got == FINISHED else got
+
+    def lease_batch(
+        self, name: str, worker_id: str, *, max_trials: int, again: bool = False
+    ) -> list[Lease] | Literal["wait", "finished"]:
+        """Ask for up to ``max_trials`` pending trials of one experiment at once."""
+        check_size("max_trials", max_trials)  # the same refusal as in process
+        body = {"worker_id": worker_id, "max_trials": max_trials}
+        path = f"/v1/experiments/{_q(name)}/lease-batch"
+        reply = self._call("POST", path, {**body, "again": again}, again={**body, "again": True})
+        if reply["status"] == "leased":
+            return [wire.lease_from(lease) for lease in reply["leases"]]
+        return WAIT if reply["status"] == "wait" else FINISHED
+
+    def finish_batch(
+        self, name: str, worker_id: str, results: Sequence[TrialResult]
+    ) -> BatchFinish:
+        """Finish several trials of one experiment; the server decides them together."""
+        check_results(results)
+        body = {"worker_id": worker_id, "trials": wire.results_out(list(results))}
+        path = f"/v1/experiments/{_q(name)}/finish-batch"
+        return wire.batch_finish_from(self._call("POST", path, body))
 
     def heartbeat(
         self, trial_id: int, worker_id: str, reports: Sequence[Measurement] = ()

@@ -246,6 +246,19 @@ def create_app(
             )
         )
 
+    @app.post(
+        "/v1/experiments/{name}/lease-batch",
+        dependencies=guarded,
+        responses=_errors(400, 401, 404, 413, 422, 503),
+    )
+    def lease_batch(name: Name, body: wire.LeaseBatchIn) -> dict[str, Any]:
+        got = controller.lease_batch(
+            name, body.worker_id, max_trials=body.max_trials, again=body.again
+        )
+        if isinstance(got, list):
+            return {"status": "leased", "leases": [wire.lease_out(lease) for lease in got]}
+        return {"status": got}
+
     def do_lease_any(body: wire.LeaseIn) -> dict[str, Any]:
         return lease_reply(controller.lease_any(body.worker_id, again=body.again))
 
@@ -289,6 +302,15 @@ def create_app(
     )
     def finish(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
         return do_finish(trial_id, body)
+
+    @app.post(
+        "/v1/experiments/{name}/finish-batch",
+        dependencies=guarded,
+        responses=_errors(400, 401, 404, 413, 422, 503),
+    )
+    def finish_batch(name: Name, body: wire.FinishBatchIn) -> dict[str, Any]:
+        results = wire.results_in(body.trials, checkpoint_name)
+        return wire.batch_finish_out(controller.finish_batch(name, body.worker_id, results))
 
     @app.post(
         "/v1/trials/{trial_id}/fail",

@@ -57,7 +57,7 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
 
 from pbtkit.core.inheritance import inherit_seed
 from pbtkit.torch._hparams import ParamTarget, apply_hparams, named
-from pbtkit.torch._inherit import shrink_perturb
+from pbtkit._torch_inherit import shrink_perturb
 from pbtkit.torch._state import Decoder, Encoder
 
 if TYPE_CHECKING:  # the worker is above these helpers: they take its Trial, never import it

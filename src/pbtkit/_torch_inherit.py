@@ -1,7 +1,9 @@
 """Shrink and perturb for PyTorch tensors, on their device.
 
-It depends on nothing of pbtkit above :mod:`pbtkit.core`, so ``Trial.inherited`` can hand
-tensors to it without the worker depending on the rest of :mod:`pbtkit.torch`.
+It depends on nothing of pbtkit above :mod:`pbtkit.core` and lives outside
+:mod:`pbtkit.torch` (which re-exports it), so ``Trial.inherited`` can hand tensors to it
+without the worker depending on that package, whose vectorized runner sits above the
+worker.
 """
 
 from __future__ import annotations

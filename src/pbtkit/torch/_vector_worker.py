@@ -1,0 +1,403 @@
+"""The worker of :mod:`pbtkit.torch.vectorized`: a batch of leases trained as one
+computation (:class:`_Population`), each member's checkpoint committed as its own slice,
+the batch finished in one call (:func:`run_vectorized_worker`)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.func import functional_call, grad_and_value, vmap
+
+import pbtkit.torch as pt
+from pbtkit._exceptions import BadCheckpoint, ConfigError, LeaseLost, PBTError
+from pbtkit.checkpoints import CheckpointStore, open_checkpoints
+from pbtkit.controller import FINISHED, WAIT, ControllerAPI, Lease, TrialResult
+from pbtkit.controller._batch import MAX_BATCH
+from pbtkit.store._base import Measurement
+from pbtkit.torch._stacked import StackedOptimizer, make_optimizer, torch_optimizer
+from pbtkit.worker import Trial
+
+if TYPE_CHECKING:
+    from pbtkit.torch.vectorized import VectorizedTrainer
+
+__all__ = ["run_vectorized_worker"]
+
+
+class _Population:
+    """The stacked members a worker trains, slot ``i`` the ``i``-th trial it holds."""
+
+    def __init__(self, trainer: VectorizedTrainer) -> None:
+        self.trainer = trainer
+        self.template = trainer.initial_model(0)  # the module functional_call runs
+        self.names = tuple(name for name, _ in self.template.named_parameters())
+        self.params: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.optimizer: StackedOptimizer | None = None
+        self.kept: dict[str, int] = {}  # committed checkpoint name -> slot holding it
+
+    def arrange(self, trials: Sequence[Trial], leases: Sequence[Lease]) -> None:
+        """Fill the slots for ``trials``: a first trial from its initial weights, a parent
+        trained here from memory (an exploit is a copy of the donor's slice), any other
+        from its checkpoint."""
+        size, device = len(trials), self.trainer.device
+        template = self.template
+        params = {
+            n: torch.zeros((size, *p.shape), dtype=p.dtype, device=device)
+            for n, p in template.named_parameters()
+        }
+        buffers = {
+            n: torch.zeros((size, *b.shape), dtype=b.dtype, device=device)
+            for n, b in template.named_buffers()
+        }
+        optimizer = make_optimizer(self.trainer.optimizer, params)
+        sources = [self.kept.get(lease.parent_checkpoint or "", -1) for lease in leases]
+        here = [
+            i
+            for i, source in enumerate(sources)
+            if source >= 0 and trials[i].shrink_perturb is None and self.optimizer is not None
+        ]
+        if here and self.optimizer is not None:
+            old = self.optimizer
+            index = torch.tensor([sources[i] for i in here], device=device)
+            slots = torch.tensor(here, device=device)
+            with torch.no_grad():
+                for n, stacked in params.items():
+                    stacked[slots] = self.params[n].index_select(0, index)
+                for n, stacked in buffers.items():
+                    stacked[slots] = self.buffers[n].index_select(0, index)
+                for n, moments in optimizer.moments.items():
+                    for key, tensor in moments.items():
+                        tensor[slots] = old.moments[n][key].index_select(0, index)
+                optimizer.steps[slots] = old.steps.index_select(0, index)
+        for i, trial in enumerate(trials):
+            if i in here:
+                continue
+            if trial.parent_checkpoint is None:
+                with torch.no_grad():
+                    member = self.trainer.initial_model(trial.member)
+                    for n, value in member.named_parameters():
+                        params[n][i] = value.detach()
+                    for n, buffer in member.named_buffers():
+                        buffers[n][i] = buffer.detach()
+            else:
+                self._load(i, trial, params, buffers, optimizer)
+        self.params, self.buffers, self.optimizer = params, buffers, optimizer
+        self.kept = {}
+
+    def _load(
+        self,
+        slot: int,
+        trial: Trial,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        optimizer: StackedOptimizer,
+    ) -> None:
+        values = self.trainer.hparams(trial.hparams)
+        module = self.template
+        opt = torch_optimizer(self.trainer.optimizer, module.parameters(), values)
+        pt.load(trial, model=module, optimizer=opt, hparams=values, device=self.trainer.device)
+        with torch.no_grad():
+            for name, value in module.named_parameters():
+                params[name][slot] = value.detach()
+            for name, buffer in module.named_buffers():
+                buffers[name][slot] = buffer.detach()
+        optimizer.set_member_state(slot, opt.state_dict()["state"])
+
+    def train(self, trials: Sequence[Trial]) -> dict[int, list[Measurement]]:
+        """Train every slot from its trial's start to its end step, in lockstep; the
+        reports of each slot."""
+        trainer, optimizer = self.trainer, self.optimizer
+        assert optimizer is not None
+        values = [trainer.hparams(t.hparams) for t in trials]
+        names = set(values[0])
+        for trial, v in zip(trials, values, strict=True):
+            if set(v) != names:
+                raise ConfigError(
+                    f"member {trial.member} has hyperparameters {sorted(v)}, others "
+                    f"{sorted(names)}: members of one batch need the same names (a "
+                    "conditional search space cannot be vectorized)"
+                )
+        device = trainer.device
+        hp = {n: torch.tensor([v[n] for v in values], device=device) for n in sorted(names)}
+        template = self.template
+
+        def member_loss(
+            params: dict[str, torch.Tensor],
+            buffers: dict[str, torch.Tensor],
+            hparams: dict[str, torch.Tensor],
+            batch: Any,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return functional_call(template, (params, buffers), args, kwargs)
+
+            loss = trainer.loss(call, batch, hparams)
+            return loss, loss.detach()
+
+        step_fn = vmap(
+            grad_and_value(member_loss, has_aux=True),
+            in_dims=(0, 0, 0, None),
+            randomness=trainer.randomness,
+        )
+        start, end = trials[0].start_step, trials[0].end_step
+        reports: dict[int, list[Measurement]] = {i: [] for i in range(len(trials))}
+        template.train()
+        for step in range(start, end):
+            grads, (_, losses) = step_fn(self.params, self.buffers, hp, trainer.data(step))
+            optimizer.step(self.params, grads, hp)
+            if trainer._reports_at(step, end):
+                for i, value in enumerate(losses.tolist()):
+                    reports[i].append(Measurement(step, {"loss": float(value)}))
+        if trainer.evaluate is not None:
+            evaluate = trainer.evaluate
+
+            def member_eval(
+                params: dict[str, torch.Tensor],
+                buffers: dict[str, torch.Tensor],
+                hparams: dict[str, torch.Tensor],
+            ) -> dict[str, torch.Tensor]:
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    return functional_call(template, (params, buffers), args, kwargs)
+
+                return dict(evaluate(call, hparams))
+
+            template.eval()
+            with torch.no_grad():
+                found = vmap(member_eval, randomness=trainer.randomness)(
+                    self.params, self.buffers, hp
+                )
+            columns = {k: v.tolist() for k, v in found.items()}
+            for i in range(len(trials)):
+                reports[i].append(
+                    Measurement(end - 1, {k: float(v[i]) for k, v in columns.items()})
+                )
+        return reports
+
+    def save(self, slot: int, trial: Trial) -> None:
+        """Write slot ``slot`` as an ordinary :mod:`pbtkit.torch` checkpoint of ``trial``."""
+        assert self.optimizer is not None
+        module = self.template
+        with torch.no_grad():
+            for name, value in module.named_parameters():
+                value.copy_(self.params[name][slot])
+            for name, buffer in module.named_buffers():
+                buffer.copy_(self.buffers[name][slot])
+        opt = torch_optimizer(
+            self.trainer.optimizer, module.parameters(), self.trainer.hparams(trial.hparams)
+        )
+        state = opt.state_dict()
+        opt.load_state_dict(
+            {"state": self.optimizer.member_state(slot), "param_groups": state["param_groups"]}
+        )
+        pt.save(trial, model=module, optimizer=opt, hparams=trial.hparams)
+
+
+class _Heartbeat:
+    """Keeps the leases of a batch alive while it trains; notes the ones lost."""
+
+    def __init__(self, controller: ControllerAPI, trial_ids: Sequence[int], worker_id: str) -> None:
+        self._controller, self._ids, self._worker = controller, list(trial_ids), worker_id
+        self._every = max(controller.lease_seconds / 4.0, 0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="pbtkit-beat")
+        self.lost: set[int] = set()
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            for trial_id in self._ids:
+                if trial_id in self.lost:
+                    continue
+                try:
+                    self._controller.heartbeat(trial_id, self._worker)
+                except LeaseLost:
+                    self.lost.add(trial_id)  # finish_batch refuses it; nothing to stop here
+                except PBTError:
+                    pass  # unreachable for now: the lease outlives a short outage
+
+
+def run_vectorized_worker(
+    controller: ControllerAPI,
+    experiment: str,
+    trainer: VectorizedTrainer,
+    worker_id: str,
+    *,
+    max_members: int = MAX_BATCH,
+    checkpoint_root: str | None = None,
+    verify_checkpoints: bool = True,
+    stop: threading.Event | None = None,
+    poll: float = 0.02,
+) -> int:
+    """Lease every ready member of ``experiment`` at once and train them together, until
+    the experiment is finished (or ``stop`` is set).
+
+    Args:
+        controller: The controller, in process or a :class:`~pbtkit.service.RemoteController`.
+        experiment: The experiment's name.
+        trainer: What to train.
+        worker_id: This worker's lease-owner name (see :func:`pbtkit.controller.worker_identity`).
+        max_members: The most trials to lease and train at once.
+        checkpoint_root: Where this machine sees the checkpoint root, if not where the
+            experiment says.
+        verify_checkpoints: Check a parent checkpoint's SHA-256 sums before loading it.
+        stop: Set it to make the worker return after its current batch.
+        poll: The first wait when nothing is ready (it doubles, up to a second).
+
+    Returns:
+        How many trials this worker finished.
+
+    Raises:
+        ConfigError: A hyperparameter cannot be vectorized (the message says which).
+        StorageError: The controller stayed unreachable longer than its ``max_outage``.
+    """
+    population = _Population(trainer)
+    roots: dict[str, CheckpointStore] = {}
+    finished = 0
+    wait = poll
+    while stop is None or not stop.is_set():
+        got = controller.lease_batch(experiment, worker_id, max_trials=max_members)
+        if got == FINISHED:
+            break
+        if got == WAIT:
+            time.sleep(wait)
+            wait = min(wait * 2, 1.0)
+            continue
+        assert isinstance(got, list)
+        wait = poll
+        root = checkpoint_root or got[0].checkpoint_root
+        if root not in roots:
+            roots[root] = open_checkpoints(root)
+        # Lockstep needs one range of steps; members at other steps train as a group of
+        # their own (rare: a retry, or an exploit of an earlier generation's donor).
+        groups: dict[tuple[int, int], list[Lease]] = {}
+        for lease in sorted(got, key=lambda x: x.trial.member):
+            groups.setdefault((lease.trial.start_step, lease.trial.end_step), []).append(lease)
+        for group in groups.values():
+            finished += _run_group(
+                controller, roots[root], population, group, worker_id, verify_checkpoints
+            )
+    return finished
+
+
+def _give_back(
+    controller: ControllerAPI,
+    checkpoints: CheckpointStore,
+    leases: Sequence[Lease],
+    worker_id: str,
+    error: BaseException,
+    *,
+    bad_parent: bool = False,
+) -> None:
+    text = "".join(traceback.format_exception(error))
+    for lease in leases:
+        try:
+            released = controller.fail(lease.trial.id, worker_id, text, bad_parent=bad_parent)
+        except LeaseLost:
+            continue
+        _delete(checkpoints, released)
+
+
+def _delete(checkpoints: CheckpointStore, names: Sequence[str]) -> None:
+    for stale in names:
+        with contextlib.suppress(OSError, PBTError):  # the run's final sweep catches it
+            checkpoints.delete(stale)
+
+
+def _run_group(
+    controller: ControllerAPI,
+    checkpoints: CheckpointStore,
+    population: _Population,
+    leases: Sequence[Lease],
+    worker_id: str,
+    verify: bool,
+) -> int:
+    """Train one group of leases in lockstep, commit each member's checkpoint and finish
+    them in one call; returns how many were recorded."""
+    trials: list[Trial] = []
+    kept: list[Lease] = []
+    for lease in leases:
+        in_memory = lease.parent_checkpoint in population.kept and (
+            lease.trial.inherit is None or lease.trial.inherit.get("mode") != "shrink_perturb"
+        )
+        parent: Path | None = None
+        if lease.parent_checkpoint is not None:
+            try:
+                parent = (
+                    Path(lease.parent_checkpoint)  # in memory: the path is never read
+                    if in_memory
+                    else checkpoints.fetch(lease.parent_checkpoint, verify=verify)
+                )
+            except BadCheckpoint as exc:
+                _give_back(controller, checkpoints, [lease], worker_id, exc, bad_parent=True)
+                continue
+            except Exception as exc:
+                _give_back(controller, checkpoints, [lease], worker_id, exc)
+                continue
+        staging = checkpoints.staging_dir(lease.experiment, lease.trial.id)
+        trials.append(Trial(lease, staging, parent, device=population.trainer.device))
+        kept.append(lease)
+    if not trials:
+        return 0
+    names: list[str | None] = []
+    try:
+        with _Heartbeat(controller, [lease.trial.id for lease in kept], worker_id):
+            population.arrange(trials, kept)
+            reports = population.train(trials)
+            for slot, trial in enumerate(trials):
+                population.save(slot, trial)
+                names.append(
+                    checkpoints.commit(
+                        trial.checkpoint_dir,
+                        kept[slot].experiment,
+                        trial.trial_id,
+                        attempt=trial.attempt,
+                    )
+                )
+        _check_objective(kept[0], reports)
+    except Exception as exc:  # the user's code may raise anything
+        for trial in trials:
+            shutil.rmtree(trial.checkpoint_dir, ignore_errors=True)
+        _delete(checkpoints, [n for n in names if n])
+        population.kept = {}
+        _give_back(controller, checkpoints, kept, worker_id, exc)
+        if isinstance(exc, ConfigError):
+            raise  # wrong for every member alike: stop and say so
+        return 0  # the trials are retried, as any worker's would be
+    results = [
+        TrialResult(lease.trial.id, tuple(reports[slot]), names[slot])
+        for slot, lease in enumerate(kept)
+    ]
+    population.kept = {name: slot for slot, name in enumerate(names) if name is not None}
+    done = controller.finish_batch(kept[0].experiment, worker_id, results)
+    _delete(checkpoints, done.released)
+    for slot, lease in enumerate(kept):
+        name = names[slot]
+        if lease.trial.id in done.lost and name is not None:
+            population.kept.pop(name, None)
+            _delete(checkpoints, [name])
+    return len(kept) - len(done.lost)
+
+
+def _check_objective(lease: Lease, reports: Mapping[int, Sequence[Measurement]]) -> None:
+    needed = lease.metrics or (lease.metric,)
+    seen = {name for m in reports.get(0, ()) for name in m.metrics}
+    missing = [name for name in needed if name not in seen]
+    if missing:
+        raise ConfigError(
+            f"the objective needs {missing}, which the trainer never reported: return it "
+            "from evaluate(model, hparams) (the loss is reported as 'loss')"
+        )
