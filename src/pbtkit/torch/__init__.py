@@ -55,9 +55,9 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
         "pip install 'pbtkit[torch]'"
     ) from _missing
 
+from pbtkit._torch_inherit import shrink_perturb
 from pbtkit.core.inheritance import inherit_seed
 from pbtkit.torch._hparams import ParamTarget, apply_hparams, named
-from pbtkit._torch_inherit import shrink_perturb
 from pbtkit.torch._state import Decoder, Encoder
 
 if TYPE_CHECKING:  # the worker is above these helpers: they take its Trial, never import it
