@@ -19,8 +19,21 @@ members x steps per second of ``wall_s``. One JSON line per run, then one per po
 with the medians and ``speedup`` = median vectorized throughput / median process
 throughput (and the same from outside).
 
+``--versus-random N``: instead, BENCHMARKS.md section 3 on the vectorized path, the
+quality question asked of the process path in ``torch_examples.py``: the example as it is
+(:data:`~pbtkit.examples.vectorized_digits.SETTINGS`: 32 members x 400 steps unless
+``--population``/``--steps`` say otherwise) with PBT (the example's exploit, ``Perturb()``)
+against random search (``NoExploit(explore=False)``, ``Keep()``: the same members,
+initial hyperparameters and steps, no exploits), on paired seeds ``--first-seed`` ..
+``+N-1`` (seed ``s`` fixes the initial hyperparameters of both; a member's initial weights
+and the data order do not depend on it). The winner is the member with the best
+validation accuracy; the result is its test accuracy. One JSON line per run, then one
+summary line: mean, std, median, paired difference, wins/ties/losses, Wilcoxon p.
+
 Usage: python benchmarks/vectorized.py [--populations 8,32,128] [--repeats 3]
        [--steps 200] [--ready-every 50] [--workers 2]
+       python benchmarks/vectorized.py --versus-random 10 [--first-seed 0]
+       python benchmarks/vectorized.py --summarise FILE...
 """
 
 from __future__ import annotations
@@ -89,6 +102,82 @@ def child(mode: str, population: int, steps: int, ready_every: int, workers: int
     return {"wall_s": wall, "best_accuracy": best}
 
 
+def versus_random(
+    seed: int, method: str, population: int | None, steps: int | None
+) -> dict[str, Any]:
+    """One run of the vectorized digits example, PBT or random search, in this process."""
+    import pbtkit as pk
+    import pbtkit.torch.vectorized as pv
+    from pbtkit.examples import vectorized_digits as vd
+
+    vd._tensors()
+    settings: dict[str, Any] = {**vd.SETTINGS, "seed": seed}
+    if population is not None:
+        settings["population"] = population
+    if steps is not None:
+        settings["total_steps"] = steps
+    if method == "random":
+        settings.update(exploit=pk.NoExploit(explore=False), explore=pk.Keep())
+    with tempfile.TemporaryDirectory() as directory:
+        settings["storage"] = f"sqlite:///{Path(directory) / 'pbt.db'}"
+        settings["checkpoint_dir"] = Path(directory) / "checkpoints"
+        started = time.perf_counter()
+        result = pv.run(vd.TRAINER, **settings)
+        wall = time.perf_counter() - started
+        best = result.best
+        exploits = sum(1 for e in result.events if e.kind == "exploit")
+    return {
+        "benchmark": "vectorized_versus_random",
+        "method": method,
+        "seed": seed,
+        "population": settings["population"],
+        "total_steps": settings["total_steps"],
+        "val_accuracy": float(best.metrics["accuracy"]),
+        "test_accuracy": float(best.metrics["test_accuracy"]),
+        "exploits": exploits,
+        "wall_s": round(wall, 2),
+    }
+
+
+def summarise_versus(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Paired PBT - random search figures over the seeds both methods ran."""
+    from scipy.stats import wilcoxon
+
+    by = {
+        m: {r["seed"]: r["test_accuracy"] for r in rows if r["method"] == m}
+        for m in ("pbt", "random")
+    }
+    seeds = sorted(set(by["pbt"]) & set(by["random"]))
+    pbt = [by["pbt"][s] for s in seeds]
+    rnd = [by["random"][s] for s in seeds]
+    diffs = [a - b for a, b in zip(pbt, rnd, strict=True)]
+    line: dict[str, Any] = {
+        "benchmark": "vectorized_versus_random",
+        "summary": True,
+        "seeds": len(seeds),
+    }
+    for name, values in (("pbt", pbt), ("random", rnd)):
+        line[f"{name}_mean"] = round(statistics.fmean(values), 4)
+        line[f"{name}_std"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+        line[f"{name}_median"] = round(statistics.median(values), 4)
+    line["diff_mean"] = round(statistics.fmean(diffs), 4)
+    line["wins_ties_losses"] = [
+        sum(d > 0 for d in diffs),
+        sum(d == 0 for d in diffs),
+        sum(d < 0 for d in diffs),
+    ]
+    if any(diffs):
+        line["wilcoxon_p"] = round(float(wilcoxon(pbt, rnd).pvalue), 5)
+        line["wilcoxon_p_better"] = round(
+            float(wilcoxon(pbt, rnd, alternative="greater").pvalue), 5
+        )
+    line["wall_s_median"] = {
+        m: statistics.median(r["wall_s"] for r in rows if r["method"] == m)
+        for m in ("pbt", "random")
+    }
+    return line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--populations", default="8,32")
@@ -96,9 +185,49 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--ready-every", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--versus-random",
+        type=int,
+        metavar="SEEDS",
+        help="PBT against random search on N paired seeds",
+    )
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument(
+        "--summarise", nargs="+", metavar="FILE", help="the summary line again from saved output"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--population", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--population",
+        type=int,
+        help="with --versus-random: the population (default: the example's)",
+    )
     args = parser.parse_args()
+    if args.summarise:
+        saved = [
+            json.loads(line)
+            for path in args.summarise
+            for line in Path(path).read_text().splitlines()
+            if line.startswith("{")
+        ]
+        rows = [
+            r for r in saved if r.get("benchmark") == "vectorized_versus_random" and "method" in r
+        ]
+        print(json.dumps(summarise_versus(rows)))
+        return
+    if args.versus_random:
+        import torch
+
+        torch.set_num_threads(args.workers)
+        steps = args.steps if "--steps" in sys.argv else None
+        rows = []
+        for seed in range(args.first_seed, args.first_seed + args.versus_random):
+            # Alternate which method runs first: the machine drifts, the results do not.
+            methods = ["pbt", "random"] if seed % 2 == 0 else ["random", "pbt"]
+            for method in methods:
+                rows.append(versus_random(seed, method, args.population, steps))
+                print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps(summarise_versus(rows)), flush=True)
+        return
     if args.child:
         figures = child(args.child, args.population, args.steps, args.ready_every, args.workers)
         print(json.dumps(figures))

@@ -79,3 +79,23 @@ def test_the_report_batches_benchmark_runs(tmp_path: Path) -> None:
     assert kinds["unbatched"]["stored_ok"] is True
     assert kinds["batched"]["stored_ok"] is True
     assert float(kinds["batched"]["reports_per_s"]) > 0  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_vectorized_versus_random_benchmark_runs(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("scipy")
+    args = ("--versus-random", "2", "--population", "4", "--steps", "100")
+    lines = _bench("vectorized.py", *args, cwd=tmp_path)
+    runs = [line for line in lines if "method" in line]
+    assert sorted((line["seed"], line["method"]) for line in runs) == [
+        (0, "pbt"), (0, "random"), (1, "pbt"), (1, "random"),
+    ]  # fmt: skip
+    assert all(line["exploits"] == 0 for line in runs if line["method"] == "random")
+    assert any(int(line["exploits"]) > 0 for line in runs if line["method"] == "pbt")  # type: ignore[call-overload]
+    (summary,) = [line for line in lines if line.get("summary")]
+    assert summary["seeds"] == 2
+    saved = tmp_path / "out.jsonl"
+    saved.write_text("\n".join(json.dumps(line) for line in runs))
+    (again,) = _bench("vectorized.py", "--summarise", str(saved), cwd=tmp_path)
+    assert again == summary
