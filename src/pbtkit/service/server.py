@@ -271,9 +271,25 @@ def create_app(
     def do_finish(trial_id: int, body: wire.FinishIn) -> dict[str, Any]:
         records = wire.reports_in(body.reports)
         released = controller.finish(
-            trial_id, body.worker_id, records, checkpoint_name(body.checkpoint)
+            trial_id,
+            body.worker_id,
+            records,
+            checkpoint_name(body.checkpoint),
+            first=body.seq if body.again else None,
         )
         return {"released": released}
+
+    def do_finish_and_lease(trial_id: int, body: wire.FinishIn) -> dict[str, Any]:
+        records = wire.reports_in(body.reports)
+        released, ahead = controller.finish_and_lease(
+            trial_id,
+            body.worker_id,
+            records,
+            checkpoint_name(body.checkpoint),
+            first=body.seq if body.again else None,
+            again=body.again,
+        )
+        return {"released": released, "lease": None if ahead is None else wire.lease_out(ahead)}
 
     @app.post(
         "/v1/experiments/{name}/lease",
@@ -302,6 +318,16 @@ def create_app(
     )
     def finish(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
         return do_finish(trial_id, body)
+
+    @app.post(
+        "/v1/trials/{trial_id}/finish-and-lease",
+        dependencies=guarded,
+        responses=_errors(400, 401, 404, 409, 413, 422, 503),
+    )
+    def finish_and_lease(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
+        """Finish the trial and lease this worker's next trial of its experiment at once
+        (``lease`` is null when none can be handed out now: ask ``/lease`` then)."""
+        return do_finish_and_lease(trial_id, body)
 
     @app.post(
         "/v1/experiments/{name}/finish-batch",
@@ -360,6 +386,11 @@ def create_app(
             _trial_path("finish"),
             wire.FinishIn,
             in_thread(lambda trial_id, body: do_finish(int(trial_id), body)),
+        ),
+        HotRoute(
+            _trial_path("finish-and-lease"),
+            wire.FinishIn,
+            in_thread(lambda trial_id, body: do_finish_and_lease(int(trial_id), body)),
         ),
         HotRoute(_EXPERIMENT_LEASE, wire.LeaseIn, in_thread(do_lease)),
         HotRoute(_LEASE_ANY, wire.LeaseIn, in_thread(lambda _, body: do_lease_any(body))),
