@@ -99,3 +99,12 @@ def test_the_vectorized_versus_random_benchmark_runs(tmp_path: Path) -> None:
     saved.write_text("\n".join(json.dumps(line) for line in runs))
     (again,) = _bench("vectorized.py", "--summarise", str(saved), cwd=tmp_path)
     assert again == summary
+
+
+@pytest.mark.slow
+def test_the_toy_against_ray_benchmark_runs_its_pbtkit_side(tmp_path: Path) -> None:
+    lines = _bench("toy_vs_ray.py", "--seeds", "1", "--ray-seeds", "0", cwd=tmp_path)
+    runs = [line for line in lines if line["benchmark"] == "pbtkit_toy_pop8"]
+    assert len(runs) == 1
+    assert 0.3 < float(runs[0]["best_score"]) <= 1.2  # type: ignore[arg-type]
+    assert lines[-1]["benchmark"] == "toy_pop8_pbtkit_vs_ray"

@@ -338,3 +338,29 @@ def test_a_client_whose_answer_was_lost_sends_again_without_duplicates(tmp_path:
         steps = [r.step for r in remote.reports("x")]
     assert transport.lost == 1
     assert steps == [0, 1, 2]
+
+
+@pytest.mark.parametrize("case", sorted(BODIES))
+def test_malformed_and_hostile_finishes_with_a_lease_get_fastapis_answer(
+    pair: _Pair, case: str
+) -> None:
+    body, status = BODIES[case]
+    got, _ = _same(pair, _request(f"/v1/trials/{pair.trial}/finish-and-lease", body), status)
+    assert got >= 400
+
+
+def test_an_ordinary_finish_with_a_lease_is_answered_by_the_front_alone(tmp_path: Path) -> None:
+    app = create_app(_storage(tmp_path), tmp_path / "ckpt", auth_key=KEY)
+    counting = _Counting(app.fallback)
+    app.fallback = counting
+    with _serving(app) as url, RemoteController(url, KEY, max_outage=0) as remote:
+        remote.create("x", _spec(population=2))
+        got = remote.lease("x", "w")
+        assert isinstance(got, Lease)
+        before = counting.calls
+        reports = [Measurement(0, {"score": 1.0})]
+        released, ahead = remote.finish_and_lease(got.trial.id, "w", reports)
+        assert counting.calls == before
+        assert released == []
+        assert ahead is not None
+        assert remote.trial(got.trial.id).status == "done"

@@ -120,8 +120,19 @@ class Controller(Leasing):
         worker_id: str,
         reports: Sequence[Measurement] = (),
         checkpoint: str | None = None,
+        *,
+        first: int | None = None,
     ) -> list[str]:
         """Record a finished trial and decide what its member (or generation) does next.
+
+        Args:
+            trial_id: The trial.
+            worker_id: Who holds its lease.
+            reports: Reports not sent with a heartbeat yet.
+            checkpoint: The trial's committed checkpoint.
+            first: How many reports of this trial the worker sent before ``reports``,
+                when some of those may be stored already (a heartbeat carrying them
+                lost its answer): only the ones the store lacks are stored. None: all.
 
         Returns:
             Checkpoint names that nothing needs any more; the caller deletes them.
@@ -134,7 +145,7 @@ class Controller(Leasing):
             MetricError: The objective metric was never reported; nothing was written.
         """
         with self._forgetting_on_error(), self.store.transaction() as tx:
-            return self._finish(tx, trial_id, worker_id, reports, checkpoint)[0]
+            return self._finish(tx, trial_id, worker_id, reports, checkpoint, first)[0]
 
     def finish_and_lease(
         self,
@@ -142,12 +153,21 @@ class Controller(Leasing):
         worker_id: str,
         reports: Sequence[Measurement] = (),
         checkpoint: str | None = None,
+        *,
+        first: int | None = None,
+        again: bool = False,
     ) -> tuple[list[str], Lease | None]:
         """:meth:`finish`, and the worker's next trial leased in the same transaction.
 
         One transaction where a worker's loop would take three (the finish, then a read
         and a claim for its next lease), and the next trial starts without waiting for
         the write lock a second time.
+
+        Args:
+            trial_id, worker_id, reports, checkpoint, first: As :meth:`finish`.
+            again: This request repeats one whose answer was lost: when its finish is
+                recorded already, the trial the lost answer handed to this worker (one
+                it holds in that experiment) is handed back rather than a second one.
 
         Returns:
             The checkpoint names to delete, and the next :class:`Lease`, or None when
@@ -159,9 +179,17 @@ class Controller(Leasing):
             MetricError: As :meth:`finish`; nothing was written.
         """
         with self._forgetting_on_error(), self.store.transaction() as tx:
-            freed, experiment_id = self._finish(tx, trial_id, worker_id, reports, checkpoint)
+            freed, experiment_id = self._finish(tx, trial_id, worker_id, reports, checkpoint, first)
             if experiment_id is None:
-                return freed, None
+                if not again:
+                    return freed, None
+                # Recorded by the request whose answer was lost: the trial it handed over.
+                experiment_id = tx.get_trial(trial_id).experiment_id
+                held = self._held_by(tx, experiment_id, worker_id)
+                if held is not None:
+                    record = next(e for e in tx.list_experiments() if e.id == experiment_id)
+                    parent = None if held.parent_id is None else tx.get_trial(held.parent_id)
+                    return freed, self._lease_of(record, held, parent)
             experiment = next((e for e in tx.list_experiments() if e.id == experiment_id), None)
             now = self._now(tx)
             if (
@@ -183,6 +211,7 @@ class Controller(Leasing):
         worker_id: str,
         reports: Sequence[Measurement],
         checkpoint: str | None,
+        first: int | None = None,
     ) -> tuple[list[str], int | None]:
         """Record a finished trial in ``tx``; the released checkpoints, and the trial's
         experiment (None when this finish had been recorded already)."""
@@ -191,6 +220,11 @@ class Controller(Leasing):
             return [], None  # the checkpoint name is unique to this attempt: it was ours
         trial = self._held(tx, trial_id, worker_id)
         tx.lock_experiment(trial.experiment_id)
+        if first is not None and reports:
+            # The running trial's stored reports are exactly those its holder sent (as
+            # for a heartbeat sent again, controller._beats): skip the ones stored.
+            stored_count = len(tx.reports(trial.experiment_id, trial_id=trial.id))
+            reports = reports[max(0, min(len(reports), stored_count - first)) :]
         spec = self._spec_by_id(tx, trial.experiment_id)
         stored = owned(reports, trial)
         metrics = merge_metrics(trial.metrics, stored)

@@ -246,6 +246,14 @@ class Leasing(Reader):
             )
         return trial
 
+    def _held_by(self, tx: Transaction, experiment_id: int, worker_id: str) -> TrialRecord | None:
+        """A running trial of the experiment whose lease ``worker_id`` holds now, if any."""
+        now = self._now(tx)
+        for trial in tx.trials(experiment_id, statuses=("running",)):
+            if trial.lease_owner == worker_id and not lease_over(trial, now):
+                return trial
+        return None
+
     def _expired(
         self, tx: Transaction, experiment_id: int, now: float | None = None
     ) -> list[TrialRecord]:

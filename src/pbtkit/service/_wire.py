@@ -142,9 +142,17 @@ class HeartbeatIn(_ReportsIn):
 
 
 class FinishIn(_ReportsIn):
-    """A trial is done; ``checkpoint`` names where it was saved, inside the root."""
+    """A trial is done; ``checkpoint`` names where it was saved, inside the root.
+
+    ``seq`` and ``again`` number the reports as a heartbeat's do: with ``again`` (a
+    heartbeat that carried some of these lost its answer, or this finish is sent again)
+    the server stores only the reports it does not hold yet. For a finish that also
+    asks for the next lease, ``again`` hands back the trial the lost answer carried.
+    """
 
     checkpoint: str | None = Field(default=None, min_length=1, max_length=4096)
+    seq: int | None = Field(default=None, ge=0, le=MAX_INT)
+    again: bool = False
 
 
 class LeaseBatchIn(_Body):

@@ -140,6 +140,7 @@ class RemoteController:
         self._sent: dict[int, int] = {}
         self._unsure: set[int] = set()
         self._sent_lock = threading.Lock()
+        self._no_handoff = False  # the server has no finish-and-lease route (older)
 
     # transport ---------------------------------------------------------------------
     def _call(
@@ -370,10 +371,68 @@ class RemoteController:
         checkpoint: str | None = None,
     ) -> list[str]:
         """Finish a trial; returns checkpoint names nothing needs any more."""
-        body = {"worker_id": worker_id, "reports": _reports(reports), "checkpoint": checkpoint}
-        released = self._call("POST", f"/v1/trials/{trial_id}/finish", body)["released"]
+        reply = self._finish_call(
+            f"/v1/trials/{trial_id}/finish", trial_id, worker_id, reports, checkpoint
+        )
+        return list(reply["released"])
+
+    def finish_and_lease(
+        self,
+        trial_id: int,
+        worker_id: str,
+        reports: Sequence[Measurement] = (),
+        checkpoint: str | None = None,
+    ) -> tuple[list[str], Lease | None]:
+        """Finish a trial and lease this worker's next trial of the same experiment in
+        one request (and one transaction on the server).
+
+        Returns:
+            The checkpoint names nothing needs any more, and the next lease, or None when
+            none can be handed out now (ask :meth:`lease` then).
+        """
+        if self._no_handoff:
+            return self.finish(trial_id, worker_id, reports, checkpoint), None
+        path = f"/v1/trials/{trial_id}/finish-and-lease"
+        try:
+            reply = self._finish_call(path, trial_id, worker_id, reports, checkpoint)
+        except ServiceError as exc:
+            if exc.status not in (404, 405):
+                raise
+            # A server older than this route: nothing was done; finish the usual way.
+            self._no_handoff = True
+            return self.finish(trial_id, worker_id, reports, checkpoint), None
+        ahead = None if reply["lease"] is None else wire.lease_from(reply["lease"])
+        if ahead is not None:
+            self._forget(ahead.trial.id)
+        return list(reply["released"]), ahead
+
+    def _finish_call(
+        self,
+        path: str,
+        trial_id: int,
+        worker_id: str,
+        reports: Sequence[Measurement],
+        checkpoint: str | None,
+    ) -> Any:
+        """Send a finish. Its reports are numbered (``seq``) and marked ``again`` when a
+        heartbeat that carried some of them lost its answer, or when the finish itself is
+        sent again, so that the server stores none twice."""
+        with self._sent_lock:
+            seq = self._sent.get(trial_id, 0)
+            unsure = trial_id in self._unsure
+        body: dict[str, Any] = {
+            "worker_id": worker_id,
+            "reports": _reports(reports),
+            "checkpoint": checkpoint,
+        }
+        numbered = {**body, "seq": seq, "again": True}
+        try:
+            reply = self._call("POST", path, numbered if unsure else body, again=numbered)
+        except LeaseLost:
+            self._forget(trial_id)
+            raise
         self._forget(trial_id)
-        return list(released)
+        return reply
 
     def fail(
         self,

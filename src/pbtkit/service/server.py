@@ -23,7 +23,6 @@ try:
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi import Path as PathParam
     from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the pbtkit service needs FastAPI: pip install 'pbtkit[service]'") from exc
@@ -37,8 +36,9 @@ from pbtkit._target import ImportPolicy
 from pbtkit._version import __version__
 from pbtkit.checkpoints import open_checkpoints
 from pbtkit.controller import Controller, Lease
-from pbtkit.controller._beats import Beat, record_beats
+from pbtkit.controller._beats import Beat
 from pbtkit.service import _wire as wire
+from pbtkit.service._group_commit import GroupCommit
 from pbtkit.service._hot import Handler as HotHandler
 from pbtkit.service._hot import HotRoute, HotRoutes
 from pbtkit.service._http import (
@@ -262,7 +262,7 @@ def create_app(
     def do_lease_any(body: wire.LeaseIn) -> dict[str, Any]:
         return lease_reply(controller.lease_any(body.worker_id, again=body.again))
 
-    beats = _GroupCommit(controller)
+    beats = GroupCommit(controller)
 
     async def do_heartbeat(trial_id: int, body: wire.HeartbeatIn) -> dict[str, Any]:
         beat = Beat(trial_id, body.worker_id, wire.reports_in(body.reports), body.seq, body.again)
@@ -271,9 +271,25 @@ def create_app(
     def do_finish(trial_id: int, body: wire.FinishIn) -> dict[str, Any]:
         records = wire.reports_in(body.reports)
         released = controller.finish(
-            trial_id, body.worker_id, records, checkpoint_name(body.checkpoint)
+            trial_id,
+            body.worker_id,
+            records,
+            checkpoint_name(body.checkpoint),
+            first=body.seq if body.again else None,
         )
         return {"released": released}
+
+    def do_finish_and_lease(trial_id: int, body: wire.FinishIn) -> dict[str, Any]:
+        records = wire.reports_in(body.reports)
+        released, ahead = controller.finish_and_lease(
+            trial_id,
+            body.worker_id,
+            records,
+            checkpoint_name(body.checkpoint),
+            first=body.seq if body.again else None,
+            again=body.again,
+        )
+        return {"released": released, "lease": None if ahead is None else wire.lease_out(ahead)}
 
     @app.post(
         "/v1/experiments/{name}/lease",
@@ -302,6 +318,16 @@ def create_app(
     )
     def finish(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
         return do_finish(trial_id, body)
+
+    @app.post(
+        "/v1/trials/{trial_id}/finish-and-lease",
+        dependencies=guarded,
+        responses=_errors(400, 401, 404, 409, 413, 422, 503),
+    )
+    def finish_and_lease(trial_id: TrialId, body: wire.FinishIn) -> dict[str, Any]:
+        """Finish the trial and lease this worker's next trial of its experiment at once
+        (``lease`` is null when none can be handed out now: ask ``/lease`` then)."""
+        return do_finish_and_lease(trial_id, body)
 
     @app.post(
         "/v1/experiments/{name}/finish-batch",
@@ -361,6 +387,11 @@ def create_app(
             wire.FinishIn,
             in_thread(lambda trial_id, body: do_finish(int(trial_id), body)),
         ),
+        HotRoute(
+            _trial_path("finish-and-lease"),
+            wire.FinishIn,
+            in_thread(lambda trial_id, body: do_finish_and_lease(int(trial_id), body)),
+        ),
         HotRoute(_EXPERIMENT_LEASE, wire.LeaseIn, in_thread(do_lease)),
         HotRoute(_LEASE_ANY, wire.LeaseIn, in_thread(lambda _, body: do_lease_any(body))),
     ]
@@ -408,50 +439,6 @@ _WHY = {
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The error answers a route documents in the OpenAPI schema, each with its body."""
     return {code: {"model": wire.ErrorOut, "description": _WHY[code]} for code in codes}
-
-
-class _GroupCommit:
-    """Heartbeats that arrive together are written in one transaction.
-
-    Each request waits for the transaction that holds its heartbeat, so an answer still
-    means the reports are stored; but a busy server commits once for many requests
-    instead of once each (reports from many workers, or glass-box clients, per second).
-    """
-
-    LARGEST = 512
-
-    def __init__(self, controller: Controller) -> None:
-        self._controller = controller
-        self._queue: asyncio.Queue[tuple[Beat, asyncio.Future[Any]]] | None = None
-        self._writer: asyncio.Task[None] | None = None
-
-    async def submit(self, beat: Beat) -> float:
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._writer = asyncio.get_running_loop().create_task(self._write())
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((beat, done))
-        outcome = await done
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return float(outcome)
-
-    async def _write(self) -> None:
-        assert self._queue is not None
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.LARGEST and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            outcomes: list[Any]
-            try:
-                outcomes = await run_in_threadpool(
-                    record_beats, self._controller, [beat for beat, _ in batch]
-                )
-            except Exception as exc:  # the whole transaction failed: every waiter learns why
-                outcomes = [exc] * len(batch)
-            for (_, done), outcome in zip(batch, outcomes, strict=True):
-                if not done.done():
-                    done.set_result(outcome)
 
 
 Name = Annotated[str, PathParam(min_length=1, max_length=256)]
