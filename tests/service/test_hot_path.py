@@ -236,7 +236,8 @@ def test_malformed_and_hostile_heartbeats_get_fastapis_answer(pair: _Pair, case:
 def test_a_body_over_the_limit_gets_fastapis_answer(pair: _Pair) -> None:
     body = _beat() | {"pad": "x" * MAX_BODY}
     path = f"/v1/trials/{pair.trial}/heartbeat"
-    _same(pair, _request(path, body, declared_only=True), 413)
+    status, _ = _same(pair, _request(path, body, declared_only=True), 413)
+    assert status == 413
 
 
 @pytest.mark.parametrize(
@@ -255,7 +256,8 @@ def test_finish_paths_outside_the_root_get_fastapis_answer(
     pair: _Pair, checkpoint: str, status: int
 ) -> None:
     body = {"worker_id": "w", "reports": [], "checkpoint": checkpoint}
-    _same(pair, _request(f"/v1/trials/{pair.trial}/finish", body), status)
+    got, _ = _same(pair, _request(f"/v1/trials/{pair.trial}/finish", body), status)
+    assert got == status
 
 
 @pytest.mark.parametrize(
@@ -280,8 +282,9 @@ def test_hostile_leases_get_fastapis_answer(
 
 def test_a_chunked_body_and_a_get_get_fastapis_answer(pair: _Pair) -> None:
     path = f"/v1/trials/{pair.trial}/heartbeat"
-    _same(pair, _request(path, _beat(), chunked=True), 200)
-    _same(pair, _request(path, b"", KEYED, method="GET"), 405)
+    chunked, _ = _same(pair, _request(path, _beat(), chunked=True), 200)
+    get, _ = _same(pair, _request(path, b"", KEYED, method="GET"), 405)
+    assert (chunked, get) == (200, 405)
 
 
 def test_a_heartbeat_sent_again_stores_no_report_twice(tmp_path: Path) -> None:

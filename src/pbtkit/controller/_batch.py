@@ -39,7 +39,7 @@ from pbtkit.controller._protocol import (
     TrialResult,
 )
 from pbtkit.controller._recovery import mark_finished_if_done
-from pbtkit.controller._retention import released
+from pbtkit.controller._retention import left_window, released
 from pbtkit.store._base import ExperimentRecord, ReportRecord, Transaction, TrialRecord
 
 if TYPE_CHECKING:
@@ -257,18 +257,8 @@ def finish_batch(
             now,
             controller.imports,
         )
-        window = spec.policy.exploit.checkpoint_window
-        if window:  # each member's trial that just left the window of draws
-            for done in recorded_trials:
-                candidates += [
-                    t.id
-                    for t in tx.trials(
-                        experiment.id,
-                        statuses=("done",),
-                        member=done.member,
-                        generation=done.generation - window,
-                    )
-                ]
+        for done in recorded_trials:
+            candidates += left_window(tx, spec, done)
         freed = released(tx, spec, cache, candidates)
         mark_finished_if_done(tx, experiment.id, cache)
     return BatchFinish(tuple(freed), lost)
@@ -306,21 +296,11 @@ def _claim_many(
             trial = tx.next_pending(experiment.id, claim=True, now=now)
             if trial is None:
                 break
-            running = dataclasses.replace(
-                trial,
-                status="running",
-                attempt=trial.attempt + 1,
-                lease_owner=worker_id,
-                lease_expires=now + controller.lease_seconds,
-                started_at=now,
-                error=None,
-                not_before=None,
-            )
-            if not tx.update_trial(running, expect_status="pending"):
+            got = controller._claim_trial(tx, trial, worker_id, now)
+            if got is None:
                 misses += 1  # another worker took it between the read and the write
                 if misses > limit:
                     break
                 continue
-            parent = None if trial.parent_id is None else tx.get_trial(trial.parent_id)
-            claimed.append((running, parent))
+            claimed.append(got)
     return [controller._lease_of(experiment, trial, parent) for trial, parent in claimed]

@@ -37,7 +37,7 @@ from pbtkit.controller._recovery import (
     revive,
     stop_if_every_start_fails,
 )
-from pbtkit.controller._retention import released
+from pbtkit.controller._retention import left_window, released
 from pbtkit.spec import ExperimentSpec, check_experiment_name
 from pbtkit.store._base import (
     EventRecord,
@@ -261,18 +261,7 @@ class Controller(Leasing):
         async_ = spec.evolution == "async"
         decided = [trial.member] if async_ else barrier_members(tx, trial, cache)
         decide(tx, spec, cache, decided, now, self.imports)
-        candidates = [trial.parent_id, previous]
-        window = spec.policy.exploit.checkpoint_window
-        if window:  # this member's trial that just left the window of draws
-            candidates += [
-                t.id
-                for t in tx.trials(
-                    trial.experiment_id,
-                    statuses=("done",),
-                    member=trial.member,
-                    generation=trial.generation - window,
-                )
-            ]
+        candidates = [trial.parent_id, previous, *left_window(tx, spec, trial)]
         freed = released(tx, spec, cache, candidates)
         mark_finished_if_done(tx, trial.experiment_id, cache)
         return freed, trial.experiment_id

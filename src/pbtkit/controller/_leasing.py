@@ -141,8 +141,13 @@ class Leasing(Reader):
         trial = tx.next_pending(
             experiment_id, member=member, generation=generation, claim=True, now=now
         )
-        if trial is None:
-            return None
+        return None if trial is None else self._claim_trial(tx, trial, worker_id, now)
+
+    def _claim_trial(
+        self, tx: Transaction, trial: TrialRecord, worker_id: str, now: float
+    ) -> tuple[TrialRecord, TrialRecord | None] | None:
+        """Mark a pending trial running for ``worker_id``: it and its parent, or None when
+        another worker took it between the read and the write."""
         running = dataclasses.replace(
             trial,
             status="running",

@@ -19,7 +19,24 @@ from pbtkit.core.policy import MAX_STEPS
 from pbtkit.spec import ExperimentSpec
 from pbtkit.store._base import Transaction, TrialRecord
 
-__all__ = ["final_keep", "released"]
+__all__ = ["final_keep", "left_window", "released"]
+
+
+def left_window(tx: Transaction, spec: ExperimentSpec, trial: TrialRecord) -> list[int]:
+    """The ids of the member's finished trials that ``trial`` just pushed out of the window
+    of past checkpoints its exploiter draws from (none for an exploiter without one)."""
+    window = spec.policy.exploit.checkpoint_window
+    if not window:
+        return []
+    return [
+        t.id
+        for t in tx.trials(
+            trial.experiment_id,
+            statuses=("done",),
+            member=trial.member,
+            generation=trial.generation - window,
+        )
+    ]
 
 
 def released(
