@@ -253,6 +253,17 @@ def run(
         close()
         raise
     _warn_nonfinite(result)
+    raise_if_failed(result, name, url)
+    return result
+
+
+def raise_if_failed(result: Result, name: str, url: str) -> None:
+    """End a run as :func:`run` does: a run that stopped, or whose members all failed,
+    raises with why and the command that shows the rest.
+
+    Raises:
+        PBTError: The experiment stopped, or every member failed.
+    """
     see = f"See `pbtkit status --storage {display_url(url)} --experiment {name}`"
     stopped = next((e for e in reversed(result.events) if e.kind == "stopped"), None)
     if result.status == "failed" and stopped is not None:
@@ -260,7 +271,6 @@ def run(
     if all(m.status == "failed" for m in result.members):
         last = next((e.detail for e in reversed(result.failures) if e.detail), "unknown")
         raise PBTError(f"every member of {name!r} failed; the last error was: {last}. {see}")
-    return result
 
 
 def _connect(

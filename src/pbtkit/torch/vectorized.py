@@ -55,8 +55,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pbtkit._exceptions import ConfigError, PBTError
+from pbtkit._exceptions import ConfigError
 from pbtkit.api import _checkpoint_root as checkpoint_root  # pbtkit.run's rule, shared
+from pbtkit.api import raise_if_failed
 from pbtkit.controller import (
     Controller,
     worker_identity,
@@ -262,11 +263,5 @@ def run(
     except BaseException:
         store.close()
         raise
-    # As pbtkit.run ends: a run that stopped, or whose members all failed, says why.
-    stopped = next((e for e in reversed(result.events) if e.kind == "stopped"), None)
-    if result.status == "failed" and stopped is not None:
-        raise PBTError(f"experiment {name!r} {stopped.detail}")
-    if all(m.status == "failed" for m in result.members):
-        last = next((e.detail for e in reversed(result.failures) if e.detail), "unknown")
-        raise PBTError(f"every member of {name!r} failed; the last error was: {last}")
+    raise_if_failed(result, name, url)  # as pbtkit.run ends
     return result
