@@ -10,8 +10,8 @@ SQLite store. For each population size and repeat, side by side in one run:
 - ``process``: :func:`pbtkit.run` with ``executor="process"`` and ``--workers`` worker
   processes (one torch thread each), the same task one member at a time
   (``vectorized_digits.train``, the same data, loss and optimizer arithmetic);
-- ``plain``: the floor, one member trained for the same steps in a bare loop, times the
-  population (no PBT, no checkpoints, one core).
+- ``plain``: the floor, every member trained for the same steps one after another in a
+  bare loop (no PBT, no checkpoints, one core, one process).
 
 Each run is a child process, timed from outside (``process_s``: imports and worker
 start-up included) and inside (``wall_s``: the call that runs PBT). ``throughput`` is
@@ -73,14 +73,15 @@ def child(mode: str, population: int, steps: int, ready_every: int, workers: int
         started = time.perf_counter()
         if mode == "plain":
             torch.set_num_threads(1)
-            model = vd.mlp()
-            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
             hp = {"smoothing": torch.tensor(0.1)}
-            for step in range(steps):
-                opt.zero_grad(set_to_none=True)
-                torch.autograd.backward(vd.loss(model, vd.data(step), hp))
-                opt.step()
-            wall = (time.perf_counter() - started) * population
+            for _ in range(population):
+                model = vd.mlp()
+                opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+                for step in range(steps):
+                    opt.zero_grad(set_to_none=True)
+                    torch.autograd.backward(vd.loss(model, vd.data(step), hp))
+                    opt.step()
+            wall = time.perf_counter() - started
             best = float("nan")
         elif mode == "vectorized":
             torch.set_num_threads(workers)
@@ -232,8 +233,12 @@ def main() -> None:
         figures = child(args.child, args.population, args.steps, args.ready_every, args.workers)
         print(json.dumps(figures))
         return
+    # No OMP_NUM_THREADS for the children: each mode sets its own threads (the process
+    # path's workers get cores // workers from pbtkit; a value inherited here would give
+    # each worker that many and oversubscribe the cores).
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    env.setdefault("OMP_NUM_THREADS", str(args.workers))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(name, None)
     for population in (int(p) for p in args.populations.split(",")):
         runs: dict[str, list[dict[str, Any]]] = {"vectorized": [], "process": [], "plain": []}
         for repeat in range(args.repeats):

@@ -129,13 +129,28 @@ def save(
         ConfigError: A value is neither a tensor, an array nor plain data (nothing is
             pickled), or a name is malformed.
     """
+    groups = _groups(model, optimizer, scheduler, scaler)
+    states = {
+        kind: {name: thing.state_dict() for name, thing in things.items()}
+        for kind, things in groups.items()
+    }
+    return _write_states(where, states, hparams, extra)
+
+
+def _write_states(
+    where: Trial | str | os.PathLike[str],
+    states: Mapping[str, Mapping[str, Any]],
+    hparams: Mapping[str, Any] | None,
+    extra: Mapping[str, Any],
+) -> Path:
+    """:func:`save` from ``state_dict()`` values already taken, ``{kind: {name: state}}``
+    (kinds: models, optimizers, schedulers, scalers)."""
     if not isinstance(where, str | os.PathLike):  # a Trial
         trial: Trial | None = where
         directory = where.checkpoint_dir
     else:
         trial, directory = None, Path(where)
     directory.mkdir(parents=True, exist_ok=True)
-    groups = _groups(model, optimizer, scheduler, scaler)
     enc = Encoder()
     doc: dict[str, Any] = {
         "format": _FORMAT,
@@ -149,11 +164,12 @@ def save(
         if trial is None
         else {"id": trial.trial_id, "member": trial.member, "step": trial.end_step},
     }
-    for kind, things in groups.items():
+    for kind in ("models", "optimizers", "schedulers", "scalers"):
         doc[kind] = {
-            name: enc.encode(thing.state_dict(), f"{kind}/{name}") for name, thing in things.items()
+            name: enc.encode(state, f"{kind}/{name}")
+            for name, state in states.get(kind, {}).items()
         }
-    doc["extra"] = enc.encode(extra, "extra")
+    doc["extra"] = enc.encode(dict(extra), "extra")
     # Tensors first, JSON last: the JSON names the tensors, so a reader that finds it
     # finds them too. Each file is replaced whole (another process may be reading it).
     state_tmp = directory / f".{STATE_FILE}.tmp"
@@ -370,6 +386,7 @@ def load(
             state = decoder.decode(_pick("optimizers", doc.get("optimizers", {}), name, where))
             if reset:
                 state = {"state": {}, "param_groups": state["param_groups"]}
+            state = _fill_groups(state, opt)
             try:
                 opt.load_state_dict(state)
             except (ValueError, KeyError, RuntimeError) as exc:
@@ -389,6 +406,24 @@ def load(
             groups["optimizers"], values, scheduler=groups["schedulers"], param_map=param_map
         )
     return extra
+
+
+def _fill_groups(state: Any, opt: torch.optim.Optimizer) -> Any:
+    """``state`` with each saved param group completed by the keys it lacks from ``opt``'s
+    group (a checkpoint of the vectorized path names only the hyperparameters it uses; one
+    from another torch version may lack a newer option)."""
+    if not isinstance(state, dict):
+        return state
+    saved = state.get("param_groups")
+    if not isinstance(saved, list) or len(saved) != len(opt.param_groups):
+        return state  # load_state_dict says what is wrong
+    groups = [
+        {**{k: v for k, v in live.items() if k != "params"}, **group}
+        if isinstance(group, dict)
+        else group
+        for live, group in zip(opt.param_groups, saved, strict=True)
+    ]
+    return {**state, "param_groups": groups}
 
 
 def _to_device(value: Any, device: torch.device) -> Any:

@@ -22,7 +22,14 @@ import torch
 
 from pbtkit._exceptions import ConfigError
 
-__all__ = ["DEFAULTS", "OPTIMIZERS", "StackedOptimizer", "make_optimizer", "torch_optimizer"]
+__all__ = [
+    "DEFAULTS",
+    "OPTIMIZERS",
+    "StackedOptimizer",
+    "make_optimizer",
+    "param_group",
+    "torch_optimizer",
+]
 
 Kind = Literal["sgd", "adam", "adamw"]
 OPTIMIZERS: tuple[Kind, ...] = ("sgd", "adam", "adamw")
@@ -152,6 +159,25 @@ def make_optimizer(kind: str, params: Mapping[str, torch.Tensor]) -> StackedOpti
         torch.zeros(population, dtype=torch.float32, device=device),
         tuple(params),
     )
+
+
+def param_group(kind: str, hparams: Mapping[str, float], count: int) -> dict[str, Any]:
+    """The ``torch.optim`` param group of one member's optimizer over ``count`` parameters,
+    as its ``state_dict()`` holds it: the hyperparameters :class:`StackedOptimizer` uses,
+    by torch's names. Keys it does not use (``dampening``, ``foreach``...) are left out;
+    :func:`pbtkit.torch.load` fills them from the optimizer it loads into. Building a
+    ``torch.optim`` optimizer instead would cost its first use in a process over a second
+    (it imports ``torch._dynamo``)."""
+    known = DEFAULTS[kind]
+    values = {**known, **{k: float(v) for k, v in hparams.items() if k in known}}
+    group: dict[str, Any] = {"lr": values["lr"], "weight_decay": values["weight_decay"]}
+    if kind == "sgd":
+        group["momentum"] = values["momentum"]
+    else:
+        group["betas"] = (values["beta1"], values["beta2"])
+        group["eps"] = values["eps"]
+    group["params"] = list(range(count))
+    return group
 
 
 def torch_optimizer(
