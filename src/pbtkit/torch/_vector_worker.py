@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["run_vectorized_worker"]
 
+_SAVERS = 4  # threads writing members' checkpoints at once
+
 
 class _Population:
     """The stacked members a worker trains, slot ``i`` the ``i``-th trial it holds."""
@@ -43,6 +46,14 @@ class _Population:
         self.trainer = trainer
         self.template = trainer.initial_model(0)  # the module functional_call runs
         self.names = tuple(name for name, _ in self.template.named_parameters())
+        # Each entry of the module's state dict as (parameters or buffers, stacked name):
+        # a member's state dict is then its slices, read without the shared template, so
+        # members are saved in parallel. Tied weights map to the one stacked tensor.
+        by_id = {id(t): (True, n) for n, t in self.template.named_parameters()}
+        by_id.update({id(t): (False, n) for n, t in self.template.named_buffers()})
+        self.state_names = {
+            key: by_id[id(value)] for key, value in self.template.state_dict(keep_vars=True).items()
+        }
         self.params: dict[str, torch.Tensor] = {}
         self.buffers: dict[str, torch.Tensor] = {}
         self.optimizer: StackedOptimizer | None = None
@@ -180,6 +191,7 @@ class _Population:
         finally:
             for leaf in leaves:
                 leaf.requires_grad_(False)
+        optimizer.settle(hp)
         if trainer.evaluate is not None:
             evaluate = trainer.evaluate
 
@@ -207,21 +219,23 @@ class _Population:
 
     def save(self, slot: int, trial: Trial) -> None:
         """Write slot ``slot`` as an ordinary :mod:`pbtkit.torch` checkpoint of ``trial``:
-        :func:`pbtkit.torch.load` reads it into a ``torch.optim`` optimizer."""
+        :func:`pbtkit.torch.load` reads it into a ``torch.optim`` optimizer. Safe to call
+        for several slots at once from threads."""
         assert self.optimizer is not None
-        module = self.template
-        with torch.no_grad():
-            for name, value in module.named_parameters():
-                value.copy_(self.params[name][slot])
-            for name, buffer in module.named_buffers():
-                buffer.copy_(self.buffers[name][slot])
+        model = {
+            key: (self.params if is_param else self.buffers)[name][slot]
+            for key, (is_param, name) in self.state_names.items()
+        }
         kind = self.trainer.optimizer
         values = self.trainer.hparams(trial.hparams)
-        optimizer = {
+        optimizer: dict[str, Any] = {
             "state": self.optimizer.member_state(slot),
             "param_groups": [param_group(kind, values, len(self.names))],
         }
-        states = {"models": {"model": module.state_dict()}, "optimizers": {"optimizer": optimizer}}
+        states: dict[str, dict[str, Any]] = {
+            "models": {"model": model},
+            "optimizers": {"optimizer": optimizer},
+        }
         pt._write_states(trial, states, trial.hparams, {})
 
 
@@ -383,16 +397,7 @@ def _run_group(
         with _Heartbeat(controller, [lease.trial.id for lease in kept], worker_id):
             population.arrange(trials, kept)
             reports = population.train(trials)
-            for slot, trial in enumerate(trials):
-                population.save(slot, trial)
-                names.append(
-                    checkpoints.commit(
-                        trial.checkpoint_dir,
-                        kept[slot].experiment,
-                        trial.trial_id,
-                        attempt=trial.attempt,
-                    )
-                )
+            names.extend(_save_all(population, checkpoints, trials, kept))
         _check_objective(kept[0], reports)
     except Exception as exc:  # the user's code may raise anything
         for trial in trials:
@@ -416,6 +421,28 @@ def _run_group(
             population.kept.pop(name, None)
             _delete(checkpoints, [name])
     return len(kept) - len(done.lost)
+
+
+def _save_all(
+    population: _Population,
+    checkpoints: CheckpointStore,
+    trials: Sequence[Trial],
+    leases: Sequence[Lease],
+) -> list[str | None]:
+    """Write and commit every member's checkpoint, several at a time: most of the time
+    is file writes and fsyncs, which run outside the GIL."""
+
+    def one(slot: int) -> str | None:
+        trial = trials[slot]
+        population.save(slot, trial)
+        return checkpoints.commit(
+            trial.checkpoint_dir, leases[slot].experiment, trial.trial_id, attempt=trial.attempt
+        )
+
+    if len(trials) == 1:
+        return [one(0)]
+    with ThreadPoolExecutor(min(_SAVERS, len(trials)), thread_name_prefix="pbtkit-save") as pool:
+        return list(pool.map(one, range(len(trials))))
 
 
 def _check_objective(lease: Lease, reports: Mapping[int, Sequence[Measurement]]) -> None:
