@@ -108,3 +108,25 @@ def test_the_toy_against_ray_benchmark_runs_its_pbtkit_side(tmp_path: Path) -> N
     assert len(runs) == 1
     assert 0.3 < float(runs[0]["best_score"]) <= 1.2  # type: ignore[arg-type]
     assert lines[-1]["benchmark"] == "toy_pop8_pbtkit_vs_ray"
+
+
+@pytest.mark.slow
+def test_the_digits_floor_benchmark_runs(tmp_path: Path) -> None:
+    lines = _bench("digits_floor.py", "--repeats", "1", cwd=tmp_path)
+    modes = {str(line["mode"]): line for line in lines if "mode" in line}
+    assert set(modes) == {"pbtkit", "floor"}
+    assert int(modes["pbtkit"]["epochs"]) >= 8 * 16  # type: ignore[call-overload]
+    assert float(lines[-1]["ratio_equal_work_median"]) > 0  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_vectorized_speed_benchmark_runs_every_mode_side_by_side(tmp_path: Path) -> None:
+    lines = _bench(
+        "vectorized.py", "--populations", "4", "--repeats", "1", "--steps", "20",
+        "--ready-every", "10", cwd=tmp_path,
+    )  # fmt: skip
+    runs = {str(line["mode"]): line for line in lines if "mode" in line}
+    assert set(runs) == {"vectorized", "process", "plain"}
+    # The vectorized run is deterministic and finds a member; the floor trains no PBT.
+    assert 0 < float(runs["vectorized"]["best_accuracy"]) <= 1  # type: ignore[arg-type]
+    assert float(lines[-1]["speedup"]) > 0  # type: ignore[arg-type]
