@@ -300,3 +300,76 @@ def test_binary_tournament_end_to_end(tmp_path: Path) -> None:
         assert by_id[e.donor_trial].score > own.score
         assert by_id[e.donor_trial].end_step == own.end_step
     assert all(m.step == 20 for m in result.members)
+
+
+@pytest.mark.slow
+def test_worker_processes_start_before_the_run_imports_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run's own import of a target named by a string (seconds for a module that
+    # imports torch) overlaps the workers' start instead of coming before it.
+    log = tmp_path / "imports.jsonl"
+    monkeypatch.setenv("PBTKIT_TEST_IMPORT_LOG", str(log))
+    monkeypatch.setenv("PBTKIT_TEST_DRIVER_PID", str(os.getpid()))
+    monkeypatch.delitem(sys.modules, "tests.slow_import_target", raising=False)
+    result = pk.run(
+        "tests.slow_import_target:train",
+        space={"x": pk.Uniform(0, 1)},
+        metric="score",
+        population=2,
+        workers=2,
+        ready_every=2,
+        total_steps=4,
+        storage=f"sqlite:///{tmp_path / 'pbt.db'}",
+        progress=False,
+    )
+    assert result.best.score == 3.0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    (driver,) = [line for line in lines if line["driver"]]
+    workers = [line for line in lines if not line["driver"]]
+    assert len(workers) >= 2
+    # A worker had imported it while the run was still importing: started first.
+    assert min(w["end"] for w in workers) < driver["end"], lines
+
+
+def test_a_target_that_cannot_be_imported_is_refused_and_its_workers_stopped(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(pk.ConfigError, match="has no attribute 'nope'"):
+        pk.run(
+            "tests.trainers:nope",
+            space={"x": pk.Uniform(0, 1)},
+            metric="score",
+            population=2,
+            workers=2,
+            ready_every=2,
+            total_steps=4,
+            storage=f"sqlite:///{tmp_path / 'pbt.db'}",
+            progress=False,
+        )
+    # Nothing was trained, and no worker process of the run is left behind.
+    store = open_store(f"sqlite:///{tmp_path / 'pbt.db'}")
+    try:
+        with store.read() as tx:
+            (experiment,) = tx.list_experiments()
+            assert not tx.trials(experiment.id, statuses=["done"])
+    finally:
+        store.close()
+    assert not _worker_children()
+
+
+def _worker_children() -> list[int]:
+    """Process ids of this process's children running `pbtkit worker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        parent = int(stat.rpartition(")")[2].split()[1])
+        if parent == os.getpid() and b"pbtkit worker" in cmdline:
+            found.append(int(entry.name))
+    return found

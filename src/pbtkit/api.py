@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ from pbtkit.progress import ProgressDisplay
 from pbtkit.result import Result
 from pbtkit.spec import ExperimentSpec, check_experiment_name
 from pbtkit.store import display_url, normalize_url, open_store
-from pbtkit.worker import IMPORT_FAILED, TrainFn
+from pbtkit.worker import IMPORT_FAILED, TrainFn, Trial
 
 __all__ = ["run"]
 
@@ -186,8 +187,18 @@ def run(
         StorageError: The storage cannot be opened.
         PBTError: Every member failed (the last error is in the message).
     """
+    check: Callable[[], object] | None = None
     if isinstance(train, str):
-        target, train = train, load_target(train)
+        target = train
+        if executor == "process":
+            # The workers import the target themselves: this process imports it only
+            # once they are started, so the imports overlap (a module that imports torch
+            # takes seconds), and a target that cannot be imported is still refused here
+            # with the loader's message. Nothing here calls the function.
+            check = functools.partial(load_target, target)
+            train = _not_called(target)
+        else:
+            train = load_target(train)
     elif callable(train):
         target = target_of(train) if executor in ("process", "ray") else ""
     else:
@@ -244,7 +255,7 @@ def run(
         controller.reclaim_orphans(name)
         tensorboard_logger = _tensorboard(tensorboard, name, url, server, spec.checkpoint_root)
         with follow(controller, name, [*tensorboard_logger, *trackers]):
-            drive(controller, name, pool, workers, ProgressDisplay(name, progress))
+            drive(controller, name, pool, workers, ProgressDisplay(name, progress), check=check)
         result = Result(controller, name)
         checkpoints = open_checkpoints(result.spec.checkpoint_root, create=False)
         if checkpoints.exists():  # a server's root may not be visible from here
@@ -255,6 +266,16 @@ def run(
     _warn_nonfinite(result)
     raise_if_failed(result, name, url)
     return result
+
+
+def _not_called(target: str) -> TrainFn:
+    """Stands for a training function only worker processes import and call."""
+
+    def train(trial: Trial) -> None:  # pragma: no cover - never called
+        raise AssertionError(f"{target} runs in the worker processes, not here")
+
+    train.__name__ = target.rpartition(":")[2].rpartition(".")[2]
+    return train
 
 
 def raise_if_failed(result: Result, name: str, url: str) -> None:
@@ -391,11 +412,14 @@ def drive(
     display: ProgressDisplay,
     *,
     max_restarts: int | None = None,
+    check: Callable[[], object] | None = None,
 ) -> None:
     """Run workers until the experiment is finished, replacing workers that die.
 
     A worker that exits with an error has its trial given back at once (counted as an
-    attempt) and is replaced, up to ``max_restarts`` times in all.
+    attempt) and is replaced, up to ``max_restarts`` times in all. ``check`` runs once the
+    workers are started (the run's own import of the training function); if it raises,
+    the workers are stopped.
     """
     spec = controller.spec(name)
     restarts_left = (
@@ -407,6 +431,8 @@ def drive(
     pool.start(workers)
     next_summary = 0.0
     try:
+        if check is not None:
+            check()
         while True:
             exits = pool.reap()
             if any(gone.code == IMPORT_FAILED for gone in exits):

@@ -31,7 +31,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.logger:
         kwargs["loggers"] = [*kwargs.get("loggers", ()), *args.logger]
     kwargs.setdefault("name", args.target.rpartition(":")[2])
-    load_target(args.target)  # fail here, with a clear message, if it cannot be imported
+    if kwargs.get("executor", "process") != "process":
+        load_target(args.target)  # fail here, with a clear message, if it cannot be imported
+    # With worker processes, run() imports the target once they are started (the two
+    # imports overlap) and refuses it there as load_target would.
     if kwargs.get("executor", "process") == "process" and kwargs.get("workers", 2) > 0:
         from pbtkit.devices import plan_devices
 
