@@ -28,11 +28,14 @@ initial hyperparameters and steps, no exploits), on paired seeds ``--first-seed`
 ``+N-1`` (seed ``s`` fixes the initial hyperparameters of both; a member's initial weights
 and the data order do not depend on it). The winner is the member with the best
 validation accuracy; the result is its test accuracy. One JSON line per run, then one
-summary line: mean, std, median, paired difference, wins/ties/losses, Wilcoxon p.
+summary line: mean, std, median, paired difference, wins/ties/losses, Wilcoxon p. With
+``--task gan`` the same on :mod:`pbtkit.examples.vectorized_gan` (32 members x 1,000
+iterations, binary tournament): the winner has the best MMD, the result is its test MMD
+(a fresh draw of 1,000 points, lower is better).
 
 Usage: python benchmarks/vectorized.py [--populations 8,32,128] [--repeats 3]
        [--steps 200] [--ready-every 50] [--workers 2]
-       python benchmarks/vectorized.py --versus-random 10 [--first-seed 0]
+       python benchmarks/vectorized.py --versus-random 10 [--first-seed 0] [--task gan]
        python benchmarks/vectorized.py --summarise FILE...
 """
 
@@ -104,15 +107,24 @@ def child(mode: str, population: int, steps: int, ready_every: int, workers: int
 
 
 def versus_random(
-    seed: int, method: str, population: int | None, steps: int | None
+    seed: int, method: str, population: int | None, steps: int | None, task: str = "digits"
 ) -> dict[str, Any]:
-    """One run of the vectorized digits example, PBT or random search, in this process."""
-    import pbtkit as pk
-    import pbtkit.torch.vectorized as pv
-    from pbtkit.examples import vectorized_digits as vd
+    """One run of a vectorized example, PBT or random search, in this process.
 
-    vd._tensors()
-    settings: dict[str, Any] = {**vd.SETTINGS, "seed": seed}
+    ``task``: ``"digits"`` (the result: the winner's test accuracy) or ``"gan"`` (the
+    winner's test MMD: its generator's MMD on a fresh draw of 1,000 points, noise and true
+    sample seeded apart from the fitness's, as ``torch_examples.py gan`` measures it)."""
+    import pbtkit as pk
+    import pbtkit.torch as pt
+    import pbtkit.torch.vectorized as pv
+    from pbtkit.examples import gan
+    from pbtkit.examples import vectorized_digits as vd
+    from pbtkit.examples import vectorized_gan as vg
+
+    if task == "digits":
+        vd._tensors()
+    example: Any = vd if task == "digits" else vg
+    settings: dict[str, Any] = {**example.SETTINGS, "seed": seed}
     if population is not None:
         settings["population"] = population
     if steps is not None:
@@ -123,38 +135,46 @@ def versus_random(
         settings["storage"] = f"sqlite:///{Path(directory) / 'pbt.db'}"
         settings["checkpoint_dir"] = Path(directory) / "checkpoints"
         started = time.perf_counter()
-        result = pv.run(vd.TRAINER, **settings)
+        result = pv.run(example.TRAINER, **settings)
         wall = time.perf_counter() - started
         best = result.best
         exploits = sum(1 for e in result.events if e.kind == "exploit")
-    return {
-        "benchmark": "vectorized_versus_random",
-        "method": method,
-        "seed": seed,
-        "population": settings["population"],
-        "total_steps": settings["total_steps"],
-        "val_accuracy": float(best.metrics["accuracy"]),
-        "test_accuracy": float(best.metrics["test_accuracy"]),
-        "exploits": exploits,
-        "wall_s": round(wall, 2),
-    }
+        row: dict[str, Any] = {
+            "benchmark": "vectorized_versus_random",
+            "task": task,
+            "method": method,
+            "seed": seed,
+            "population": settings["population"],
+            "total_steps": settings["total_steps"],
+        }
+        if task == "digits":
+            row["val_accuracy"] = float(best.metrics["accuracy"])
+            row["test_accuracy"] = float(best.metrics["test_accuracy"])
+        else:
+            nets, _ = gan.build(best.hparams)
+            pt.load(best.checkpoint, model=nets)
+            row["val_mmd"] = float(best.metrics["mmd"])
+            row["test_mmd"] = gan.quality(nets["G"], n=1000, seed=999_983 + seed)["mmd"]
+            row["modes"] = float(best.metrics["modes"])
+    return {**row, "exploits": exploits, "wall_s": round(wall, 2)}
 
 
 def summarise_versus(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Paired PBT - random search figures over the seeds both methods ran."""
     from scipy.stats import wilcoxon
 
-    by = {
-        m: {r["seed"]: r["test_accuracy"] for r in rows if r["method"] == m}
-        for m in ("pbt", "random")
-    }
+    task = rows[0].get("task", "digits")
+    key, better = ("test_accuracy", "greater") if task == "digits" else ("test_mmd", "less")
+    by = {m: {r["seed"]: r[key] for r in rows if r["method"] == m} for m in ("pbt", "random")}
     seeds = sorted(set(by["pbt"]) & set(by["random"]))
     pbt = [by["pbt"][s] for s in seeds]
     rnd = [by["random"][s] for s in seeds]
     diffs = [a - b for a, b in zip(pbt, rnd, strict=True)]
     line: dict[str, Any] = {
         "benchmark": "vectorized_versus_random",
+        "task": task,
         "summary": True,
+        "metric": key,
         "seeds": len(seeds),
     }
     for name, values in (("pbt", pbt), ("random", rnd)):
@@ -162,16 +182,15 @@ def summarise_versus(rows: list[dict[str, Any]]) -> dict[str, Any]:
         line[f"{name}_std"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
         line[f"{name}_median"] = round(statistics.median(values), 4)
     line["diff_mean"] = round(statistics.fmean(diffs), 4)
+    sign = 1 if better == "greater" else -1  # a win: PBT better, whichever way that is
     line["wins_ties_losses"] = [
-        sum(d > 0 for d in diffs),
+        sum(sign * d > 0 for d in diffs),
         sum(d == 0 for d in diffs),
-        sum(d < 0 for d in diffs),
+        sum(sign * d < 0 for d in diffs),
     ]
     if any(diffs):
         line["wilcoxon_p"] = round(float(wilcoxon(pbt, rnd).pvalue), 5)
-        line["wilcoxon_p_better"] = round(
-            float(wilcoxon(pbt, rnd, alternative="greater").pvalue), 5
-        )
+        line["wilcoxon_p_better"] = round(float(wilcoxon(pbt, rnd, alternative=better).pvalue), 5)
     line["wall_s_median"] = {
         m: statistics.median(r["wall_s"] for r in rows if r["method"] == m)
         for m in ("pbt", "random")
@@ -194,6 +213,12 @@ def main() -> None:
     )
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument(
+        "--task",
+        choices=("digits", "gan"),
+        default="digits",
+        help="with --versus-random: the vectorized example (the speed comparison is digits')",
+    )
+    parser.add_argument(
         "--summarise", nargs="+", metavar="FILE", help="the summary line again from saved output"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -211,7 +236,11 @@ def main() -> None:
             if line.startswith("{")
         ]
         rows = [
-            r for r in saved if r.get("benchmark") == "vectorized_versus_random" and "method" in r
+            r
+            for r in saved
+            if r.get("benchmark") == "vectorized_versus_random"
+            and "method" in r
+            and r.get("task", "digits") == args.task
         ]
         print(json.dumps(summarise_versus(rows)))
         return
@@ -225,7 +254,7 @@ def main() -> None:
             # Alternate which method runs first: the machine drifts, the results do not.
             methods = ["pbt", "random"] if seed % 2 == 0 else ["random", "pbt"]
             for method in methods:
-                rows.append(versus_random(seed, method, args.population, steps))
+                rows.append(versus_random(seed, method, args.population, steps, args.task))
                 print(json.dumps(rows[-1]), flush=True)
         print(json.dumps(summarise_versus(rows)), flush=True)
         return

@@ -82,10 +82,12 @@ def test_the_report_batches_benchmark_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_vectorized_versus_random_benchmark_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("task", ["digits", "gan"])
+def test_the_vectorized_versus_random_benchmark_runs(tmp_path: Path, task: str) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("scipy")
-    args = ("--versus-random", "2", "--population", "4", "--steps", "100")
+    steps = "100" if task == "digits" else "400"  # the GAN is ready every 200 iterations
+    args = ("--versus-random", "2", "--population", "4", "--steps", steps, "--task", task)
     lines = _bench("vectorized.py", *args, cwd=tmp_path)
     runs = [line for line in lines if "method" in line]
     assert sorted((line["seed"], line["method"]) for line in runs) == [
@@ -97,8 +99,9 @@ def test_the_vectorized_versus_random_benchmark_runs(tmp_path: Path) -> None:
     assert summary["seeds"] == 2
     saved = tmp_path / "out.jsonl"
     saved.write_text("\n".join(json.dumps(line) for line in runs))
-    (again,) = _bench("vectorized.py", "--summarise", str(saved), cwd=tmp_path)
+    (again,) = _bench("vectorized.py", "--summarise", str(saved), "--task", task, cwd=tmp_path)
     assert again == summary
+    assert summary["metric"] == ("test_accuracy" if task == "digits" else "test_mmd")
 
 
 @pytest.mark.slow
