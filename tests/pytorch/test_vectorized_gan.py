@@ -251,3 +251,12 @@ def test_a_loss_for_a_network_the_model_lacks_is_refused(tmp_path: Path) -> None
     )
     with pytest.raises(pk.ConfigError, match="optimizer names must be distinct"):
         pv.run(names, **settings, name="names")
+
+
+def test_the_example_runs_into_its_directory(tmp_path: Path) -> None:
+    result = vg.main(tmp_path / "run", population=4, total_steps=20, ready_every=10)
+    assert result.status == "finished"
+    assert (tmp_path / "run" / "pbt.db").exists()
+    assert (tmp_path / "run" / "checkpoints").is_dir()
+    assert 0.0 <= result.best.metrics["mmd"] < 2.0
+    assert 0.0 <= result.best.metrics["modes"] <= 8.0

@@ -27,6 +27,14 @@ every hyperparameter (a dropout rate, an entropy coefficient) as a per-member te
     result = pv.run(trainer, space={"lr": pk.LogUniform(1e-3, 0.5)}, metric="accuracy",
                     population=32, ready_every=50, total_steps=500)
 
+Several networks, each with its own optimizer and loss (a GAN): ``model`` returns
+``{"G": generator, "D": discriminator}``, ``loss`` is ``{"D": d_loss, "G": g_loss}``,
+stepped in that order (each loss's gradient with respect to its own network only, the
+next loss seeing the updated weights), and the loss receives ``model`` as a mapping
+name -> forward. ``optimizer_names={"G": "g", "D": "d"}`` names the optimizers as
+:func:`pbtkit.torch.load` does, so ``g_lr`` is the generator's learning rate and a bare
+``beta1`` both optimizers'; :mod:`pbtkit.examples.vectorized_gan` is the example.
+
 Everything downstream sees ordinary members. Decisions come from the same policy and go
 to the same store (trials, reports, events), and each member's checkpoint is committed at
 each ready point as its own slice, written by :func:`pbtkit.torch.save` with a real
