@@ -251,6 +251,16 @@ def test_a_loss_for_a_network_the_model_lacks_is_refused(tmp_path: Path) -> None
     )
     with pytest.raises(pk.ConfigError, match="optimizer names must be distinct"):
         pv.run(names, **settings, name="names")
+    stray = pv.VectorizedTrainer(
+        model=vg.networks,
+        loss={"D": vg.d_loss, "G": vg.g_loss},
+        data=vg.data,
+        optimizer="adam",
+        optimizer_names={"G": "g", "D": "d"},
+        defaults={"G_beta2": 0.99},  # the optimizer is "g"
+    )
+    with pytest.raises(pk.ConfigError, match=r"defaults names \['G_beta2'\], which no optimizer"):
+        pv.run(stray, **settings, name="stray")
 
 
 def test_the_example_runs_into_its_directory(tmp_path: Path) -> None:
@@ -260,3 +270,35 @@ def test_the_example_runs_into_its_directory(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "checkpoints").is_dir()
     assert 0.0 <= result.best.metrics["mmd"] < 2.0
     assert 0.0 <= result.best.metrics["modes"] <= 8.0
+
+
+def _joint_loss(model: Any, batch: Any, hp: Any) -> Any:
+    return vg.g_loss(model, batch, hp) + vg.d_loss(model, batch, hp)
+
+
+def test_one_loss_over_several_networks_trains_them_all_at_once(tmp_path: Path) -> None:
+    joint = pv.VectorizedTrainer(
+        model=vg.networks, loss=_joint_loss, data=vg.data, evaluate=vg.evaluate, optimizer="adam"
+    )
+    result = pv.run(
+        joint,
+        space=vg.SPACE,  # g_lr, d_lr: no optimizer has these names here ("G", "D")
+        metric="mmd",
+        mode="min",
+        population=3,
+        ready_every=5,
+        total_steps=10,
+        storage=f"sqlite:///{tmp_path / 'pbt.db'}",
+        exploit=pk.Truncation(0.34),
+    )
+    assert all("loss" in t.metrics for t in result.trials)
+    best = result.best
+    assert best.checkpoint is not None
+    saved = _tensors(best.checkpoint)
+    assert any(k.startswith("optimizers/G/") for k in saved)
+    assert any(k.startswith("optimizers/D/") for k in saved)
+    replayed = pk.replay(joint.train_trial, result.schedule(), checkpoint_dir=tmp_path / "again")
+    assert replayed.checkpoint is not None
+    theirs = _tensors(replayed.checkpoint)
+    for key, value in saved.items():
+        torch.testing.assert_close(value, theirs[key], **CLOSE, msg=key)

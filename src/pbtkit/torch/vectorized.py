@@ -285,6 +285,17 @@ class VectorizedTrainer:
             raise ConfigError(
                 f"optimizer names must be distinct strings without '/', got {optimizers}"
             )
+        known = DEFAULTS[self.optimizer]
+        stray = sorted(
+            name
+            for name in self.defaults
+            if name not in known and not any(f"{o}_{key}" == name for o in names for key in known)
+        )
+        if stray:
+            raise ConfigError(
+                f"defaults names {stray}, which no optimizer takes: the optimizers are "
+                f"{names}, their hyperparameters {sorted(known)} (or <optimizer>_<name>)"
+            )
         return Layout(single, optimizers, stages)
 
     def hparams(self, hparams: Mapping[str, Any]) -> dict[str, float]:
