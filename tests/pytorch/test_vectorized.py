@@ -64,6 +64,10 @@ def test_each_member_steps_as_torch_optim_would_with_its_own_values(kind: str) -
     hp = {k: torch.tensor([v[k] for v in values]) for k in values[0]}
     for g in grads:
         stacked.step(params, g, hp)
+    stacked.settle(hp)  # as the trainer does at the end of a trial
+    if kind == "sgd":  # no buffer where torch keeps none (momentum 0)
+        assert not stacked.moments["w"]["momentum_buffer"][0].any()
+        assert stacked.moments["w"]["momentum_buffer"][1].any()
     for i in range(members):
         own = [torch.nn.Parameter(start[n][i].clone()) for n in shapes]
         opt = torch_optimizer(kind, own, values[i])

@@ -124,7 +124,7 @@ def write_manifest(staging: Path, files: list[Path], trial_id: int, *, durable: 
                 os.fsync(f.fileno())
         entries[rel] = {"sha256": sha256(path), "size": path.stat().st_size}
     data = {"format": 1, "trial_id": trial_id, "files": entries}
-    return json.dumps(data, indent=1).encode()
+    return json.dumps(data, separators=(",", ":")).encode()  # C encoder: indent would not be
 
 
 def parse_manifest(name: str, raw: bytes) -> dict[str, dict[str, Any]]:

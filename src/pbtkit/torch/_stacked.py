@@ -80,15 +80,15 @@ class StackedOptimizer:
             state = self.moments[name]
             rate, wd = _per_member(lr, param), _per_member(decay, param)
             if self.kind == "sgd":
-                grad = grad + wd * param
+                # torch's order of rounding: d_p = grad + wd * param, buf = m * buf + d_p,
+                # param -= lr * buf; fused into as few passes over the population as
+                # keep it (the step is memory-bound at large populations). The buffer
+                # is zero at the start, so the first step gives d_p itself, as torch's
+                # SGD does when it creates the buffer; see settle() for momentum 0.
                 buffer = state["momentum_buffer"]
                 momentum = _per_member(hparams["momentum"], param)
-                # Zero at the start, so the first step gives the gradient itself, as
-                # torch's SGD does when it creates the buffer; kept at zero while a
-                # member's momentum is 0, where torch keeps no buffer at all.
-                buffer.mul_(momentum).add_(grad)
-                param.sub_(rate * buffer)
-                buffer.mul_(momentum != 0)
+                buffer.mul_(momentum).add_(torch.addcmul(grad, wd, param))
+                param.addcmul_(rate, buffer, value=-1)
                 continue
             beta1 = _per_member(hparams["beta1"], param)
             beta2 = _per_member(hparams["beta2"], param)
@@ -104,6 +104,19 @@ class StackedOptimizer:
             correction2_sqrt = (1 - beta2**count).sqrt()
             denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(_per_member(hparams["eps"], param))
             param.sub_((rate / correction1) * exp_avg / denom)
+
+    @torch.no_grad()
+    def settle(self, hparams: Mapping[str, torch.Tensor]) -> None:
+        """End a run of steps: zero the SGD momentum buffer of members whose momentum is
+        0, where torch keeps no buffer at all (a checkpoint or an exploit then copies
+        none). Between steps it does not matter: at momentum 0 the next step overwrites
+        the buffer with the gradient."""
+        if self.kind != "sgd":
+            return
+        keep = hparams["momentum"] != 0
+        for state in self.moments.values():
+            buffer = state["momentum_buffer"]
+            buffer.mul_(_per_member(keep, buffer))
 
     def member_state(self, index: int) -> dict[int, dict[str, torch.Tensor]]:
         """Member ``index``'s state in ``torch.optim`` form (``state_dict()["state"]``),

@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["run_vectorized_worker"]
 
+_SAVERS = 4  # threads writing members' checkpoints at once
+
 
 class _Population:
     """The stacked members a worker trains, slot ``i`` the ``i``-th trial it holds; every
@@ -49,6 +52,16 @@ class _Population:
             net: tuple(name for name, _ in module.named_parameters())
             for net, module in self.templates.items()
         }
+        # Each entry of a network's state dict as (parameters or buffers, stacked name):
+        # a member's state dict is then its slices, read without the shared template, so
+        # members are saved in parallel. Tied weights map to the one stacked tensor.
+        self.state_names: dict[str, dict[str, tuple[bool, str]]] = {}
+        for net, module in self.templates.items():
+            by_id = {id(t): (True, n) for n, t in module.named_parameters()}
+            by_id.update({id(t): (False, n) for n, t in module.named_buffers()})
+            self.state_names[net] = {
+                key: by_id[id(value)] for key, value in module.state_dict(keep_vars=True).items()
+            }
         self.params: dict[str, dict[str, torch.Tensor]] = {}
         self.buffers: dict[str, dict[str, torch.Tensor]] = {}
         self.optimizers: dict[str, StackedOptimizer] = {}
@@ -242,6 +255,8 @@ class _Population:
             for net in templates:
                 for leaf in self.params[net].values():
                     leaf.requires_grad_(False)
+        for net, optimizer in optimizers.items():
+            optimizer.settle(optimizer_hp[net])
         if trainer.evaluate is not None:
             evaluate = trainer.evaluate
 
@@ -268,26 +283,25 @@ class _Population:
     def save(self, slot: int, trial: Trial) -> None:
         """Write slot ``slot`` as an ordinary :mod:`pbtkit.torch` checkpoint of ``trial``:
         :func:`pbtkit.torch.load` reads it into ``torch.optim`` optimizers (one per
-        network, by the layout's optimizer names)."""
+        network, by the layout's optimizer names). Safe to call for several slots at once
+        from threads."""
         assert self.optimizers
         trainer = self.trainer
         values = trainer.hparams(trial.hparams)
         models: dict[str, Any] = {}
         optimizers: dict[str, Any] = {}
-        with torch.no_grad():
-            for net, module in self.templates.items():
-                for name, value in module.named_parameters():
-                    value.copy_(self.params[net][name][slot])
-                for name, buffer in module.named_buffers():
-                    buffer.copy_(self.buffers[net][name][slot])
-                models[net] = module.state_dict()
-                opt_name = self.layout.optimizers[net]
-                own = trainer.optimizer_values(opt_name, values)
-                optimizers[opt_name] = {
-                    "state": self.optimizers[net].member_state(slot),
-                    "param_groups": [param_group(trainer.optimizer, own, len(self.names[net]))],
-                }
-        states = {"models": models, "optimizers": optimizers}
+        for net, names in self.state_names.items():
+            models[net] = {
+                key: (self.params if is_param else self.buffers)[net][name][slot]
+                for key, (is_param, name) in names.items()
+            }
+            opt_name = self.layout.optimizers[net]
+            own = trainer.optimizer_values(opt_name, values)
+            optimizers[opt_name] = {
+                "state": self.optimizers[net].member_state(slot),
+                "param_groups": [param_group(trainer.optimizer, own, len(self.names[net]))],
+            }
+        states: dict[str, dict[str, Any]] = {"models": models, "optimizers": optimizers}
         pt._write_states(trial, states, trial.hparams, {})
 
 
@@ -449,16 +463,7 @@ def _run_group(
         with _Heartbeat(controller, [lease.trial.id for lease in kept], worker_id):
             population.arrange(trials, kept)
             reports = population.train(trials)
-            for slot, trial in enumerate(trials):
-                population.save(slot, trial)
-                names.append(
-                    checkpoints.commit(
-                        trial.checkpoint_dir,
-                        kept[slot].experiment,
-                        trial.trial_id,
-                        attempt=trial.attempt,
-                    )
-                )
+            names.extend(_save_all(population, checkpoints, trials, kept))
         _check_objective(kept[0], reports)
     except Exception as exc:  # the user's code may raise anything
         for trial in trials:
@@ -482,6 +487,28 @@ def _run_group(
             population.kept.pop(name, None)
             _delete(checkpoints, [name])
     return len(kept) - len(done.lost)
+
+
+def _save_all(
+    population: _Population,
+    checkpoints: CheckpointStore,
+    trials: Sequence[Trial],
+    leases: Sequence[Lease],
+) -> list[str | None]:
+    """Write and commit every member's checkpoint, several at a time: most of the time
+    is file writes and fsyncs, which run outside the GIL."""
+
+    def one(slot: int) -> str | None:
+        trial = trials[slot]
+        population.save(slot, trial)
+        return checkpoints.commit(
+            trial.checkpoint_dir, leases[slot].experiment, trial.trial_id, attempt=trial.attempt
+        )
+
+    if len(trials) == 1:
+        return [one(0)]
+    with ThreadPoolExecutor(min(_SAVERS, len(trials)), thread_name_prefix="pbtkit-save") as pool:
+        return list(pool.map(one, range(len(trials))))
 
 
 def _check_objective(lease: Lease, reports: Mapping[int, Sequence[Measurement]]) -> None:
