@@ -17,7 +17,9 @@ Each run is a child process, timed from outside (``process_s``: imports and work
 start-up included) and inside (``wall_s``: the call that runs PBT). ``throughput`` is
 members x steps per second of ``wall_s``. One JSON line per run, then one per population
 with the medians and ``speedup`` = median vectorized throughput / median process
-throughput (and the same from outside).
+throughput (and the same from outside). ``--task gan``: the same on
+:mod:`pbtkit.examples.vectorized_gan` (a step is a discriminator and a generator update,
+each with its own Adam; the floor does the same with two ``torch.optim.Adam``).
 
 ``--versus-random N``: instead, BENCHMARKS.md section 3 on the vectorized path, the
 quality question asked of the process path in ``torch_examples.py``: the example as it is
@@ -34,7 +36,7 @@ iterations, binary tournament): the winner has the best MMD, the result is its t
 (a fresh draw of 1,000 points, lower is better).
 
 Usage: python benchmarks/vectorized.py [--populations 8,32,128] [--repeats 3]
-       [--steps 200] [--ready-every 50] [--workers 2]
+       [--steps 200] [--ready-every 50] [--workers 2] [--task digits|gan]
        python benchmarks/vectorized.py --versus-random 10 [--first-seed 0] [--task gan]
        python benchmarks/vectorized.py --summarise FILE...
 """
@@ -55,16 +57,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(mode: str, population: int, steps: int, ready_every: int, workers: int) -> dict[str, Any]:
+def child(
+    mode: str, population: int, steps: int, ready_every: int, workers: int, task: str = "digits"
+) -> dict[str, Any]:
     """One run in this process; its figures."""
     import torch
 
     import pbtkit as pk
     from pbtkit.examples import vectorized_digits as vd
+    from pbtkit.examples import vectorized_gan as vg
 
-    vd._tensors()  # the data is loaded before the clock starts, in every mode
+    example: Any = vd if task == "digits" else vg
+    metric = "accuracy" if task == "digits" else "mmd"
+    if task == "digits":
+        vd._tensors()  # the data is loaded before the clock starts, in every mode
     settings = {
-        **vd.SETTINGS,
+        **example.SETTINGS,
         "population": population,
         "total_steps": steps,
         "ready_every": ready_every,
@@ -74,7 +82,7 @@ def child(mode: str, population: int, steps: int, ready_every: int, workers: int
         settings["storage"] = f"sqlite:///{Path(directory) / 'pbt.db'}"
         settings["checkpoint_dir"] = Path(directory) / "checkpoints"
         started = time.perf_counter()
-        if mode == "plain":
+        if mode == "plain" and task == "digits":
             torch.set_num_threads(1)
             hp = {"smoothing": torch.tensor(0.1)}
             for _ in range(population):
@@ -86,24 +94,40 @@ def child(mode: str, population: int, steps: int, ready_every: int, workers: int
                     opt.step()
             wall = time.perf_counter() - started
             best = float("nan")
+        elif mode == "plain":  # the GAN: a D step, then a G step, each its own Adam
+            torch.set_num_threads(1)
+            for _ in range(population):
+                nets = vg.networks()
+                opts = {
+                    n: torch.optim.Adam(nets[n].parameters(), lr=1e-3, betas=(0.5, 0.999))
+                    for n in ("D", "G")
+                }
+                for step in range(steps):
+                    batch = vg.data(step)
+                    for n, loss in (("D", vg.d_loss), ("G", vg.g_loss)):
+                        opts[n].zero_grad(set_to_none=True)
+                        torch.autograd.backward(loss(nets, batch, {}))
+                        opts[n].step()
+            wall = time.perf_counter() - started
+            best = float("nan")
         elif mode == "vectorized":
             torch.set_num_threads(workers)
             import pbtkit.torch.vectorized as pv
 
             del settings["progress"]
-            result = pv.run(vd.TRAINER, **settings)
+            result = pv.run(example.TRAINER, **settings)
             wall = time.perf_counter() - started
-            best = result.best.metrics["accuracy"]
+            best = result.best.metrics[metric]
         else:
             result = pk.run(
-                "pbtkit.examples.vectorized_digits:train",
+                f"{example.__name__}:train",
                 executor="process",
                 workers=workers,
                 **settings,
             )
             wall = time.perf_counter() - started
-            best = result.best.metrics["accuracy"]
-    return {"wall_s": wall, "best_accuracy": best}
+            best = result.best.metrics[metric]
+    return {"wall_s": wall, f"best_{metric}": best}
 
 
 def versus_random(
@@ -216,7 +240,7 @@ def main() -> None:
         "--task",
         choices=("digits", "gan"),
         default="digits",
-        help="with --versus-random: the vectorized example (the speed comparison is digits')",
+        help="the vectorized example: digits (default) or gan",
     )
     parser.add_argument(
         "--summarise", nargs="+", metavar="FILE", help="the summary line again from saved output"
@@ -259,7 +283,9 @@ def main() -> None:
         print(json.dumps(summarise_versus(rows)), flush=True)
         return
     if args.child:
-        figures = child(args.child, args.population, args.steps, args.ready_every, args.workers)
+        figures = child(
+            args.child, args.population, args.steps, args.ready_every, args.workers, args.task
+        )
         print(json.dumps(figures))
         return
     # No OMP_NUM_THREADS for the children: each mode sets its own threads (the process
@@ -290,6 +316,8 @@ def main() -> None:
                         str(args.ready_every),
                         "--workers",
                         str(args.workers),
+                        "--task",
+                        args.task,
                     ],
                     capture_output=True,
                     text=True,
@@ -300,6 +328,7 @@ def main() -> None:
                 figures["process_s"] = time.perf_counter() - started
                 work = population * args.steps
                 line = {
+                    "task": args.task,
                     "population": population,
                     "mode": mode,
                     "repeat": repeat,
@@ -313,7 +342,7 @@ def main() -> None:
                 }
                 runs[mode].append(line)
                 print(json.dumps(line), flush=True)
-        summary: dict[str, Any] = {"population": population, "summary": True}
+        summary: dict[str, Any] = {"task": args.task, "population": population, "summary": True}
         for mode, lines in runs.items():
             for key in ("wall_s", "process_s", "throughput", "throughput_outside"):
                 if mode != "plain" or key in ("wall_s", "throughput"):
