@@ -82,10 +82,13 @@ def test_the_report_batches_benchmark_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_vectorized_versus_random_benchmark_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("task", ["digits", "gan"])
+def test_the_vectorized_versus_random_benchmark_runs(tmp_path: Path, task: str) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("scipy")
-    args = ("--versus-random", "2", "--population", "4", "--steps", "100")
+    steps = "100" if task == "digits" else "400"  # the GAN is ready every 200 iterations
+    args = ("--versus-random", "2", "--population", "4", "--steps", steps, "--task", task)
+    args += ("--workers", "1")  # one torch thread: two thrash on a loaded 2-core machine
     lines = _bench("vectorized.py", *args, cwd=tmp_path)
     runs = [line for line in lines if "method" in line]
     assert sorted((line["seed"], line["method"]) for line in runs) == [
@@ -97,8 +100,23 @@ def test_the_vectorized_versus_random_benchmark_runs(tmp_path: Path) -> None:
     assert summary["seeds"] == 2
     saved = tmp_path / "out.jsonl"
     saved.write_text("\n".join(json.dumps(line) for line in runs))
-    (again,) = _bench("vectorized.py", "--summarise", str(saved), cwd=tmp_path)
+    (again,) = _bench("vectorized.py", "--summarise", str(saved), "--task", task, cwd=tmp_path)
     assert again == summary
+    assert summary["metric"] == ("test_accuracy" if task == "digits" else "test_mmd")
+
+
+@pytest.mark.slow
+def test_the_vectorized_speed_benchmark_runs_on_the_gan(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    args = ("--task", "gan", "--populations", "2", "--repeats", "1", "--steps", "20")
+    lines = _bench("vectorized.py", *args, "--ready-every", "10", cwd=tmp_path)
+    runs = {line["mode"]: line for line in lines if "mode" in line}
+    assert set(runs) == {"vectorized", "process", "plain"}
+    for mode in ("vectorized", "process"):
+        assert 0.0 <= float(runs[mode]["best_mmd"]) < 2.0  # type: ignore[arg-type]
+    (summary,) = [line for line in lines if line.get("summary")]
+    assert summary["task"] == "gan"
+    assert float(summary["speedup"]) > 0  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ from pbtkit.torch._stacked import (
 from pbtkit.worker import Trial
 
 if TYPE_CHECKING:
-    from pbtkit.torch.vectorized import VectorizedTrainer
+    from pbtkit.torch.vectorized import LossFn, VectorizedTrainer
 
 __all__ = ["run_vectorized_worker"]
 
@@ -40,98 +40,121 @@ _SAVERS = 4  # threads writing members' checkpoints at once
 
 
 class _Population:
-    """The stacked members a worker trains, slot ``i`` the ``i``-th trial it holds."""
+    """The stacked members a worker trains, slot ``i`` the ``i``-th trial it holds; every
+    table is keyed by network name first (one network is named ``"model"``)."""
 
     def __init__(self, trainer: VectorizedTrainer) -> None:
         self.trainer = trainer
-        self.template = trainer.initial_model(0)  # the module functional_call runs
-        self.names = tuple(name for name, _ in self.template.named_parameters())
-        # Each entry of the module's state dict as (parameters or buffers, stacked name):
+        built = trainer.initial_model(0)
+        self.layout = trainer.layout(built)  # a model/loss mismatch is refused here
+        self.templates = self.layout.networks(built)  # the modules functional_call runs
+        self.names = {
+            net: tuple(name for name, _ in module.named_parameters())
+            for net, module in self.templates.items()
+        }
+        # Each entry of a network's state dict as (parameters or buffers, stacked name):
         # a member's state dict is then its slices, read without the shared template, so
         # members are saved in parallel. Tied weights map to the one stacked tensor.
-        by_id = {id(t): (True, n) for n, t in self.template.named_parameters()}
-        by_id.update({id(t): (False, n) for n, t in self.template.named_buffers()})
-        self.state_names = {
-            key: by_id[id(value)] for key, value in self.template.state_dict(keep_vars=True).items()
-        }
-        self.params: dict[str, torch.Tensor] = {}
-        self.buffers: dict[str, torch.Tensor] = {}
-        self.optimizer: StackedOptimizer | None = None
+        self.state_names: dict[str, dict[str, tuple[bool, str]]] = {}
+        for net, module in self.templates.items():
+            by_id = {id(t): (True, n) for n, t in module.named_parameters()}
+            by_id.update({id(t): (False, n) for n, t in module.named_buffers()})
+            self.state_names[net] = {
+                key: by_id[id(value)] for key, value in module.state_dict(keep_vars=True).items()
+            }
+        self.params: dict[str, dict[str, torch.Tensor]] = {}
+        self.buffers: dict[str, dict[str, torch.Tensor]] = {}
+        self.optimizers: dict[str, StackedOptimizer] = {}
         self.kept: dict[str, int] = {}  # committed checkpoint name -> slot holding it
 
     def arrange(self, trials: Sequence[Trial], leases: Sequence[Lease]) -> None:
         """Fill the slots for ``trials``: a first trial from its initial weights, a parent
-        trained here from memory (an exploit is a copy of the donor's slice), any other
-        from its checkpoint."""
+        trained here from memory (an exploit is a copy of the donor's slice of every
+        network and optimizer), any other from its checkpoint."""
         size, device = len(trials), self.trainer.device
-        template = self.template
         params = {
-            n: torch.zeros((size, *p.shape), dtype=p.dtype, device=device)
-            for n, p in template.named_parameters()
+            net: {
+                n: torch.zeros((size, *p.shape), dtype=p.dtype, device=device)
+                for n, p in module.named_parameters()
+            }
+            for net, module in self.templates.items()
         }
         buffers = {
-            n: torch.zeros((size, *b.shape), dtype=b.dtype, device=device)
-            for n, b in template.named_buffers()
+            net: {
+                n: torch.zeros((size, *b.shape), dtype=b.dtype, device=device)
+                for n, b in module.named_buffers()
+            }
+            for net, module in self.templates.items()
         }
-        optimizer = make_optimizer(self.trainer.optimizer, params)
+        optimizers = {
+            net: make_optimizer(self.trainer.optimizer, params[net]) for net in self.templates
+        }
         sources = [self.kept.get(lease.parent_checkpoint or "", -1) for lease in leases]
         here = [
             i
             for i, source in enumerate(sources)
-            if source >= 0 and trials[i].shrink_perturb is None and self.optimizer is not None
+            if source >= 0 and trials[i].shrink_perturb is None and self.optimizers
         ]
-        if here and self.optimizer is not None:
-            old = self.optimizer
+        if here and self.optimizers:
             index = torch.tensor([sources[i] for i in here], device=device)
             slots = torch.tensor(here, device=device)
             with torch.no_grad():
-                for n, stacked in params.items():
-                    stacked[slots] = self.params[n].index_select(0, index)
-                for n, stacked in buffers.items():
-                    stacked[slots] = self.buffers[n].index_select(0, index)
-                for n, moments in optimizer.moments.items():
-                    for key, tensor in moments.items():
-                        tensor[slots] = old.moments[n][key].index_select(0, index)
-                optimizer.steps[slots] = old.steps.index_select(0, index)
+                for net in self.templates:
+                    for n, stacked in params[net].items():
+                        stacked[slots] = self.params[net][n].index_select(0, index)
+                    for n, stacked in buffers[net].items():
+                        stacked[slots] = self.buffers[net][n].index_select(0, index)
+                    old, new = self.optimizers[net], optimizers[net]
+                    for n, moments in new.moments.items():
+                        for key, tensor in moments.items():
+                            tensor[slots] = old.moments[n][key].index_select(0, index)
+                    new.steps[slots] = old.steps.index_select(0, index)
         for i, trial in enumerate(trials):
             if i in here:
                 continue
             if trial.parent_checkpoint is None:
                 with torch.no_grad():
-                    member = self.trainer.initial_model(trial.member)
-                    for n, value in member.named_parameters():
-                        params[n][i] = value.detach()
-                    for n, buffer in member.named_buffers():
-                        buffers[n][i] = buffer.detach()
+                    member = self.layout.networks(self.trainer.initial_model(trial.member))
+                    for net, module in member.items():
+                        for n, value in module.named_parameters():
+                            params[net][n][i] = value.detach()
+                        for n, buffer in module.named_buffers():
+                            buffers[net][n][i] = buffer.detach()
             else:
-                self._load(i, trial, params, buffers, optimizer)
-        self.params, self.buffers, self.optimizer = params, buffers, optimizer
+                self._load(i, trial, params, buffers, optimizers)
+        self.params, self.buffers, self.optimizers = params, buffers, optimizers
         self.kept = {}
 
     def _load(
         self,
         slot: int,
         trial: Trial,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        optimizer: StackedOptimizer,
+        params: dict[str, dict[str, torch.Tensor]],
+        buffers: dict[str, dict[str, torch.Tensor]],
+        optimizers: dict[str, StackedOptimizer],
     ) -> None:
-        values = self.trainer.hparams(trial.hparams)
-        module = self.template
-        opt = torch_optimizer(self.trainer.optimizer, module.parameters(), values)
-        pt.load(trial, model=module, optimizer=opt, hparams=values, device=self.trainer.device)
+        trainer, names = self.trainer, self.layout.optimizers
+        values = trainer.hparams(trial.hparams)
+        opts = {
+            names[net]: torch_optimizer(
+                trainer.optimizer, module.parameters(), trainer.optimizer_values(names[net], values)
+            )
+            for net, module in self.templates.items()
+        }
+        pt.load(trial, model=self.templates, optimizer=opts, hparams=values, device=trainer.device)
         with torch.no_grad():
-            for name, value in module.named_parameters():
-                params[name][slot] = value.detach()
-            for name, buffer in module.named_buffers():
-                buffers[name][slot] = buffer.detach()
-        optimizer.set_member_state(slot, opt.state_dict()["state"])
+            for net, module in self.templates.items():
+                for name, value in module.named_parameters():
+                    params[net][name][slot] = value.detach()
+                for name, buffer in module.named_buffers():
+                    buffers[net][name][slot] = buffer.detach()
+                optimizers[net].set_member_state(slot, opts[names[net]].state_dict()["state"])
 
     def train(self, trials: Sequence[Trial]) -> dict[int, list[Measurement]]:
         """Train every slot from its trial's start to its end step, in lockstep; the
         reports of each slot."""
-        trainer, optimizer = self.trainer, self.optimizer
-        assert optimizer is not None
+        trainer, layout, optimizers = self.trainer, self.layout, self.optimizers
+        assert optimizers
         values = [trainer.hparams(t.hparams) for t in trials]
         names = set(values[0])
         for trial, v in zip(trials, values, strict=True):
@@ -143,74 +166,114 @@ class _Population:
                 )
         device = trainer.device
         hp = {n: torch.tensor([v[n] for v in values], device=device) for n in sorted(names)}
-        template = self.template
+        optimizer_hp = {}  # network -> the values its optimizer steps with, [P] each
+        for net, opt_name in layout.optimizers.items():
+            own = [trainer.optimizer_values(opt_name, v) for v in values]
+            optimizer_hp[net] = {
+                k: torch.tensor([o[k] for o in own], device=device) for k in own[0]
+            }
+        templates = self.templates
 
-        def member_loss(
-            params: dict[str, torch.Tensor],
-            buffers: dict[str, torch.Tensor],
-            hparams: dict[str, torch.Tensor],
-            batch: Any,
-        ) -> torch.Tensor:
-            def call(*args: Any, **kwargs: Any) -> Any:
-                return functional_call(template, (params, buffers), args, kwargs)
+        def member_call(
+            params: dict[str, dict[str, torch.Tensor]],
+            buffers: dict[str, dict[str, torch.Tensor]],
+        ) -> Any:
+            def forward(net: str) -> Any:
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    return functional_call(
+                        templates[net], (params[net], buffers[net]), args, kwargs
+                    )
 
-            return trainer.loss(call, batch, hparams)
+                return call
+
+            return layout.calls({net: forward(net) for net in templates})
+
+        def stage_forward(loss_fn: LossFn) -> Any:
+            def member_loss(
+                params: dict[str, dict[str, torch.Tensor]],
+                buffers: dict[str, dict[str, torch.Tensor]],
+                hparams: dict[str, torch.Tensor],
+                batch: Any,
+            ) -> torch.Tensor:
+                return loss_fn(member_call(params, buffers), batch, hparams)
+
+            return vmap(member_loss, in_dims=(0, 0, 0, None), randomness=trainer.randomness)
 
         # The forward under vmap, the backward by ordinary autograd of the members' summed
         # losses: member i's loss depends on its own slice only, so the gradient of the sum
         # is every member's own gradient. It is the same arithmetic as vmap(grad(...)),
         # faster on small models, and it spares the first step a second of imports
-        # (torch.func.grad loads torch._dynamo).
-        forward = vmap(member_loss, in_dims=(0, 0, 0, None), randomness=trainer.randomness)
-        leaves = [self.params[name] for name in self.names]
+        # (torch.func.grad loads torch._dynamo). With several losses (a GAN's D, then G)
+        # each stage's networks alone require a gradient, and are stepped before the next
+        # stage runs on them.
+        stages = [
+            (
+                layout.report_name(stage),
+                stage_forward(loss_fn),
+                trained,
+                [
+                    (net, name, self.params[net][name])
+                    for net in trained
+                    for name in self.names[net]
+                ],
+            )
+            for stage, loss_fn, trained in layout.stages
+        ]
         start, end = trials[0].start_step, trials[0].end_step
         reports: dict[int, list[Measurement]] = {i: [] for i in range(len(trials))}
-        template.train()
-        for leaf in leaves:
-            leaf.requires_grad_(True)
+        for module in templates.values():
+            module.train()
         try:
             for step in range(start, end):
-                losses = forward(self.params, self.buffers, hp, trainer.data(step))
-                if losses.shape != (len(trials),):
-                    raise ConfigError(
-                        f"loss(model, batch, hparams) must return one number per member (a "
-                        f"0-d tensor); it returned shape {tuple(losses.shape[1:])}"
+                batch = trainer.data(step)
+                found: dict[str, list[float]] = {}
+                for report, forward, trained, leaves in stages:
+                    for net in templates:
+                        for leaf in self.params[net].values():
+                            leaf.requires_grad_(net in trained)
+                    losses = forward(self.params, self.buffers, hp, batch)
+                    if losses.shape != (len(trials),):
+                        raise ConfigError(
+                            f"loss(model, batch, hparams) must return one number per member "
+                            f"(a 0-d tensor); it returned shape {tuple(losses.shape[1:])}"
+                        )
+                    grads = torch.autograd.grad(
+                        losses.sum(), [leaf for _, _, leaf in leaves], allow_unused=True
                     )
-                grads = torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
-                optimizer.step(
-                    self.params,
-                    {
-                        name: g if g is not None else torch.zeros_like(leaf)
-                        for name, g, leaf in zip(self.names, grads, leaves, strict=True)
-                    },
-                    hp,
-                )
-                if trainer._reports_at(step, end):
-                    for i, value in enumerate(losses.detach().tolist()):
-                        reports[i].append(Measurement(step, {"loss": float(value)}))
+                    by_net: dict[str, dict[str, torch.Tensor]] = {net: {} for net in trained}
+                    for (net, name, leaf), grad in zip(leaves, grads, strict=True):
+                        by_net[net][name] = grad if grad is not None else torch.zeros_like(leaf)
+                    for net in trained:
+                        optimizers[net].step(self.params[net], by_net[net], optimizer_hp[net])
+                    if trainer._reports_at(step, end):
+                        found[report] = losses.detach().tolist()
+                for i in range(len(trials)):
+                    if found:
+                        metrics = {k: float(v[i]) for k, v in found.items()}
+                        reports[i].append(Measurement(step, metrics))
         finally:
-            for leaf in leaves:
-                leaf.requires_grad_(False)
-        optimizer.settle(hp)
+            for net in templates:
+                for leaf in self.params[net].values():
+                    leaf.requires_grad_(False)
+        for net, optimizer in optimizers.items():
+            optimizer.settle(optimizer_hp[net])
         if trainer.evaluate is not None:
             evaluate = trainer.evaluate
 
             def member_eval(
-                params: dict[str, torch.Tensor],
-                buffers: dict[str, torch.Tensor],
+                params: dict[str, dict[str, torch.Tensor]],
+                buffers: dict[str, dict[str, torch.Tensor]],
                 hparams: dict[str, torch.Tensor],
             ) -> dict[str, torch.Tensor]:
-                def call(*args: Any, **kwargs: Any) -> Any:
-                    return functional_call(template, (params, buffers), args, kwargs)
+                return dict(evaluate(member_call(params, buffers), hparams))
 
-                return dict(evaluate(call, hparams))
-
-            template.eval()
+            for module in templates.values():
+                module.eval()
             with torch.no_grad():
-                found = vmap(member_eval, randomness=trainer.randomness)(
+                scores = vmap(member_eval, randomness=trainer.randomness)(
                     self.params, self.buffers, hp
                 )
-            columns = {k: v.tolist() for k, v in found.items()}
+            columns = {k: v.tolist() for k, v in scores.items()}
             for i in range(len(trials)):
                 reports[i].append(
                     Measurement(end - 1, {k: float(v[i]) for k, v in columns.items()})
@@ -219,23 +282,26 @@ class _Population:
 
     def save(self, slot: int, trial: Trial) -> None:
         """Write slot ``slot`` as an ordinary :mod:`pbtkit.torch` checkpoint of ``trial``:
-        :func:`pbtkit.torch.load` reads it into a ``torch.optim`` optimizer. Safe to call
-        for several slots at once from threads."""
-        assert self.optimizer is not None
-        model = {
-            key: (self.params if is_param else self.buffers)[name][slot]
-            for key, (is_param, name) in self.state_names.items()
-        }
-        kind = self.trainer.optimizer
-        values = self.trainer.hparams(trial.hparams)
-        optimizer: dict[str, Any] = {
-            "state": self.optimizer.member_state(slot),
-            "param_groups": [param_group(kind, values, len(self.names))],
-        }
-        states: dict[str, dict[str, Any]] = {
-            "models": {"model": model},
-            "optimizers": {"optimizer": optimizer},
-        }
+        :func:`pbtkit.torch.load` reads it into ``torch.optim`` optimizers (one per
+        network, by the layout's optimizer names). Safe to call for several slots at once
+        from threads."""
+        assert self.optimizers
+        trainer = self.trainer
+        values = trainer.hparams(trial.hparams)
+        models: dict[str, Any] = {}
+        optimizers: dict[str, Any] = {}
+        for net, names in self.state_names.items():
+            models[net] = {
+                key: (self.params if is_param else self.buffers)[net][name][slot]
+                for key, (is_param, name) in names.items()
+            }
+            opt_name = self.layout.optimizers[net]
+            own = trainer.optimizer_values(opt_name, values)
+            optimizers[opt_name] = {
+                "state": self.optimizers[net].member_state(slot),
+                "param_groups": [param_group(trainer.optimizer, own, len(self.names[net]))],
+            }
+        states: dict[str, dict[str, Any]] = {"models": models, "optimizers": optimizers}
         pt._write_states(trial, states, trial.hparams, {})
 
 

@@ -27,6 +27,14 @@ every hyperparameter (a dropout rate, an entropy coefficient) as a per-member te
     result = pv.run(trainer, space={"lr": pk.LogUniform(1e-3, 0.5)}, metric="accuracy",
                     population=32, ready_every=50, total_steps=500)
 
+Several networks, each with its own optimizer and loss (a GAN): ``model`` returns
+``{"G": generator, "D": discriminator}``, ``loss`` is ``{"D": d_loss, "G": g_loss}``,
+stepped in that order (each loss's gradient with respect to its own network only, the
+next loss seeing the updated weights), and the loss receives ``model`` as a mapping
+name -> forward. ``optimizer_names={"G": "g", "D": "d"}`` names the optimizers as
+:func:`pbtkit.torch.load` does, so ``g_lr`` is the generator's learning rate and a bare
+``beta1`` both optimizers'; :mod:`pbtkit.examples.vectorized_gan` is the example.
+
 Everything downstream sees ordinary members. Decisions come from the same policy and go
 to the same store (trials, reports, events), and each member's checkpoint is committed at
 each ready point as its own slice, written by :func:`pbtkit.torch.save` with a real
@@ -84,11 +92,47 @@ import pbtkit.torch as pt
 from pbtkit.torch._stacked import DEFAULTS, OPTIMIZERS, torch_optimizer
 from pbtkit.torch._vector_worker import run_vectorized_worker
 
-__all__ = ["VectorizedTrainer", "run", "run_vectorized_worker"]
+__all__ = ["Layout", "VectorizedTrainer", "run", "run_vectorized_worker"]
 
 ModelCall = Callable[..., Any]
-LossFn = Callable[[ModelCall, Any, Mapping[str, torch.Tensor]], torch.Tensor]
-EvalFn = Callable[[ModelCall, Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
+#: ``loss(model, batch, hparams) -> 0-d tensor``; ``model`` is one forward, or a mapping
+#: network name -> forward when the model factory returns several networks.
+LossFn = Callable[[Any, Any, Mapping[str, torch.Tensor]], torch.Tensor]
+EvalFn = Callable[[Any, Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
+Networks = nn.Module | Mapping[str, nn.Module]
+
+_SINGLE = "model"  # the network's name in a checkpoint when there is one (pbtkit.torch's)
+_SINGLE_OPTIMIZER = "optimizer"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How a trainer's networks are trained: which optimizer each has and the losses in
+    the order they are stepped (built by :meth:`VectorizedTrainer.layout`).
+
+    Attributes:
+        single: The model factory returns one module (the loss gets one forward).
+        optimizers: Network name -> its optimizer's name (the name in a checkpoint and
+            the prefix of its hyperparameters: ``g`` takes ``g_lr``).
+        stages: ``(loss name, loss, networks it trains)`` in the order they are stepped.
+    """
+
+    single: bool
+    optimizers: Mapping[str, str]
+    stages: tuple[tuple[str, LossFn, tuple[str, ...]], ...]
+
+    def networks(self, built: Networks) -> dict[str, nn.Module]:
+        """The model factory's result as a mapping by network name."""
+        return {_SINGLE: built} if isinstance(built, nn.Module) else dict(built)
+
+    def calls(self, forwards: Mapping[str, ModelCall]) -> Any:
+        """What the loss and ``evaluate`` receive as ``model``: the one forward, or the
+        mapping network name -> forward."""
+        return forwards[_SINGLE] if self.single else dict(forwards)
+
+    def report_name(self, stage: str) -> str:
+        """The metric a stage's loss is reported as: ``loss``, or ``<name>_loss``."""
+        return "loss" if len(self.stages) == 1 else f"{stage}_loss"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,21 +140,34 @@ class VectorizedTrainer:
     """What to train, the same for every member (see the module docstring).
 
     Attributes:
-        model: Builds one member's network; called under a seed of its own per member
-            (``seed`` and the member's index), so a member starts from the same weights
-            in the vectorized and the per-member path.
+        model: Builds one member's network, or several as a mapping name -> module
+            (``{"G": generator, "D": discriminator}``); called under a seed of its own
+            per member (``seed`` and the member's index), so a member starts from the
+            same weights in the vectorized and the per-member path.
         loss: ``loss(model, batch, hparams) -> scalar tensor``: ``model`` is this
-            member's forward, ``hparams`` its hyperparameters as 0-d tensors (the
-            optimizer's included).
+            member's forward (with several networks, a mapping name -> forward),
+            ``hparams`` its hyperparameters as 0-d tensors (the optimizer's included).
+            With several networks, a mapping network name -> loss trains them in turn,
+            in the mapping's order, each loss's gradient taken with respect to its own
+            network only and stepped by that network's optimizer (a GAN's
+            ``{"D": d_loss, "G": g_loss}``: the discriminator step, then the generator
+            step against the updated discriminator); one loss trains every network at
+            once.
         data: ``data(step)``: the batch of a step, the same for every member (on the
             device already).
         evaluate: ``evaluate(model, hparams) -> {metric: 0-d tensor}`` at the end of each
             trial (the objective usually comes from here); None reports the loss only.
-        optimizer: ``"sgd"`` (momentum, weight decay), ``"adam"`` or ``"adamw"``; its
-            hyperparameters are read from each member's hyperparameters by the names of
-            :data:`pbtkit.torch._stacked.DEFAULTS` (``lr``, ``momentum``,
-            ``weight_decay``, ``beta1``, ``beta2``, ``eps``), else from ``defaults``.
-        defaults: Optimizer values for the names the search space does not tune.
+        optimizer: ``"sgd"`` (momentum, weight decay), ``"adam"`` or ``"adamw"``, every
+            network's; its hyperparameters are read from each member's hyperparameters by
+            the names of :data:`pbtkit.torch._stacked.DEFAULTS` (``lr``, ``momentum``,
+            ``weight_decay``, ``beta1``, ``beta2``, ``eps``), else from ``defaults``. With
+            several networks, the rule of :func:`pbtkit.torch.apply_hparams`:
+            ``<optimizer>_<name>`` (``g_lr``) is one optimizer's, a bare name every
+            optimizer's, and the prefixed one wins where both are given.
+        optimizer_names: Network name -> its optimizer's name (``{"G": "g", "D": "d"}``);
+            by default each network's own name (``"optimizer"`` with one network).
+        defaults: Optimizer values for the names the search space does not tune (bare or
+            prefixed by an optimizer's name).
         seed: Seeds each member's initial weights.
         device: Where the population trains (``"cpu"``, ``"cuda:0"``).
         randomness: ``vmap``'s: ``"error"`` (default; a model with dropout must choose),
@@ -119,11 +176,12 @@ class VectorizedTrainer:
             step only).
     """
 
-    model: Callable[[], nn.Module]
-    loss: LossFn
+    model: Callable[[], Networks]
+    loss: LossFn | Mapping[str, LossFn]
     data: Callable[[int], Any]
     evaluate: EvalFn | None = None
     optimizer: str = "sgd"
+    optimizer_names: Mapping[str, str] | None = None
     defaults: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
     device: str = "cpu"
@@ -135,11 +193,16 @@ class VectorizedTrainer:
             raise ConfigError(
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
-        unknown = sorted(set(self.defaults) - set(DEFAULTS[self.optimizer]))
+        known = DEFAULTS[self.optimizer]
+        unknown = sorted(
+            name
+            for name in self.defaults
+            if name not in known and not any(name.endswith(f"_{key}") for key in known)
+        )
         if unknown:
             raise ConfigError(
                 f"defaults names {unknown}, which {self.optimizer} does not take; its "
-                f"hyperparameters are {sorted(DEFAULTS[self.optimizer])}"
+                f"hyperparameters are {sorted(known)} (or <optimizer>_<name>)"
             )
         if self.randomness not in ("error", "different", "same"):
             raise ConfigError(
@@ -147,14 +210,93 @@ class VectorizedTrainer:
             )
         if isinstance(self.report_every, bool) or not isinstance(self.report_every, int):
             raise ConfigError(f"report_every must be an integer, got {self.report_every!r}")
+        if isinstance(self.loss, Mapping) and not self.loss:
+            raise ConfigError("loss is an empty mapping: give one loss per network")
 
     # one member, the ordinary way --------------------------------------------------
 
-    def initial_model(self, member: int) -> nn.Module:
-        """Member ``member``'s network as it starts, on :attr:`device`."""
+    def initial_model(self, member: int) -> Networks:
+        """Member ``member``'s network (or networks) as it starts, on :attr:`device`."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1_000_003 + member)
-            return self.model().to(self.device)
+            built = self.model()
+            if isinstance(built, nn.Module):
+                return built.to(self.device)
+            return {name: net.to(self.device) for name, net in built.items()}
+
+    def layout(self, built: Networks) -> Layout:
+        """Check the model factory's result against the loss and the optimizer names.
+
+        Raises:
+            ConfigError: The model is neither a module nor a mapping of modules, a loss
+                names a network the model does not have, a network has no loss, or the
+                optimizer names do not fit the networks.
+        """
+        single = isinstance(built, nn.Module)
+        if not single and not (
+            isinstance(built, Mapping)
+            and built
+            and all(isinstance(n, nn.Module) for n in built.values())
+        ):
+            raise ConfigError(
+                f"model() must return an nn.Module or a mapping name -> nn.Module, got "
+                f"{type(built).__name__}"
+            )
+        networks = [_SINGLE] if single else list(built)  # type: ignore[arg-type]
+        for name in networks:
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ConfigError(f"network names must be strings without '/', got {name!r}")
+        if isinstance(self.loss, Mapping):
+            if single:
+                raise ConfigError(
+                    "loss is a mapping by network name, but model() returns one module: give "
+                    "one loss, or return the networks as a mapping name -> module"
+                )
+            strange = [name for name in self.loss if name not in networks]
+            if strange:
+                raise ConfigError(
+                    f"loss names networks {strange} that the model does not have; its "
+                    f"networks are {networks}"
+                )
+            untrained = [name for name in networks if name not in self.loss]
+            if untrained:
+                raise ConfigError(
+                    f"networks {untrained} have no loss: give loss[name] for each of "
+                    f"{networks}, or leave a fixed network out of the model"
+                )
+            stages: tuple[tuple[str, LossFn, tuple[str, ...]], ...] = tuple(
+                (name, fn, (name,)) for name, fn in self.loss.items()
+            )
+        else:
+            stages = (("loss", self.loss, tuple(networks)),)
+        given = dict(self.optimizer_names or {})
+        strange = [name for name in given if name not in networks]
+        if strange:
+            raise ConfigError(
+                f"optimizer_names names networks {strange} that the model does not have; "
+                f"its networks are {networks}"
+            )
+        default = _SINGLE_OPTIMIZER if single else None
+        optimizers = {name: given.get(name, default or name) for name in networks}
+        names = list(optimizers.values())
+        if len(set(names)) != len(names) or any(
+            not isinstance(n, str) or not n or "/" in n for n in names
+        ):
+            raise ConfigError(
+                f"optimizer names must be distinct strings without '/', got {optimizers}"
+            )
+        known = DEFAULTS[self.optimizer]
+        stray = sorted(
+            name
+            for name in self.defaults
+            if name not in known and not any(f"{o}_{key}" == name for o in names for key in known)
+        )
+        if stray:
+            raise ConfigError(
+                f"defaults names {stray}, which no optimizer takes: the optimizers are "
+                f"{names}, their hyperparameters {sorted(known)} (or <optimizer>_<name>)"
+            )
+        return Layout(single, optimizers, stages)
 
     def hparams(self, hparams: Mapping[str, Any]) -> dict[str, float]:
         """A member's hyperparameters as numbers, the optimizer's defaults filled in.
@@ -173,30 +315,66 @@ class VectorizedTrainer:
             values[name] = float(value)
         return values
 
+    def optimizer_values(self, optimizer: str, values: Mapping[str, float]) -> dict[str, float]:
+        """The values optimizer ``optimizer`` steps with, from a member's :meth:`hparams`:
+        ``<optimizer>_<name>`` where given, else the bare name, else the default (what
+        :func:`pbtkit.torch.load` writes into a ``torch.optim`` optimizer of that name)."""
+        known = DEFAULTS[self.optimizer]
+        return {
+            key: float(values.get(f"{optimizer}_{key}", values.get(key, default)))
+            for key, default in known.items()
+        }
+
     def train_trial(self, trial: Trial) -> None:
         """Train one member's trial the ordinary way (a ``train`` function for
-        :func:`pbtkit.run` and :func:`pbtkit.replay`), with the same data, loss and
+        :func:`pbtkit.run` and :func:`pbtkit.replay`), with the same data, losses and
         optimizer arithmetic as the vectorized path."""
         values = self.hparams(trial.hparams)
-        model = self.initial_model(trial.member)
-        optimizer = torch_optimizer(self.optimizer, model.parameters(), values)
-        pt.load(trial, model=model, optimizer=optimizer, hparams=values, device=self.device)
+        built = self.initial_model(trial.member)
+        layout = self.layout(built)
+        nets = layout.networks(built)
+        optimizers = {
+            layout.optimizers[name]: torch_optimizer(
+                self.optimizer,
+                net.parameters(),
+                self.optimizer_values(layout.optimizers[name], values),
+            )
+            for name, net in nets.items()
+        }
+        pt.load(trial, model=nets, optimizer=optimizers, hparams=values, device=self.device)
         tensors = {k: torch.tensor(v, device=self.device) for k, v in values.items()}
-        loss = torch.tensor(float("nan"))
+        model = layout.calls(nets)
+        losses: dict[str, float] = {}
         for step in trial.steps():
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(model, self.data(step), tensors)
-            torch.autograd.backward(loss)
-            optimizer.step()
+            batch = self.data(step)
+            for net in nets.values():
+                net.train()
+            for stage, loss_fn, trained in layout.stages:
+                # Only this loss's networks take its gradient (the others' forward is a
+                # constant here), as the vectorized path does.
+                for name, net in nets.items():
+                    net.requires_grad_(name in trained)
+                params = [p for name in trained for p in nets[name].parameters()]
+                loss = loss_fn(model, batch, tensors)
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                for param, grad in zip(params, grads, strict=True):
+                    # A parameter the loss does not use steps with a zero gradient, as
+                    # in the stacked optimizer (torch.optim would skip it).
+                    param.grad = grad if grad is not None else torch.zeros_like(param)
+                for name in trained:
+                    optimizers[layout.optimizers[name]].step()
+                losses[layout.report_name(stage)] = float(loss.detach())
             if self._reports_at(step, trial.end_step):
-                trial.report(step, loss=float(loss.detach()))
+                trial.report(step, **losses)
+        for net in nets.values():
+            net.requires_grad_(True)
         if self.evaluate is not None:
-            model.eval()
+            for net in nets.values():
+                net.eval()
             with torch.no_grad():
                 found = self.evaluate(model, tensors)
             trial.report(trial.last_step, **{k: float(v) for k, v in found.items()})
-        pt.save(trial, model=model, optimizer=optimizer, hparams=trial.hparams)
+        pt.save(trial, model=nets, optimizer=optimizers, hparams=trial.hparams)
 
     def _reports_at(self, step: int, end_step: int) -> bool:
         return step == end_step - 1 or (
