@@ -105,7 +105,8 @@ def run(
             file, else ``./pbt-checkpoints`` in the working directory. Each experiment has
             its own folder inside.
         name: The experiment's name; running again with the same name resumes it.
-            Defaults to the training function's name.
+            Defaults to the training function's name (for a target named by a string,
+            the last name of its ``module:function`` path).
         evolution: ``"async"`` or ``"generational"``.
         exploit: ``pk.Truncation(0.2)`` (default), ``pk.BinaryTournament()``,
             ``pk.TTest()``, ``pk.Initiator(window=2)`` (initiator-based evolution) or
