@@ -373,3 +373,28 @@ def _worker_children() -> list[int]:
         if parent == os.getpid() and b"pbtkit worker" in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def test_a_mistyped_module_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    # Checked without importing the module itself, before the store is even opened.
+    with pytest.raises(pk.ConfigError, match="cannot import module 'no_such_module_xyz'"):
+        pk.run(
+            "no_such_module_xyz:train",
+            space={"x": pk.Uniform(0, 1)},
+            metric="score",
+            ready_every=2,
+            total_steps=4,
+            storage=f"sqlite:///{tmp_path / 'pbt.db'}",
+            progress=False,
+        )
+    with pytest.raises(pk.ConfigError, match="does not exist"):
+        pk.run(
+            str(tmp_path / "missing.py") + ":train",
+            space={"x": pk.Uniform(0, 1)},
+            metric="score",
+            ready_every=2,
+            total_steps=4,
+            storage=f"sqlite:///{tmp_path / 'pbt.db'}",
+            progress=False,
+        )
+    assert not (tmp_path / "pbt.db").exists()

@@ -25,7 +25,14 @@ from typing import Any
 
 from pbtkit._exceptions import ConfigError
 
-__all__ = ["ImportPolicy", "code_references", "import_policy", "load_target", "target_of"]
+__all__ = [
+    "ImportPolicy",
+    "code_references",
+    "find_target",
+    "import_policy",
+    "load_target",
+    "target_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +183,55 @@ def _import_module(name: str) -> Any:
         return importlib.import_module(name)
 
 
+def _split(target: str) -> tuple[str, str]:
+    module_name, sep, qualname = target.rpartition(":")
+    if not sep or not module_name or not qualname:
+        raise ConfigError(
+            f"target {target!r} must look like 'package.module:function' "
+            "or 'path/to/file.py:function'"
+        )
+    return module_name, qualname
+
+
+def _is_file(module_name: str) -> bool:
+    return module_name.endswith(".py") or os.sep in module_name
+
+
+def _not_importable(module_name: str, qualname: str, target: str, why: object) -> ConfigError:
+    file_form = f"{module_name.replace('.', '/')}.py:{qualname}"
+    return ConfigError(
+        f"cannot import module {module_name!r} for target {target!r}: {why}. Check the "
+        "name and that the module is on the Python path of the worker (the current "
+        f"directory counts, as for `python -m`), or name the file: '{file_form}'"
+    )
+
+
+def find_target(target: str) -> None:
+    """Check that ``target``'s module or file exists, without importing the module
+    itself (its parent packages are imported to find it); :func:`load_target` checks the
+    rest.
+
+    Raises:
+        ConfigError: The target is malformed, or its module or file cannot be found.
+    """
+    module_name, qualname = _split(target)
+    if _is_file(module_name):
+        path = Path(module_name).resolve()
+        if not path.is_file():
+            raise ConfigError(f"target file {path} does not exist")
+        return
+    here = Path.cwd()
+    top = module_name.partition(".")[0]
+    if (here / f"{top}.py").is_file() or (here / top).is_dir():
+        return  # found as `python -m` finds it (see _import_module)
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:
+        raise _not_importable(module_name, qualname, target, exc) from exc
+    if found is None:
+        raise _not_importable(module_name, qualname, target, f"No module named {module_name!r}")
+
+
 def load_target(target: str) -> Callable[..., Any]:
     """Import ``module:qualname`` or ``/path/to/file.py:qualname``.
 
@@ -185,14 +241,9 @@ def load_target(target: str) -> Callable[..., Any]:
     Raises:
         ConfigError: The module, file or attribute cannot be found, or is not callable.
     """
-    module_name, sep, qualname = target.rpartition(":")
-    if not sep or not module_name or not qualname:
-        raise ConfigError(
-            f"target {target!r} must look like 'package.module:function' "
-            "or 'path/to/file.py:function'"
-        )
+    module_name, qualname = _split(target)
     try:
-        if module_name.endswith(".py") or os.sep in module_name:
+        if _is_file(module_name):
             path = Path(module_name).resolve()
             if not path.is_file():
                 raise ConfigError(f"target file {path} does not exist")
@@ -209,12 +260,7 @@ def load_target(target: str) -> Callable[..., Any]:
         else:
             module = _import_module(module_name)
     except ImportError as exc:
-        file_form = f"{module_name.replace('.', '/')}.py:{qualname}"
-        raise ConfigError(
-            f"cannot import module {module_name!r} for target {target!r}: {exc}. Check the "
-            "name and that the module is on the Python path of the worker (the current "
-            f"directory counts, as for `python -m`), or name the file: '{file_form}'"
-        ) from exc
+        raise _not_importable(module_name, qualname, target, exc) from exc
     obj: Any = module
     for part in qualname.split("."):
         try:

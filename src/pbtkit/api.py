@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pbtkit._exceptions import ConfigError, PBTError
-from pbtkit._target import load_target, target_of
+from pbtkit._target import find_target, load_target, target_of
 from pbtkit.checkpoints import CheckpointStore, open_checkpoints
 from pbtkit.controller import Controller, ControllerAPI
 from pbtkit.controller._retention import final_keep
@@ -196,6 +196,7 @@ def run(
             # once they are started, so the imports overlap (a module that imports torch
             # takes seconds), and a target that cannot be imported is still refused here
             # with the loader's message. Nothing here calls the function.
+            find_target(target)  # a mistyped module or file: refused before anything
             check = functools.partial(load_target, target)
             train = _not_called(target)
         else:
