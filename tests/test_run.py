@@ -302,6 +302,21 @@ def test_binary_tournament_end_to_end(tmp_path: Path) -> None:
     assert all(m.step == 20 for m in result.members)
 
 
+def _small_run(target: str, tmp_path: Path) -> pk.Result:
+    """Two members, 2 worker processes, 4 steps: a run of ``target`` into ``tmp_path``."""
+    return pk.run(
+        target,
+        space={"x": pk.Uniform(0, 1)},
+        metric="score",
+        population=2,
+        workers=2,
+        ready_every=2,
+        total_steps=4,
+        storage=f"sqlite:///{tmp_path / 'pbt.db'}",
+        progress=False,
+    )
+
+
 @pytest.mark.slow
 def test_worker_processes_start_before_the_run_imports_the_target(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -312,17 +327,7 @@ def test_worker_processes_start_before_the_run_imports_the_target(
     monkeypatch.setenv("PBTKIT_TEST_IMPORT_LOG", str(log))
     monkeypatch.setenv("PBTKIT_TEST_DRIVER_PID", str(os.getpid()))
     monkeypatch.delitem(sys.modules, "tests.slow_import_target", raising=False)
-    result = pk.run(
-        "tests.slow_import_target:train",
-        space={"x": pk.Uniform(0, 1)},
-        metric="score",
-        population=2,
-        workers=2,
-        ready_every=2,
-        total_steps=4,
-        storage=f"sqlite:///{tmp_path / 'pbt.db'}",
-        progress=False,
-    )
+    result = _small_run("tests.slow_import_target:train", tmp_path)
     assert result.best.score == 3.0
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     (driver,) = [line for line in lines if line["driver"]]
@@ -336,17 +341,7 @@ def test_a_target_that_cannot_be_imported_is_refused_and_its_workers_stopped(
     tmp_path: Path,
 ) -> None:
     with pytest.raises(pk.ConfigError, match="has no attribute 'nope'"):
-        pk.run(
-            "tests.trainers:nope",
-            space={"x": pk.Uniform(0, 1)},
-            metric="score",
-            population=2,
-            workers=2,
-            ready_every=2,
-            total_steps=4,
-            storage=f"sqlite:///{tmp_path / 'pbt.db'}",
-            progress=False,
-        )
+        _small_run("tests.trainers:nope", tmp_path)
     # Nothing was trained, and no worker process of the run is left behind.
     store = open_store(f"sqlite:///{tmp_path / 'pbt.db'}")
     try:
@@ -378,23 +373,7 @@ def _worker_children() -> list[int]:
 def test_a_mistyped_module_is_refused_before_anything_is_created(tmp_path: Path) -> None:
     # Checked without importing the module itself, before the store is even opened.
     with pytest.raises(pk.ConfigError, match="cannot import module 'no_such_module_xyz'"):
-        pk.run(
-            "no_such_module_xyz:train",
-            space={"x": pk.Uniform(0, 1)},
-            metric="score",
-            ready_every=2,
-            total_steps=4,
-            storage=f"sqlite:///{tmp_path / 'pbt.db'}",
-            progress=False,
-        )
+        _small_run("no_such_module_xyz:train", tmp_path)
     with pytest.raises(pk.ConfigError, match="does not exist"):
-        pk.run(
-            str(tmp_path / "missing.py") + ":train",
-            space={"x": pk.Uniform(0, 1)},
-            metric="score",
-            ready_every=2,
-            total_steps=4,
-            storage=f"sqlite:///{tmp_path / 'pbt.db'}",
-            progress=False,
-        )
+        _small_run(str(tmp_path / "missing.py") + ":train", tmp_path)
     assert not (tmp_path / "pbt.db").exists()
