@@ -283,3 +283,44 @@ def test_a_failing_loss_gives_the_trials_back_and_the_run_says_why(tmp_path: Pat
     retried = [e for e in events if e.kind == "retry"]
     assert retried, "each failure is given back as an attempt, as any worker's"
     assert all(t.status != "running" for t in trials)
+
+
+def test_a_failed_save_leaves_no_committed_checkpoint_of_its_batch(tmp_path: Path) -> None:
+    # Members are saved by several threads; when one fails, the others' committed
+    # checkpoints would be recorded nowhere: they are removed, and the error raised.
+    from types import SimpleNamespace
+
+    from pbtkit.checkpoints import open_checkpoints
+    from pbtkit.checkpoints._manifest import MANIFEST
+    from pbtkit.torch._vector_worker import _save_all
+
+    checkpoints = open_checkpoints(tmp_path / "ckpt")
+
+    class Population:
+        def __init__(self, fail_at: int | None) -> None:
+            self.fail_at = fail_at
+
+        def save(self, slot: int, trial: Any) -> None:
+            if slot == self.fail_at:
+                raise OSError("disk full")
+            (trial.checkpoint_dir / "weights.bin").write_bytes(b"x" * 10)
+
+    def batch(first: int) -> list[Any]:
+        return [
+            SimpleNamespace(
+                checkpoint_dir=checkpoints.staging_dir("e", first + i),
+                trial_id=first + i,
+                attempt=1,
+            )
+            for i in range(8)
+        ]
+
+    leases = [SimpleNamespace(experiment="e")] * 8
+    with pytest.raises(OSError, match="disk full"):
+        _save_all(Population(5), checkpoints, batch(0), leases)  # type: ignore[arg-type]
+    assert not list((tmp_path / "ckpt").rglob(MANIFEST))
+    # The same batch with nothing failing commits every member.
+    names = _save_all(Population(None), checkpoints, batch(10), leases)  # type: ignore[arg-type]
+    assert all(names)
+    assert len(set(names)) == 8
+    assert len(list((tmp_path / "ckpt").rglob(MANIFEST))) == 8

@@ -508,7 +508,14 @@ def _save_all(
     if len(trials) == 1:
         return [one(0)]
     with ThreadPoolExecutor(min(_SAVERS, len(trials)), thread_name_prefix="pbtkit-save") as pool:
-        return list(pool.map(one, range(len(trials))))
+        futures = [pool.submit(one, slot) for slot in range(len(trials))]
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        # The members saved before the failure are not recorded: remove their
+        # checkpoints now rather than leave them to the run's final sweep.
+        _delete(checkpoints, [n for f in futures if f.exception() is None and (n := f.result())])
+        raise failed[0]  # type: ignore[misc]
+    return [f.result() for f in futures]
 
 
 def _check_objective(lease: Lease, reports: Mapping[int, Sequence[Measurement]]) -> None:
