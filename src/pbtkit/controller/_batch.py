@@ -21,15 +21,14 @@ names; they are kept apart from the single-trial hot path.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from pbtkit._exceptions import ConfigError, LeaseLost, NotFound
 from pbtkit.controller._decide import barrier_members, decide
+from pbtkit.controller._leasing import merge_metrics, owned, record_finished
 from pbtkit.controller._liveness import lease_over
-from pbtkit.controller._population import PopulationCache, put_member
+from pbtkit.controller._population import PopulationCache
 from pbtkit.controller._protocol import (
     ACTIVE_STATUSES,
     FINISHED,
@@ -40,7 +39,7 @@ from pbtkit.controller._protocol import (
 )
 from pbtkit.controller._recovery import mark_finished_if_done
 from pbtkit.controller._retention import left_window, released
-from pbtkit.store._base import ExperimentRecord, ReportRecord, Transaction, TrialRecord
+from pbtkit.store._base import ExperimentRecord, Transaction, TrialRecord
 
 if TYPE_CHECKING:
     from pbtkit.controller._controller import Controller
@@ -209,45 +208,21 @@ def finish_batch(
         # Score every trial before writing any: a missing metric refuses the batch.
         scored = []
         for trial, result in held:
-            stored = [
-                ReportRecord(trial.id, trial.member, m.step, m.metrics) for m in result.reports
-            ]
-            metrics = dict(trial.metrics)
-            for report in stored:
-                metrics.update(report.metrics)
+            stored = owned(result.reports, trial)
+            metrics = merge_metrics(trial.metrics, stored)
             scored.append((trial, result, stored, metrics, spec.policy.objective.score(metrics)))
         cache = controller._population(tx, experiment.id, spec)
         candidates: list[int | None] = []
         recorded_trials: list[TrialRecord] = []
         for trial, result, stored, metrics, score in scored:
-            done = dataclasses.replace(
-                trial,
-                status="done",
-                metrics=metrics,
-                score=score if math.isfinite(score) else math.nan,
-                checkpoint=result.checkpoint,
-                lease_owner=None,
-                lease_expires=None,
-                finished_at=now,
+            finished = record_finished(
+                tx, cache, trial, stored, metrics, score, result.checkpoint, now
             )
-            if not tx.update_trial(done, expect_status="running"):
+            if finished is None:
                 lost[trial.id] = f"trial {trial.id} changed while it was being finished"
                 continue
-            tx.add_reports(experiment.id, stored)
-            candidates += [trial.parent_id, cache.records[trial.member].latest_trial_id]
-            put_member(
-                tx,
-                cache,
-                dataclasses.replace(
-                    cache.records[trial.member],
-                    latest_trial_id=done.id,
-                    step=done.end_step,
-                    score=done.score,
-                    hparams=done.hparams,
-                    checkpoint=done.checkpoint,
-                    metrics=metrics,
-                ),
-            )
+            done, previous = finished
+            candidates += [trial.parent_id, previous]
             recorded_trials.append(done)
         decide(
             tx,

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pbtkit._exceptions import LeaseLost, MetricError, NotFound, PBTError
-from pbtkit.store._base import Measurement, ReportRecord, TrialRecord
+from pbtkit.controller._leasing import merge_metrics, not_stored, owned
+from pbtkit.store._base import Measurement, TrialRecord
 
 if TYPE_CHECKING:
     from pbtkit.controller._controller import Controller
@@ -68,19 +69,16 @@ def record_beats(controller: Controller, beats: Sequence[Beat]) -> list[float | 
             except NotFound as missing:
                 outcomes.append(LeaseLost(str(missing)))
                 continue
-            reports = beat.reports
-            if beat.again and beat.first is not None and reports:
-                stored = len(tx.reports(trial.experiment_id, trial_id=trial.id))
-                reports = reports[max(0, min(len(reports), stored - beat.first)) :]
-            owned = [ReportRecord(trial.id, trial.member, m.step, m.metrics) for m in reports]
-            metrics = dict(trial.metrics)
-            for report in owned:
-                metrics.update(report.metrics)
+            stored = owned(
+                not_stored(tx, trial, beat.reports, beat.first if beat.again else None), trial
+            )
             tx.update_trial(
-                dataclasses.replace(trial, lease_expires=expires, metrics=metrics),
+                dataclasses.replace(
+                    trial, lease_expires=expires, metrics=merge_metrics(trial.metrics, stored)
+                ),
                 expect_status="running",
             )
-            tx.add_reports(trial.experiment_id, owned)
+            tx.add_reports(trial.experiment_id, stored)
             outcomes.append(expires)
     return outcomes
 

@@ -17,7 +17,6 @@ A trial's life::
 from __future__ import annotations
 
 import dataclasses
-import math
 import socket
 from collections.abc import Sequence
 
@@ -27,7 +26,13 @@ from pbtkit._exceptions import ExperimentConflict, LeaseLost
 from pbtkit.controller import _batch
 from pbtkit.controller._apply import last_line
 from pbtkit.controller._decide import SAMPLE, barrier_members, decide
-from pbtkit.controller._leasing import Leasing, merge_metrics, owned
+from pbtkit.controller._leasing import (
+    Leasing,
+    merge_metrics,
+    not_stored,
+    owned,
+    record_finished,
+)
 from pbtkit.controller._liveness import dead_local_owner
 from pbtkit.controller._population import put_member
 from pbtkit.controller._protocol import Lease
@@ -220,44 +225,16 @@ class Controller(Leasing):
             return [], None  # the checkpoint name is unique to this attempt: it was ours
         trial = self._held(tx, trial_id, worker_id)
         tx.lock_experiment(trial.experiment_id)
-        if first is not None and reports:
-            # The running trial's stored reports are exactly those its holder sent (as
-            # for a heartbeat sent again, controller._beats): skip the ones stored.
-            stored_count = len(tx.reports(trial.experiment_id, trial_id=trial.id))
-            reports = reports[max(0, min(len(reports), stored_count - first)) :]
         spec = self._spec_by_id(tx, trial.experiment_id)
-        stored = owned(reports, trial)
+        stored = owned(not_stored(tx, trial, reports, first), trial)
         metrics = merge_metrics(trial.metrics, stored)
         score = spec.policy.objective.score(metrics)
-        now = self._now(tx)
-        done = dataclasses.replace(
-            trial,
-            status="done",
-            metrics=metrics,
-            score=score if math.isfinite(score) else math.nan,
-            checkpoint=checkpoint,
-            lease_owner=None,
-            lease_expires=None,
-            finished_at=now,
-        )
-        if not tx.update_trial(done, expect_status="running"):
-            raise LeaseLost(f"trial {trial_id} changed while it was being finished")
-        tx.add_reports(trial.experiment_id, stored)
         cache = self._population(tx, trial.experiment_id, spec)
-        previous = cache.records[trial.member].latest_trial_id
-        put_member(
-            tx,
-            cache,
-            dataclasses.replace(
-                cache.records[trial.member],
-                latest_trial_id=done.id,
-                step=done.end_step,
-                score=done.score,
-                hparams=done.hparams,
-                checkpoint=checkpoint,
-                metrics=metrics,
-            ),
-        )
+        now = self._now(tx)
+        finished = record_finished(tx, cache, trial, stored, metrics, score, checkpoint, now)
+        if finished is None:
+            raise LeaseLost(f"trial {trial_id} changed while it was being finished")
+        previous = finished[1]
         async_ = spec.evolution == "async"
         decided = [trial.member] if async_ else barrier_members(tx, trial, cache)
         decide(tx, spec, cache, decided, now, self.imports)

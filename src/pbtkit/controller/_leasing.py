@@ -7,12 +7,14 @@ what a trial did (``_controller``); both keep no state of their own beyond cache
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from pbtkit._exceptions import LeaseLost, NotFound
 from pbtkit.controller._base import Reader
 from pbtkit.controller._liveness import lease_over
+from pbtkit.controller._population import PopulationCache, put_member
 from pbtkit.controller._protocol import ACTIVE_STATUSES, FINISHED, WAIT, Lease
 from pbtkit.store._base import (
     ExperimentRecord,
@@ -22,7 +24,7 @@ from pbtkit.store._base import (
     TrialRecord,
 )
 
-__all__ = ["Leasing", "merge_metrics", "owned"]
+__all__ = ["Leasing", "merge_metrics", "not_stored", "owned", "record_finished"]
 
 
 class Leasing(Reader):
@@ -288,3 +290,59 @@ def merge_metrics(
     for report in reports:
         merged.update(report.metrics)
     return merged
+
+
+def not_stored(
+    tx: Transaction, trial: TrialRecord, reports: Sequence[Measurement], first: int | None
+) -> Sequence[Measurement]:
+    """Of a batch of reports numbered from ``first`` and sent again, those not stored yet:
+    a running trial's stored reports are exactly those its holder sent, in order."""
+    if first is None or not reports:
+        return reports
+    stored = len(tx.reports(trial.experiment_id, trial_id=trial.id))
+    return reports[max(0, min(len(reports), stored - first)) :]
+
+
+def record_finished(
+    tx: Transaction,
+    cache: PopulationCache,
+    trial: TrialRecord,
+    reports: Sequence[ReportRecord],
+    metrics: Mapping[str, float],
+    score: float,
+    checkpoint: str | None,
+    now: float,
+) -> tuple[TrialRecord, int | None] | None:
+    """Write a held trial as done in ``tx``: the trial with its metrics (its own merged
+    with ``reports``') and score, its reports, and its member's row. Returns the recorded
+    trial and the member's previous latest trial; None when the trial changed meanwhile
+    (nothing is written)."""
+    metrics = dict(metrics)
+    done = dataclasses.replace(
+        trial,
+        status="done",
+        metrics=metrics,
+        score=score if math.isfinite(score) else math.nan,
+        checkpoint=checkpoint,
+        lease_owner=None,
+        lease_expires=None,
+        finished_at=now,
+    )
+    if not tx.update_trial(done, expect_status="running"):
+        return None
+    tx.add_reports(trial.experiment_id, reports)
+    member = cache.records[trial.member]
+    put_member(
+        tx,
+        cache,
+        dataclasses.replace(
+            member,
+            latest_trial_id=done.id,
+            step=done.end_step,
+            score=done.score,
+            hparams=done.hparams,
+            checkpoint=checkpoint,
+            metrics=metrics,
+        ),
+    )
+    return done, member.latest_trial_id
