@@ -30,9 +30,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from torch_examples import timed_child  # benchmarks/ is this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS, EPOCHS, READY_EVERY, WORKERS = 8, 16, 2, 2
@@ -73,15 +74,7 @@ def floor() -> None:
     for proc in procs:
         if proc.wait() != 0:
             raise SystemExit(f"a floor process failed with exit code {proc.returncode}")
-
-
-def _timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if out.returncode != 0:
-        raise SystemExit(f"{command} failed:\n{out.stderr[-3000:]}")
-    return wall, out.stdout
+    print(json.dumps({"epochs": MEMBERS * EPOCHS}))
 
 
 def main() -> None:
@@ -106,17 +99,8 @@ def main() -> None:
                     command = [sys.executable, "-c", PBTKIT_RUN, directory]
                 else:
                     command = [sys.executable, __file__, "--floor"]
-                wall, out = _timed(command, env)
-            row: dict[str, Any] = {
-                "benchmark": "digits_floor",
-                "mode": mode,
-                "repeat": repeat,
-                "process_s": round(wall, 3),
-            }
-            if mode == "pbtkit":
-                row.update(json.loads(out.strip().splitlines()[-1]))
-            else:
-                row["epochs"] = MEMBERS * EPOCHS
+                figures = timed_child(command, env)
+            row = {"benchmark": "digits_floor", "mode": mode, "repeat": repeat, **figures}
             rows.append(row)
             print(json.dumps(row), flush=True)
     floors = [r["process_s"] for r in rows if r["mode"] == "floor"]

@@ -33,6 +33,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
     ) from _missing
 
 import pbtkit.torch.vectorized as pv
+from pbtkit.examples import run_in
 
 __all__ = ["BATCH", "SETTINGS", "SPACE", "TRAINER", "data", "main", "mlp", "train"]
 
@@ -121,15 +122,7 @@ SETTINGS: dict[str, Any] = {
 
 def main(directory: str | Path = "pbt-vectorized-digits", **overrides: Any) -> pk.Result:
     """Run :data:`SETTINGS` into ``directory``, every member in this process."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    settings = {
-        **SETTINGS,
-        "storage": f"sqlite:///{directory / 'pbt.db'}",
-        "checkpoint_dir": directory / "checkpoints",
-        **overrides,
-    }
-    return pv.run(TRAINER, **settings)
+    return run_in(directory, TRAINER, overrides, runner=pv.run, **SETTINGS)
 
 
 if __name__ == "__main__":

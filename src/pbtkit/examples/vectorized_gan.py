@@ -44,6 +44,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
     ) from _missing
 
 import pbtkit.torch.vectorized as pv
+from pbtkit.examples import run_in
 from pbtkit.examples.gan import BATCH, CENTERS, MODES, NOISE_DIM, SPACE, STD, sample_real
 from pbtkit.examples.gan import _mlp as mlp
 
@@ -173,15 +174,7 @@ SETTINGS: dict[str, Any] = {
 
 def main(directory: str | Path = "pbt-vectorized-gan", **overrides: Any) -> pk.Result:
     """Run :data:`SETTINGS` into ``directory``, every member in this process."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    settings = {
-        **SETTINGS,
-        "storage": f"sqlite:///{directory / 'pbt.db'}",
-        "checkpoint_dir": directory / "checkpoints",
-        **overrides,
-    }
-    return pv.run(TRAINER, **settings)
+    return run_in(directory, TRAINER, overrides, runner=pv.run, **SETTINGS)
 
 
 if __name__ == "__main__":

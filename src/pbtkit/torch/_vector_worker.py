@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 from torch.func import functional_call, vmap
 
 import pbtkit.torch as pt
@@ -95,7 +96,7 @@ class _Population:
             for i, source in enumerate(sources)
             if source >= 0 and trials[i].shrink_perturb is None and self.optimizers
         ]
-        if here and self.optimizers:
+        if here:
             index = torch.tensor([sources[i] for i in here], device=device)
             slots = torch.tensor(here, device=device)
             with torch.no_grad():
@@ -113,13 +114,8 @@ class _Population:
             if i in here:
                 continue
             if trial.parent_checkpoint is None:
-                with torch.no_grad():
-                    member = self.layout.networks(self.trainer.initial_model(trial.member))
-                    for net, module in member.items():
-                        for n, value in module.named_parameters():
-                            params[net][n][i] = value.detach()
-                        for n, buffer in module.named_buffers():
-                            buffers[net][n][i] = buffer.detach()
+                member = self.layout.networks(self.trainer.initial_model(trial.member))
+                _put(params, buffers, i, member)
             else:
                 self._load(i, trial, params, buffers, optimizers)
         self.params, self.buffers, self.optimizers = params, buffers, optimizers
@@ -142,13 +138,9 @@ class _Population:
             for net, module in self.templates.items()
         }
         pt.load(trial, model=self.templates, optimizer=opts, hparams=values, device=trainer.device)
-        with torch.no_grad():
-            for net, module in self.templates.items():
-                for name, value in module.named_parameters():
-                    params[net][name][slot] = value.detach()
-                for name, buffer in module.named_buffers():
-                    buffers[net][name][slot] = buffer.detach()
-                optimizers[net].set_member_state(slot, opts[names[net]].state_dict()["state"])
+        _put(params, buffers, slot, self.templates)
+        for net in self.templates:
+            optimizers[net].set_member_state(slot, opts[names[net]].state_dict()["state"])
 
     def train(self, trials: Sequence[Trial]) -> dict[int, list[Measurement]]:
         """Train every slot from its trial's start to its end step, in lockstep; the
@@ -303,6 +295,21 @@ class _Population:
             }
         states: dict[str, dict[str, Any]] = {"models": models, "optimizers": optimizers}
         pt._write_states(trial, states, trial.hparams, {})
+
+
+@torch.no_grad()
+def _put(
+    params: dict[str, dict[str, torch.Tensor]],
+    buffers: dict[str, dict[str, torch.Tensor]],
+    slot: int,
+    modules: Mapping[str, nn.Module],
+) -> None:
+    """Copy each network's parameters and buffers into slot ``slot`` of the stacks."""
+    for net, module in modules.items():
+        for name, value in module.named_parameters():
+            params[net][name][slot] = value.detach()
+        for name, buffer in module.named_buffers():
+            buffers[net][name][slot] = buffer.detach()
 
 
 class _Heartbeat:

@@ -58,7 +58,7 @@ Needs ``pip install 'pbtkit[torch]'``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -193,16 +193,11 @@ class VectorizedTrainer:
             raise ConfigError(
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
-        known = DEFAULTS[self.optimizer]
-        unknown = sorted(
-            name
-            for name in self.defaults
-            if name not in known and not any(name.endswith(f"_{key}") for key in known)
-        )
+        unknown = self._stray_defaults(None)
         if unknown:
             raise ConfigError(
                 f"defaults names {unknown}, which {self.optimizer} does not take; its "
-                f"hyperparameters are {sorted(known)} (or <optimizer>_<name>)"
+                f"hyperparameters are {sorted(DEFAULTS[self.optimizer])} (or <optimizer>_<name>)"
             )
         if self.randomness not in ("error", "different", "same"):
             raise ConfigError(
@@ -285,18 +280,29 @@ class VectorizedTrainer:
             raise ConfigError(
                 f"optimizer names must be distinct strings without '/', got {optimizers}"
             )
-        known = DEFAULTS[self.optimizer]
-        stray = sorted(
-            name
-            for name in self.defaults
-            if name not in known and not any(f"{o}_{key}" == name for o in names for key in known)
-        )
+        stray = self._stray_defaults(names)
         if stray:
             raise ConfigError(
                 f"defaults names {stray}, which no optimizer takes: the optimizers are "
-                f"{names}, their hyperparameters {sorted(known)} (or <optimizer>_<name>)"
+                f"{names}, their hyperparameters {sorted(DEFAULTS[self.optimizer])} (or "
+                "<optimizer>_<name>)"
             )
         return Layout(single, optimizers, stages)
+
+    def _stray_defaults(self, optimizers: Sequence[str] | None) -> list[str]:
+        """The names in :attr:`defaults` that no optimizer takes: neither one of the
+        optimizer's hyperparameters nor one prefixed by an optimizer's name (by any name
+        while the optimizers are not known yet)."""
+        known = DEFAULTS[self.optimizer]
+
+        def takes(name: str) -> bool:
+            return name in known or any(
+                name.endswith(f"_{key}")
+                and (optimizers is None or name[: -len(key) - 1] in optimizers)
+                for key in known
+            )
+
+        return sorted(name for name in self.defaults if not takes(name))
 
     def hparams(self, hparams: Mapping[str, Any]) -> dict[str, float]:
         """A member's hyperparameters as numbers, the optimizer's defaults filled in.
