@@ -47,12 +47,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from torch_examples import timed_child  # benchmarks/ is this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -301,31 +302,10 @@ def main() -> None:
             if repeat % 2:
                 order = order[::-1]  # neither mode always runs first on a drifting machine
             for mode in order:
-                started = time.perf_counter()
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        mode,
-                        "--population",
-                        str(population),
-                        "--steps",
-                        str(args.steps),
-                        "--ready-every",
-                        str(args.ready_every),
-                        "--workers",
-                        str(args.workers),
-                        "--task",
-                        args.task,
-                    ],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=True,
-                )
-                figures = json.loads(out.stdout.strip().splitlines()[-1])
-                figures["process_s"] = time.perf_counter() - started
+                command = [sys.executable, __file__, "--child", mode, "--population"]
+                command += [str(population), "--steps", str(args.steps), "--ready-every"]
+                command += [str(args.ready_every), "--workers", str(args.workers)]
+                figures = timed_child([*command, "--task", args.task], env)
                 work = population * args.steps
                 line = {
                     "task": args.task,
@@ -337,16 +317,14 @@ def main() -> None:
                     "workers": args.workers,
                     **figures,
                     "throughput": work / figures["wall_s"],
-                    # The floor trains one member and scales its time: no outside figure.
-                    "throughput_outside": None if mode == "plain" else work / figures["process_s"],
+                    "throughput_outside": work / figures["process_s"],
                 }
                 runs[mode].append(line)
                 print(json.dumps(line), flush=True)
         summary: dict[str, Any] = {"task": args.task, "population": population, "summary": True}
         for mode, lines in runs.items():
             for key in ("wall_s", "process_s", "throughput", "throughput_outside"):
-                if mode != "plain" or key in ("wall_s", "throughput"):
-                    summary[f"{mode}_{key}_median"] = statistics.median(x[key] for x in lines)
+                summary[f"{mode}_{key}_median"] = statistics.median(x[key] for x in lines)
         summary["speedup_per_repeat"] = [
             v["throughput"] / p["throughput"]
             for v, p in zip(runs["vectorized"], runs["process"], strict=True)
